@@ -1,0 +1,119 @@
+"""Checkpoint files: atomic saving, safe loading, rebuilding the model.
+
+A checkpoint is a ``torch.save`` dict holding only tensors and plain Python
+values, loaded with ``weights_only=True`` so a malicious file cannot run
+code. Keys:
+
+    format      "fracbnn.checkpoint"
+    version     1
+    model       {"name": registry name, "kwargs": builder options}
+    state_dict  model weights (strictly matched on load)
+    ...         anything else the writer adds (optimizer, scheduler, rng,
+                epoch, step, config, metrics)
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .errors import CheckpointError
+from .models import create_model
+from .nn import FracConv2d
+
+FORMAT = "fracbnn.checkpoint"
+VERSION = 1
+
+
+def model_spec(model: nn.Module) -> dict:
+    """How to rebuild ``model``: its registry spec with the current conv mode."""
+    model = getattr(model, "module", model)  # unwrap DataParallel / DDP
+    spec = getattr(model, "spec", None)
+    if spec is None:
+        raise ValueError("model was not built by fracbnn.models.create_model; it has no spec to save")
+    kwargs = dict(spec["kwargs"])
+    modes = {m.mode for m in model.modules() if isinstance(m, FracConv2d)}
+    if len(modes) == 1 and "frac_mode" in kwargs:
+        kwargs["frac_mode"] = modes.pop()
+    return {"name": spec["name"], "kwargs": kwargs}
+
+
+def save_checkpoint(path: str | os.PathLike, model: nn.Module, **extra) -> Path:
+    """Write a checkpoint atomically: a crash never leaves a broken file at ``path``."""
+    model_ = getattr(model, "module", model)
+    payload = {"format": FORMAT, "version": VERSION, "model": model_spec(model_),
+               "state_dict": model_.state_dict(), **extra}
+    return atomic_torch_save(payload, path)
+
+
+def atomic_torch_save(obj, path: str | os.PathLike) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
+    """Load and validate a checkpoint without executing any pickled code."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} not found; check the path (training writes RUN_DIR/last.pt)")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # torch raises several types for damaged files
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(
+            f"{path} is not a readable fracbnn checkpoint (truncated, corrupt or unsafe: {first[:160]}); "
+            "use another checkpoint, e.g. the run's last.pt or an epoch file") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a fracbnn checkpoint (no '{FORMAT}' marker); "
+                              "to convert the reference implementation's files use `fracbnn import-reference`")
+    if ckpt.get("version") != VERSION:
+        raise CheckpointError(f"{path} has checkpoint version {ckpt.get('version')}, this fracbnn reads "
+                              f"version {VERSION}; upgrade fracbnn")
+    for key in ("model", "state_dict"):
+        if key not in ckpt:
+            raise CheckpointError(f"{path} lacks '{key}'; the file is incomplete, use another checkpoint")
+    return ckpt
+
+
+def load_state_dict_strict(model: nn.Module, state_dict: dict, source: str = "checkpoint") -> None:
+    """load_state_dict(strict=True) with a one-line error naming the bad keys."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(own))
+    bad_shape = sorted(k for k in set(own) & set(state_dict) if own[k].shape != state_dict[k].shape)
+    if missing or unexpected or bad_shape:
+        parts = []
+        for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", bad_shape)):
+            if keys:
+                parts.append(f"{label} keys: {', '.join(keys[:8])}{' ...' if len(keys) > 8 else ''}")
+        raise CheckpointError(f"{source} does not match the model ({'; '.join(parts)})")
+    model.load_state_dict(state_dict, strict=True)
+
+
+def model_from_checkpoint(ckpt: dict | str | os.PathLike, map_location="cpu") -> nn.Module:
+    """Rebuild the model recorded in a checkpoint and load its weights strictly."""
+    source = str(ckpt) if not isinstance(ckpt, dict) else "checkpoint"
+    if not isinstance(ckpt, dict):
+        ckpt = load_checkpoint(ckpt, map_location)
+    spec = ckpt["model"]
+    try:
+        model = create_model(spec["name"], **spec.get("kwargs", {}))
+    except ValueError as e:
+        raise CheckpointError(f"{source}: {e}") from None
+    load_state_dict_strict(model, ckpt["state_dict"], source)
+    return model

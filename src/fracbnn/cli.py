@@ -1,0 +1,57 @@
+"""The ``fracbnn`` command line.
+
+Each subcommand lives in ``fracbnn.commands.<module>`` and provides
+``add_arguments(parser)`` and ``run(args) -> int``; heavy imports happen
+inside ``run`` so ``fracbnn --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from .errors import FracBNNError
+
+#: subcommand -> (module, one-line help)
+COMMANDS = {
+    "summary": ("fracbnn.commands.summary", "per-layer bits and operation counts of a model"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = argparse.ArgumentParser(prog="fracbnn", description="FracBNN: train, deploy and build binary "
+                                     "neural networks with fractional activations.")
+    parser.add_argument("--version", action="version", version=f"fracbnn {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module, help_text) in COMMANDS.items():
+        mod = importlib.import_module(module)
+        p = sub.add_parser(name, help=help_text, description=(mod.__doc__ or help_text).strip())
+        mod.add_arguments(p)
+        p.set_defaults(_run=mod.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args._run(args) or 0)
+    except FracBNNError as e:
+        print(f"fracbnn {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except (FileNotFoundError, IsADirectoryError, PermissionError) as e:
+        print(f"fracbnn {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"fracbnn {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,42 @@
+"""Per-layer bits and operation counts of a registered model or a checkpoint.
+
+MODEL is a registry name (e.g. resnet20-fracbnn) or a checkpoint file; for a
+checkpoint with recorded gate statistics the measured LSB density is used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", metavar="MODEL", help="registry name (see --list) or checkpoint path")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    p.add_argument("--lsb-density", type=float, default=None, metavar="D",
+                   help="share of outputs whose LSB pass runs (0..1); default: measured, else 1.0")
+    p.add_argument("--input-size", type=int, nargs=3, metavar=("C", "H", "W"), default=None,
+                   help="image size (default: the model's own, e.g. 3 32 32)")
+    p.add_argument("--num-classes", type=int, default=None, help="number of classes (registry names only)")
+    p.add_argument("--width", type=float, default=None, help="width multiplier (registry names only)")
+
+
+def run(args) -> int:
+    from ..errors import FracBNNError
+    from ..models import create_model, list_models
+    from ..summary import summarize
+
+    if args.lsb_density is not None and not 0.0 <= args.lsb_density <= 1.0:
+        raise FracBNNError(f"--lsb-density must be between 0 and 1, got {args.lsb_density}")
+    if args.model in list_models():
+        kwargs = {k: v for k, v in (("num_classes", args.num_classes), ("width", args.width)) if v is not None}
+        model = create_model(args.model, **kwargs)
+    elif os.path.exists(args.model):
+        from ..checkpoint import model_from_checkpoint
+
+        model = model_from_checkpoint(args.model)
+    else:
+        raise FracBNNError(f"{args.model!r} is neither a model name ({', '.join(list_models())}) nor a file")
+    s = summarize(model, input_size=args.input_size, lsb_density=args.lsb_density)
+    print(s.to_json() if args.json else s.format_table())
+    return 0

@@ -1,0 +1,25 @@
+"""Layers of binary and fractional-activation networks."""
+
+from .layers import (
+    CONV_MODES,
+    BinaryConv2d,
+    FracConv2d,
+    GateCounter,
+    RPReLU,
+    gate_regularizer,
+    gate_statistics,
+    reset_gate_statistics,
+    set_conv_mode,
+)
+
+__all__ = [
+    "CONV_MODES",
+    "BinaryConv2d",
+    "FracConv2d",
+    "GateCounter",
+    "RPReLU",
+    "gate_regularizer",
+    "gate_statistics",
+    "reset_gate_statistics",
+    "set_conv_mode",
+]

@@ -1,0 +1,220 @@
+"""Binary convolution, fractional (precision-gated) convolution and RPReLU."""
+
+from __future__ import annotations
+
+import threading
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..quant import ActivationQuantizer, BinaryWeight, PrecisionGate
+
+#: Modes of :class:`FracConv2d`, one per step of the training recipe.
+CONV_MODES = ("float", "binary", "frac")
+
+
+class RPReLU(nn.Module):
+    """y = PReLU(x + b1) + b2 per channel (b1 = b2 = 0, slope 0.25 at init)."""
+
+    def __init__(self, channels: int, init_slope: float = 0.25):
+        super().__init__()
+        self.shift_in = nn.Parameter(torch.zeros(channels))
+        self.slope = nn.Parameter(torch.full((channels,), float(init_slope)))
+        self.shift_out = nn.Parameter(torch.zeros(channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = (1, -1) + (1,) * (x.dim() - 2)
+        return F.prelu(x + self.shift_in.view(shape), self.slope) + self.shift_out.view(shape)
+
+
+class BinaryConv2d(nn.Conv2d):
+    """Convolution with sign(W) weights and an optional input quantizer.
+
+    Used for the thermometer input layer (its input is already +-1) and for
+    the plain-BNN baseline (``input_quantizer=ActivationQuantizer(1)``).
+    """
+
+    def __init__(self, *args, input_quantizer: nn.Module | None = None, weight_clip: float = 1.3, **kwargs):
+        kwargs.setdefault("bias", False)
+        super().__init__(*args, **kwargs)
+        self.weight_quantizer = BinaryWeight(weight_clip)
+        self.input_quantizer = input_quantizer
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.input_quantizer is not None:
+            x = self.input_quantizer(x)
+        return self._conv_forward(x, self.weight_quantizer(self.weight), self.bias)
+
+
+class GateCounter:
+    """Counts gated outputs on device, without a host sync per step.
+
+    Counters live per device in a plain (non-buffer) attribute, so the
+    replicas that ``nn.DataParallel`` makes share one counter; under DDP each
+    process counts its own shard and :func:`gate_statistics` all-reduces.
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._counts: dict[torch.device, torch.Tensor] = {}
+
+    def add(self, mask: torch.Tensor) -> None:
+        acc = self._accumulator(mask.device)
+        acc[0].add_(mask.sum(dtype=torch.int64))
+        acc[1].add_(mask.numel())
+
+    def add_dense(self, n: int, device: torch.device) -> None:
+        """All ``n`` outputs computed at full precision (non-gated modes)."""
+        self._accumulator(device).add_(n)
+
+    def _accumulator(self, device: torch.device) -> torch.Tensor:
+        with self._lock:
+            acc = self._counts.get(device)
+            if acc is None:
+                acc = self._counts[device] = torch.zeros(2, dtype=torch.int64, device=device)
+            return acc
+
+    def totals(self) -> torch.Tensor:
+        """(open, total) summed over devices, as a CPU int64 tensor (syncs)."""
+        out = torch.zeros(2, dtype=torch.int64)
+        with self._lock:
+            for acc in self._counts.values():
+                out += acc.cpu()
+        return out
+
+    def reset(self) -> None:
+        with self._lock:
+            self._counts.clear()
+
+    def __deepcopy__(self, memo):
+        return GateCounter()
+
+    def __getstate__(self):
+        return {}
+
+    def __setstate__(self, state):
+        self.__init__()
+
+
+class FracConv2d(nn.Conv2d):
+    """Fractional-activation convolution (``PGBinaryConv2d`` in the paper).
+
+    The input is quantized to 2 bits, x = (2M + L) / 3 with M, L in {-1, +1}.
+    ``mode`` selects the step of the training recipe:
+
+    * ``"float"``:  conv(Q2(x), W)          (step 1, float weights)
+    * ``"binary"``: conv(Q2(x), sign W)     (step 2)
+    * ``"frac"``:   out_msb = (2/3) conv(M, sign W) for every output, plus the
+      LSB part (1/3) conv(L, sign W) only where out_msb > theta (step 3).
+
+    theta is one learnable threshold per output channel (init -1.0).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size,
+        stride=1,
+        padding=0,
+        *,
+        mode: str = "frac",
+        threshold_init: float = -1.0,
+        sparse_backprop: bool = True,
+        weight_clip: float = 1.3,
+        **kwargs,
+    ):
+        kwargs.setdefault("bias", False)
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, **kwargs)
+        self.input_quantizer = ActivationQuantizer(2)
+        self.weight_quantizer = BinaryWeight(weight_clip)
+        self.gate = PrecisionGate(sparse_backprop)
+        self.threshold = nn.Parameter(torch.full((out_channels,), float(threshold_init)))
+        self.mode = mode
+        self.gate_counter = GateCounter()
+
+    @property
+    def mode(self) -> str:
+        return self._mode
+
+    @mode.setter
+    def mode(self, value: str) -> None:
+        if value not in CONV_MODES:
+            raise ValueError(f"unknown FracConv2d mode {value!r}; choose one of {', '.join(CONV_MODES)}")
+        self._mode = value
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xq = self.input_quantizer(x)
+        if self._mode == "float":
+            out = self._conv_forward(xq, self.weight, self.bias)
+            self.gate_counter.add_dense(out.numel(), out.device)
+            return out
+        w = self.weight_quantizer(self.weight)
+        out_full = self._conv_forward(xq, w, self.bias)
+        if self._mode == "binary":
+            self.gate_counter.add_dense(out_full.numel(), out_full.device)
+            return out_full
+        # The MSB plane of a 2-bit code is sign(x); for the quantized levels
+        # this sign has gradient 1 (all levels lie inside the STE clip).
+        msb = torch.where(xq >= 0, 1.0, -1.0).to(xq.dtype) + (xq - xq.detach())
+        out_msb = self._conv_forward(msb, w, self.bias) * (2.0 / 3.0)
+        mask = self.gate(out_msb, self.threshold.view(1, -1, 1, 1).to(out_msb.dtype))
+        self.gate_counter.add(mask.detach() > 0)
+        # Where the gate is open this equals out_full = out_msb + LSB part.
+        return out_msb + mask * (out_full - out_msb)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", mode={self._mode}"
+
+
+def _frac_convs(model: nn.Module):
+    return [(name, m) for name, m in model.named_modules() if isinstance(m, FracConv2d)]
+
+
+def set_conv_mode(model: nn.Module, mode: str) -> int:
+    """Switch every :class:`FracConv2d` in ``model`` to ``mode``; returns how many."""
+    convs = _frac_convs(model)
+    for _, m in convs:
+        m.mode = mode
+    return len(convs)
+
+
+def reset_gate_statistics(model: nn.Module) -> None:
+    for _, m in _frac_convs(model):
+        m.gate_counter.reset()
+
+
+def gate_statistics(model: nn.Module, all_reduce: bool = True) -> dict[str, dict[str, float]]:
+    """Per-layer {'open', 'total', 'density', 'sparsity'} since the last reset.
+
+    'density' is the share of outputs whose LSB pass ran; 'sparsity' is
+    1 - density. Under an initialised ``torch.distributed`` group the counts
+    are summed over processes (every process must call this together).
+    """
+    convs = _frac_convs(model)
+    if not convs:
+        return {}
+    counts = torch.stack([m.gate_counter.totals() for _, m in convs])
+    if all_reduce and torch.distributed.is_available() and torch.distributed.is_initialized():
+        backend = torch.distributed.get_backend()
+        dev = torch.device("cuda", torch.cuda.current_device()) if backend == "nccl" else torch.device("cpu")
+        counts = counts.to(dev)
+        torch.distributed.all_reduce(counts)
+        counts = counts.cpu()
+    stats = {}
+    for (name, _), (open_n, total) in zip(convs, counts.tolist()):
+        density = open_n / total if total else float("nan")
+        stats[name] = {"open": open_n, "total": total, "density": density, "sparsity": 1.0 - density}
+    return stats
+
+
+def gate_regularizer(model: nn.Module, target: float, weight: float = 1e-5) -> torch.Tensor:
+    """weight * 0.5 * sum over layers of ||theta - g||^2, pulling thresholds to g.
+
+    A higher target g closes more gates (fewer LSB computations).
+    """
+    thetas = [m.threshold for _, m in _frac_convs(model) if m.mode == "frac"]
+    if not thetas:
+        return torch.zeros(())
+    return weight * 0.5 * sum(((t - target) ** 2).sum() for t in thetas)

@@ -15,6 +15,7 @@ code. Keys:
 from __future__ import annotations
 
 import os
+import pickle
 import tempfile
 from pathlib import Path
 
@@ -73,10 +74,15 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
         raise CheckpointError(f"checkpoint {path} not found; check the path (training writes RUN_DIR/last.pt)")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # torch raises several types for damaged files
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    except pickle.UnpicklingError as e:
+        first = (str(e).strip().splitlines() or [""])[0]
         raise CheckpointError(
-            f"{path} is not a readable fracbnn checkpoint (truncated, corrupt or unsafe: {first[:160]}); "
+            f"{path} holds objects other than tensors and plain values, refused as unsafe to load "
+            f"({first[:120]}); only load checkpoints written by fracbnn") from None
+    except Exception as e:  # torch raises several types for damaged files
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise CheckpointError(
+            f"{path} is truncated or corrupt ({first[:100]}); "
             "use another checkpoint, e.g. the run's last.pt or an epoch file") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a fracbnn checkpoint (no '{FORMAT}' marker); "

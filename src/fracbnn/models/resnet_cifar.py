@@ -148,7 +148,8 @@ class CifarResNet(nn.Module):
                 nn.init.kaiming_normal_(m.weight)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        x = self.stem_bn(self.stem(self.encoder(images)))
+        x = self.encoder(images).to(self.stem.weight.dtype)
+        x = self.stem_bn(self.stem(x))
         x = self.stages(x)
         return self.fc(torch.flatten(self.pool(x), 1))
 

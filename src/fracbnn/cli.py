@@ -16,6 +16,7 @@ from .errors import FracBNNError
 #: subcommand -> (module, one-line help)
 COMMANDS = {
     "summary": ("fracbnn.commands.summary", "per-layer bits and operation counts of a model"),
+    "import-reference": ("fracbnn.commands.import_reference", "convert a checkpoint of the public FracBNN code"),
 }
 
 

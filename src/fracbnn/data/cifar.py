@@ -11,6 +11,7 @@ accepts plain containers and numpy arrays, so a tampered file cannot run code.
 
 from __future__ import annotations
 
+import codecs
 import io
 import pickle
 from dataclasses import dataclass
@@ -72,11 +73,13 @@ _ALLOWED = {
     ("numpy._core.multiarray", "_reconstruct"): _numpy_reconstruct,
     ("numpy", "ndarray"): lambda: np.ndarray,
     ("numpy", "dtype"): lambda: np.dtype,
+    # protocol-2 pickles written by Python 3 store bytes as _codecs.encode(text, "latin1")
+    ("_codecs", "encode"): lambda: codecs.encode,
 }
 
 
 class _SafeUnpickler(pickle.Unpickler):
-    """Unpickler that refuses every global except numpy's array reconstruction."""
+    """Unpickler that refuses every global except numpy arrays and byte-string decoding."""
 
     def find_class(self, module, name):
         make = _ALLOWED.get((module, name))

@@ -1,0 +1,1 @@
+"""FPGA accelerator for CIFAR FracBNN ResNets: performance/resource model and HLS project generator."""

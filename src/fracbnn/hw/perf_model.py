@@ -1,0 +1,476 @@
+"""Analytic cycle and resource model of the CIFAR FracBNN accelerator.
+
+Two loop structures share one parameterisation (:class:`HwConfig`):
+
+* ``style="published"`` mimics the published Ultra96 design loop by loop:
+  one 3x3 binary engine with ``lanes`` output channels, channels packed
+  ``word_bits`` per word and zero-padded, every convolution swept over a
+  (H+1)x(H+1) line-buffer grid at its *input* resolution, the MSB and the LSB
+  pass both as full sweeps, and separate loops for quantize+pack (over the
+  whole 64-channel buffer), batch-norm/RPReLU/shortcut and the down-sampling
+  shortcut.
+* ``style="fracbnn"`` is the design ``fracbnn hw generate`` writes: the same
+  binary engine but its ``word_bits``-wide popcount splits into segments of
+  ``min_segment_bits`` so a 16-channel layer computes 4 adjacent pixels per
+  cycle; convolutions run at output resolution; the LSB pass only visits
+  tiles (``slots`` adjacent output pixels x ``lanes`` output channels) with at
+  least one open gate; one fused epilogue loop per layer (BN, RPReLU,
+  residual, BN, 2-bit quantize, pack) over ``lanes x slots`` units.
+
+Every pipelined loop costs ``trip x II + depth`` per entry (the same rule the
+generated C simulation counts). All formulas are documented in docs/hw.md;
+the functions here are the single source of those numbers.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, replace
+
+from .layers import ConvLayer
+
+#: Figures of the published CIFAR-10 design (SPEC section 5, as quoted).
+PUBLISHED = {"fps": 2806.9, "lut": 51444, "dsp": 126, "bram18k": 212, "clock_mhz": 250.0}
+#: xczu3eg-sbva484-1-e (Ultra96v2) resources.
+PART = {"name": "xczu3eg-sbva484-1-e", "lut": 70560, "ff": 141120, "bram18k": 432, "dsp": 360}
+
+TAPS = 9
+#: Pipeline depths (cycles from first issue to last result) assumed per loop kind.
+#: The generated kernel's cycle counters use the same table (trip x II + depth).
+DEPTH = {"load": 4, "init": 2, "conv": 6, "epilogue": 10, "pack": 4, "pool": 4, "copy": 2, "fc": 6}
+
+
+@dataclass(frozen=True)
+class HwConfig:
+    """Parallelism and structure of one accelerator configuration."""
+
+    name: str = "fracbnn"
+    style: str = "fracbnn"          # "fracbnn" | "published"
+    lanes: int = 16                 # output channels computed in parallel
+    word_bits: int = 64             # bits of one XNOR-popcount word
+    min_segment_bits: int = 16      # narrowest popcount segment (== word_bits: no segmenting)
+    epilogue_units: int | None = None  # channel x pixel units of the fused epilogue (default lanes x slots)
+    lsb_skip: bool = True           # LSB pass only over tiles with an open gate
+    clock_mhz: float = 250.0
+    axi_bytes: int = 8              # image bytes per AXI beat
+    acc_bits: int = 16              # conv accumulator width
+    residual_bits: int = 32         # residual (full-precision path) word width in the fracbnn design
+    param_bits: int = 16            # width of per-channel epilogue constants
+    epilogue_mults: int = 3         # multipliers per epilogue unit (BN_a, PReLU slope, BN_c)
+
+    def __post_init__(self):
+        if self.style not in ("fracbnn", "published"):
+            raise ValueError(f"unknown style {self.style!r}")
+        for k in ("lanes", "word_bits", "min_segment_bits"):
+            v = getattr(self, k)
+            if v < 1 or v & (v - 1):
+                raise ValueError(f"{k} must be a power of two, got {v}")
+        if self.min_segment_bits > self.word_bits:
+            raise ValueError("min_segment_bits cannot exceed word_bits")
+
+    @property
+    def slots(self) -> int:
+        """Pixels the engine can compute per cycle (narrowest segmentation)."""
+        return self.word_bits // self.min_segment_bits
+
+    @property
+    def units(self) -> int:
+        return self.epilogue_units or self.lanes * self.slots
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d.update(slots=self.slots, units=self.units)
+        return d
+
+
+def published_ultra96() -> HwConfig:
+    """The published design: 16 lanes, 64-bit zero-padded words, full LSB sweeps."""
+    return HwConfig(name="published-ultra96", style="published", lanes=16, word_bits=64, min_segment_bits=64,
+                    lsb_skip=False, residual_bits=16, param_bits=12, epilogue_mults=5)
+
+
+def proposed_ultra96() -> HwConfig:
+    """Ours: same 16x9x64-bit binary array, segmentable to 2 x 32 bits, LSB tile skipping."""
+    return HwConfig(name="fracbnn-ultra96", style="fracbnn", lanes=16, word_bits=64, min_segment_bits=32,
+                    epilogue_units=32, lsb_skip=True)
+
+
+# ---------------------------------------------------------------------------
+# cycles
+
+
+@dataclass
+class Loop:
+    loop: str
+    trip: int          # total iterations over all entries
+    ii: int = 1
+    depth: int = 0
+    entries: int = 1   # how many times the pipeline is entered (each adds its depth)
+
+    @property
+    def cycles(self) -> int:
+        return self.trip * self.ii + (self.depth * self.entries if self.trip else 0)
+
+    def to_dict(self) -> dict:
+        return {"loop": self.loop, "trip": self.trip, "ii": self.ii, "depth": self.depth, "entries": self.entries,
+                "cycles": self.cycles}
+
+
+@dataclass
+class CycleReport:
+    config: HwConfig
+    layers: list[dict] = field(default_factory=list)  # {"name", "loops": [Loop], "cycles", ...}
+
+    @property
+    def cycles(self) -> int:
+        return sum(l["cycles"] for l in self.layers)
+
+    @property
+    def latency_us(self) -> float:
+        return self.cycles / self.config.clock_mhz
+
+    @property
+    def fps(self) -> float:
+        return self.config.clock_mhz * 1e6 / self.cycles
+
+    def to_dict(self) -> dict:
+        return {"cycles": self.cycles, "latency_us": self.latency_us, "fps": self.fps,
+                "layers": [{**{k: v for k, v in l.items() if k != "loops"},
+                            "loops": [lp.to_dict() for lp in l["loops"]]} for l in self.layers]}
+
+
+def segment_plan(cin: int, pixels_per_row: int, cfg: HwConfig) -> tuple[int, int, int]:
+    """(segment bits, pixels per cycle, words per pixel) for a layer with ``cin`` input channels.
+
+    The fracbnn engine picks the segment width (a power of two between
+    ``min_segment_bits`` and ``word_bits``) that minimises cycles per row,
+    ceil(row / slots) * words; ties go to the wider segment (fewer words).
+    """
+    best = None
+    seg = cfg.word_bits
+    while seg >= cfg.min_segment_bits:
+        slots = min(cfg.word_bits // seg, pixels_per_row)
+        words = math.ceil(cin / seg)
+        cost = math.ceil(pixels_per_row / slots) * words
+        if best is None or cost < best[0]:
+            best = (cost, seg, slots, words)
+        seg //= 2
+    return best[1], best[2], best[3]
+
+
+def lsb_tiles(layer: ConvLayer, cfg: HwConfig) -> tuple[int, int]:
+    """(output-channel groups, tiles per group) of the LSB pass of ``layer``."""
+    _, slots, _ = segment_plan(layer.cin, layer.w_out, cfg)
+    return math.ceil(layer.cout / cfg.lanes), layer.h_out * math.ceil(layer.w_out / slots)
+
+
+def cycle_model(layers: list[ConvLayer], cfg: HwConfig, lsb_density: dict | float | None = None,
+                n_classes: int = 10, image_channels: int = 3) -> CycleReport:
+    """Cycles per layer and in total for one image.
+
+    ``lsb_density`` is the share of LSB work items that run: per layer name
+    or one number (default 1.0). For the fracbnn style an item is a tile of
+    ``slots`` adjacent output pixels x ``lanes`` channels with >= 1 open gate;
+    the published style ignores it (it always sweeps).
+    """
+    if cfg.style == "published":
+        return _published_cycles(layers, cfg, n_classes, image_channels)
+    return _fracbnn_cycles(layers, cfg, lsb_density, n_classes, image_channels)
+
+
+def _density(lsb_density, name: str) -> float:
+    if lsb_density is None:
+        return 1.0
+    if isinstance(lsb_density, (int, float)):
+        return float(lsb_density)
+    return float(lsb_density.get(name, 1.0))
+
+
+def _fracbnn_cycles(layers, cfg, lsb_density, n_classes, image_channels) -> CycleReport:
+    rep = CycleReport(cfg)
+    first, last = layers[0], layers[-1]
+    rep.layers.append({"name": "input", "loops": [
+        Loop("load", math.ceil(image_channels * first.h_in * first.w_in / cfg.axi_bytes), 1, DEPTH["load"])]})
+    for layer in layers:
+        seg, slots, words = segment_plan(layer.cin, layer.w_out, cfg)
+        groups = math.ceil(layer.cout / cfg.lanes)
+        tiles = layer.h_out * math.ceil(layer.w_out / slots)
+        loops = [Loop("msb", groups * tiles * words, 1, DEPTH["conv"], groups)]
+        d = None
+        if layer.kind == "frac":
+            d = _density(lsb_density, layer.name) if cfg.lsb_skip else 1.0
+            open_tiles = round(d * groups * tiles)
+            loops.append(Loop("lsb", open_tiles * words, 1, DEPTH["conv"], groups))
+        if layer.residual == "downsample":
+            # 2x2 average of the incoming residual, one input pixel per cycle per unit
+            loops.append(Loop("shortcut", 4 * math.ceil(layer.h_out * layer.w_out * layer.cin / cfg.units), 1,
+                              DEPTH["pool"]))
+        loops.append(Loop("epilogue", _epilogue_trip(layer, cfg), 1, DEPTH["epilogue"]))
+        row = {"name": layer.name, "loops": loops, "segment_bits": seg, "slots": slots, "words": words,
+               "groups": groups, "tiles_per_group": tiles}
+        if d is not None:
+            row["lsb_density"] = d
+        rep.layers.append(row)
+    rep.layers.append({"name": "head", "loops": [
+        Loop("pool", last.h_out * last.w_out * math.ceil(last.cout / cfg.units), 1, DEPTH["pool"]),
+        Loop("fc", last.cout, 1, DEPTH["fc"])]})
+    for l in rep.layers:
+        l["cycles"] = sum(lp.cycles for lp in l["loops"])
+    return rep
+
+
+def _epilogue_trip(layer: ConvLayer, cfg: HwConfig) -> int:
+    """Iterations of the fused epilogue: ``units`` (channel, pixel) pairs per cycle."""
+    ppc = max(1, cfg.units // layer.cout)       # pixels per cycle
+    passes = math.ceil(layer.cout / cfg.units)  # channel passes per pixel
+    return math.ceil(layer.h_out * layer.w_out / ppc) * passes
+
+
+def _published_words(layer: ConvLayer, cfg: HwConfig, image_channels: int) -> int:
+    if layer.kind == "input":  # one colour's thermometer bits per zero-padded word
+        per = layer.cin // image_channels
+        return image_channels * math.ceil(per / cfg.word_bits)
+    return math.ceil(layer.cin / cfg.word_bits)
+
+
+def _published_cycles(layers, cfg, n_classes, image_channels) -> CycleReport:
+    rep = CycleReport(cfg)
+    hmax = max(l.h_in for l in layers)
+    cmax = max(l.cout for l in layers)
+    first, last = layers[0], layers[-1]
+    rep.layers.append({"name": "input", "loops": [
+        Loop("init", (hmax + 1) ** 2, 1, DEPTH["init"]),
+        Loop("load", image_channels * first.h_in * first.w_in, 1, DEPTH["load"])]})
+    for layer in layers:
+        groups = math.ceil(layer.cout / cfg.lanes)
+        words = _published_words(layer, cfg, image_channels)
+        # the engine sweeps the (H+1)^2 line-buffer grid at input resolution, MSB then LSB
+        sweep = (layer.h_in + 1) * (layer.w_in + 1)
+        calls = groups * words * 2
+        loops = []
+        if layer.kind == "frac":
+            loops.append(Loop("pack", math.ceil(cmax / cfg.lanes) * layer.h_in * layer.w_in, 1, DEPTH["pack"]))
+        if layer.residual == "downsample":
+            tiles_in = math.ceil(layer.cin / cfg.lanes)
+            half = (hmax + 1) // 2
+            loops.append(Loop("shortcut_init", half * half, 1, DEPTH["init"]))
+            loops.append(Loop("shortcut", tiles_in * layer.h_out * layer.w_out * 4, 1, DEPTH["pool"], tiles_in))
+            loops.append(Loop("shortcut_copy", tiles_in * layer.h_out * layer.w_out, 1, DEPTH["copy"], tiles_in))
+        loops.append(Loop("msb+lsb sweeps", calls * sweep, 1, DEPTH["conv"], calls))
+        loops.append(Loop("epilogue", groups * layer.h_out * layer.w_out, 1, DEPTH["epilogue"], groups))
+        rep.layers.append({"name": layer.name, "loops": loops, "groups": groups, "words": words})
+    tiles = math.ceil(last.cout / cfg.lanes)
+    rep.layers.append({"name": "head", "loops": [
+        Loop("pool_init", tiles * cfg.lanes, 1, DEPTH["init"], tiles),
+        Loop("pool", tiles * last.h_out * last.w_out, 1, DEPTH["pool"], tiles),
+        Loop("pool_out", tiles * cfg.lanes, 1, DEPTH["copy"], tiles),
+        Loop("fc", n_classes + last.cout + n_classes, 1, DEPTH["fc"], 3)]})
+    for l in rep.layers:
+        l["cycles"] = sum(lp.cycles for lp in l["loops"])
+    return rep
+
+
+# ---------------------------------------------------------------------------
+# resources
+
+#: Assumed unit costs (UltraScale+ fabric; see docs/hw.md for the reasoning).
+UNIT = {
+    "fixed_op_lut_per_bit": 3,   # ap_fixed add with round + saturate: adder, incrementer, clamp mux
+    "int_op_lut_per_bit": 1,     # plain integer add/compare on the carry chain
+    "axi_master_lut": 1200, "axi_master_ff": 1600,
+    "axi_lite_lut": 300, "axi_lite_ff": 400,
+    "control_lut_per_loop": 25, "control_ff_per_loop": 30,
+    "lutram_max_depth": 64,      # shallower memories go to LUTs (ROM64/RAM64), deeper ones to BRAM18K
+}
+
+BRAM18K_SHAPES = ((16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18), (512, 36))
+
+
+def popcount_luts(n: int) -> int:
+    """LUT6 count of XNOR + popcount over ``n`` bit pairs.
+
+    First level: one LUT6 takes 3 XNOR pairs and gives one bit of their
+    2-bit count (2 LUTs per 3 pairs); then a binary adder tree where adding
+    two b-bit values costs b LUTs (the carry runs in CARRY8).
+    """
+    vals, bits = math.ceil(n / 3), 2
+    luts = 2 * vals
+    while vals > 1:
+        pairs = vals // 2
+        luts += pairs * bits
+        vals = vals - pairs
+        bits += 1
+    return luts
+
+
+def adder_tree_luts(n: int, bits: int) -> int:
+    """LUTs to add ``n`` values of ``bits`` bits with a binary tree (b LUTs per b-bit add)."""
+    luts = 0
+    while n > 1:
+        pairs = n // 2
+        luts += pairs * bits
+        n -= pairs
+        bits += 1
+    return luts
+
+
+def bram18k(depth: int, width: int) -> int:
+    """BRAM18K blocks for one memory of ``depth`` x ``width`` bits (best aspect ratio)."""
+    return min(math.ceil(width / w) * math.ceil(depth / d) for d, w in BRAM18K_SHAPES)
+
+
+def memory(depth: int, width: int, partitions: int = 1) -> tuple[int, int]:
+    """(LUT, BRAM18K) of ``partitions`` independent memories of depth x width."""
+    if depth <= 0 or width <= 0 or partitions <= 0:
+        return 0, 0
+    if depth <= UNIT["lutram_max_depth"]:
+        return partitions * width * math.ceil(depth / 64), 0
+    return 0, partitions * bram18k(depth, width)
+
+
+def _row(name, lut=0, ff=0, bram=0, dsp=0, formula=""):
+    return {"component": name, "lut": int(lut), "ff": int(ff), "bram18k": int(bram), "dsp": int(dsp),
+            "formula": formula}
+
+
+def resource_model(layers: list[ConvLayer], cfg: HwConfig, n_classes: int = 10, image_channels: int = 3) -> dict:
+    """Estimated LUT / FF / BRAM18K / DSP with a per-component breakdown."""
+    rows = (_published_resources if cfg.style == "published" else _fracbnn_resources)(
+        layers, cfg, n_classes, image_channels)
+    totals = {k: sum(r[k] for r in rows) for k in ("lut", "ff", "bram18k", "dsp")}
+    util = {k: totals[k] / PART[k] for k in totals}
+    return {"components": rows, "totals": totals, "utilisation": util,
+            "fits": all(v <= 1.0 for v in util.values()), "part": PART["name"]}
+
+
+def _common_tail(rows, cfg, layers, n_classes, loops, axi_masters):
+    last = layers[-1]
+    lb = math.ceil(math.log2(max(2, last.h_out * last.w_out))) + cfg.acc_bits
+    fc_lut, fc_bram = memory(last.cout, cfg.param_bits, n_classes)
+    rows.append(_row("fc", n_classes * 2 * lb + fc_lut, n_classes * 2 * lb, fc_bram, n_classes,
+                     "n_classes x (1 DSP MAC + 2 x accumulator-width LUT) + weight ROM"))
+    rows.append(_row("axi + control",
+                     axi_masters * UNIT["axi_master_lut"] + UNIT["axi_lite_lut"] + loops * UNIT["control_lut_per_loop"],
+                     axi_masters * UNIT["axi_master_ff"] + UNIT["axi_lite_ff"] + loops * UNIT["control_ff_per_loop"],
+                     0, 0, f"{axi_masters} m_axi + 1 s_axilite adapters + {loops} loop controllers"))
+
+
+def _published_resources(layers, cfg, n_classes, image_channels):
+    P, W = cfg.lanes, cfg.word_bits
+    pc_bits = math.ceil(math.log2(W)) + 1
+    hmax = max(l.h_in for l in layers) + 1        # line-buffer grid side (33)
+    cmax = max(l.cout for l in layers)
+    frac = [l for l in layers if l.kind == "frac"]
+    rows = []
+    rows.append(_row("binary MAC array", P * TAPS * popcount_luts(W), P * TAPS * pc_bits, 0, 0,
+                     f"lanes x 9 x popcount_luts({W})"))
+    per_lane = adder_tree_luts(TAPS, pc_bits + 1) + TAPS * pc_bits + 2 * cfg.acc_bits
+    rows.append(_row("tap accumulate + gate", P * per_lane, P * 2 * cfg.acc_bits, 0, P,
+                     "lanes x (9-input adder tree + tap masks + accumulate + compare); 1 DSP/lane scales the gate"))
+    weight_depth = sum(math.ceil(l.cout / P) * _published_words(l, cfg, image_channels) for l in layers)
+    lut, bram = memory(weight_depth, W, P * TAPS)
+    rows.append(_row("weight ROM", lut, 0, bram, 0, f"lanes x 9 partitions of {weight_depth} x {W} bits"))
+    rows.append(_row("line buffer + window", 2 * W * math.ceil(hmax / 4), 2 * hmax * W + TAPS * W, 0, 0,
+                     "2 rows x word registers; column select mux"))
+    msb_words = _published_words(layers[0], cfg, image_channels)
+    l1, b1 = memory(hmax * hmax, W, msb_words)
+    l2, b2 = memory(hmax * hmax, cfg.residual_bits, cmax)
+    l3, b3 = memory(hmax * hmax, cfg.acc_bits, 2 * P)
+    l4, b4 = memory(((hmax // 2) ** 2), cfg.residual_bits, P)
+    mux = 3 * P * cfg.residual_bits * math.ceil(math.ceil(cmax / P) / 4)
+    rows.append(_row("feature buffers", l1 + l2 + l3 + l4 + mux, 0, b1 + b2 + b3 + b4, 0,
+                     "packed fmap words + residual (cmax channels) + 2 x lanes conv outputs + pool temp, "
+                     "each partition (H+1)^2 deep; bank muxes"))
+    op = UNIT["fixed_op_lut_per_bit"] * cfg.residual_bits
+    rows.append(_row("epilogue (BN/RPReLU/shortcut)", P * 7 * op, P * 7 * cfg.residual_bits, 0,
+                     P * cfg.epilogue_mults, "lanes x (7 rounded+saturated fixed-point ops; 5 multipliers)"))
+    rows.append(_row("stem BN", P * op, P * cfg.residual_bits, 0, P, "lanes x (1 op, 1 multiplier)"))
+    rows.append(_row("quantize + pack", P * op + 2 * W, 2 * W, 0, 0, "lanes x 1 op + 2 planes x word bit select"))
+    rows.append(_row("shortcut pool", P * op, P * cfg.residual_bits, 0, 0, "lanes x 1 op"))
+    rows.append(_row("final pool", P * 2 * cfg.residual_bits, P * 2 * cfg.residual_bits, 0, 0,
+                     "lanes x 32-bit accumulate"))
+    entries = sum(math.ceil(l.cout / P) for l in frac)
+    n_params = 8  # bn_a w/b, bn_c w/b, rprelu in/out/slope, gate threshold
+    rows.append(_row("parameter ROMs", P * n_params * cfg.param_bits * math.ceil(entries / 64), 0, 0, 0,
+                     f"lanes x {n_params} params x {cfg.param_bits} bits x ceil({entries}/64)"))
+    loops = 5 * len(layers) + 6
+    _common_tail(rows, cfg, layers, n_classes, loops, axi_masters=2)
+    return rows
+
+
+def _fracbnn_resources(layers, cfg, n_classes, image_channels):
+    P, W, S, U = cfg.lanes, cfg.word_bits, cfg.slots, cfg.units
+    pc_bits = math.ceil(math.log2(W)) + 1
+    seg_bits = math.ceil(math.log2(cfg.min_segment_bits)) + 1
+    hmax = max(l.h_in for l in layers)
+    rows = []
+    seg_over = (S - 1) * seg_bits
+    rows.append(_row("binary MAC array", P * TAPS * (popcount_luts(W) + seg_over), P * TAPS * (pc_bits + seg_over), 0,
+                     0, f"lanes x 9 x (popcount_luts({W}) + segment split {seg_over})"))
+    per_slot = adder_tree_luts(TAPS, pc_bits + 1) + TAPS * pc_bits + 2 * cfg.acc_bits
+    rows.append(_row("tap accumulate + gate", P * S * per_slot, P * S * 2 * cfg.acc_bits, 0, 0,
+                     "lanes x slots x (9-input adder tree + tap masks + accumulate + integer gate compare)"))
+    plans = {l.name: segment_plan(l.cin, l.w_out, cfg) for l in layers}
+    weight_depth = sum(math.ceil(l.cout / P) * plans[l.name][2] for l in layers)
+    lut, bram = memory(weight_depth, W, P * TAPS)
+    rows.append(_row("weight ROM", lut, 0, bram, 0, f"lanes x 9 partitions of {weight_depth} x {W} bits"))
+    # Feature planes: banked by (row mod 3, col mod 2S+1) so one cycle reads the 3 x (2S+1) window.
+    # The MSB plane also holds the thermometer-encoded image (stem words), the LSB plane one word.
+    cols = 2 * S + 1
+    banks = 3 * cols
+    body = [l for l in layers if l.kind == "frac"]
+    words = max(plans[l.name][2] for l in layers)
+    words_lsb = max(plans[l.name][2] for l in body) if body else 1
+    px = math.ceil(hmax / 3) * math.ceil(hmax / cols)
+    l1, b1 = memory(px * words, W, banks)
+    l2, b2 = memory(px * words_lsb, W, banks)
+    xbar = banks * W * (math.ceil(cols / 4) + 1)
+    thermo = math.ceil(cfg.axi_bytes / image_channels + 1) * layers[0].cin
+    rows.append(_row("feature planes + window", l1 + l2 + xbar + thermo, banks * W, b1 + b2, 0,
+                     f"MSB plane ({words} words/pixel) and LSB plane in {banks} banks each; "
+                     f"(3:1 row, {cols}:1 col) window rotation; thermometer encode at image load"))
+    fm = max(l.cout * l.h_out * l.w_out for l in layers)
+    bank_depth = math.ceil(fm / U)
+    l3, b3 = memory(bank_depth, cfg.acc_bits, U)
+    l4, b4 = memory(bank_depth, cfg.residual_bits, 2 * U)
+    tiles = max(lsb_tiles(l, cfg)[1] for l in body) if body else 0
+    l5, b5 = memory(tiles, max(1, math.ceil(math.log2(max(2, tiles)))), 1)
+    rows.append(_row("accumulator + residual + tile list", l3 + l4 + l5, 0, b3 + b4 + b5, 0,
+                     f"{U} banks x {bank_depth} deep: accumulators, 2 residual buffers; LSB tile list"))
+    op = UNIT["int_op_lut_per_bit"] * cfg.residual_bits
+    rows.append(_row("epilogue units", U * 8 * op, U * 6 * cfg.residual_bits, 0, U * cfg.epilogue_mults,
+                     f"units x (8 integer add/compare/shift ops, {cfg.epilogue_mults} multipliers)"))
+    rows.append(_row("shortcut pool", U * op, U * cfg.residual_bits, 0, 0, "units x 1 accumulate"))
+    entries = sum(math.ceil(l.cout / U) * min(U, l.cout) for l in layers) // U
+    n_params = 8
+    rows.append(_row("parameter ROMs", U * n_params * cfg.param_bits * max(1, math.ceil(entries / 64)), 0, 0, 0,
+                     f"units x {n_params} params x {cfg.param_bits} bits"))
+    rows.append(_row("final pool", layers[-1].cout * cfg.residual_bits, layers[-1].cout * cfg.residual_bits, 0, 0,
+                     "one accumulator per channel of the last layer"))
+    loops = 4 * len(layers) + 4
+    _common_tail(rows, cfg, layers, n_classes, loops, axi_masters=2)
+    return rows
+
+
+# ---------------------------------------------------------------------------
+# calibration
+
+
+def calibration(layers: list[ConvLayer] | None = None) -> dict:
+    """The published configuration through the model, next to the published figures."""
+    from .layers import cifar_resnet_layers
+
+    layers = layers or cifar_resnet_layers(20)
+    cfg = published_ultra96()
+    cyc = cycle_model(layers, cfg)
+    res = resource_model(layers, cfg)["totals"]
+    model = {"fps": cyc.fps, "cycles": cyc.cycles, "lut": res["lut"], "dsp": res["dsp"], "bram18k": res["bram18k"],
+             "ff": res["ff"]}
+    rel = {k: model[k] / PUBLISHED[k] - 1.0 for k in ("fps", "lut", "dsp", "bram18k")}
+    limits = {"fps": 0.15, "lut": 0.25, "dsp": 0.25, "bram18k": 0.25}
+    return {"model": model, "published": {k: PUBLISHED[k] for k in ("fps", "lut", "dsp", "bram18k")},
+            "relative_error": rel, "limits": limits, "within": all(abs(rel[k]) <= limits[k] for k in rel)}
+
+
+def with_overrides(cfg: HwConfig, **kw) -> HwConfig:
+    return replace(cfg, **{k: v for k, v in kw.items() if v is not None})

@@ -1,0 +1,635 @@
+/* fracbnn.deploy._fastkernels: the compiled part of the fast CPU engine.
+ *
+ * Python (fracbnn/deploy/fast.py) compiles a packed model's op program into a
+ * short list of fused steps and hands it here once (make_plan); forward()
+ * then runs whole batches without returning to Python:
+ *
+ *   THERMO   thermometer + binary conv through a partial-sum table + post op
+ *   QCONV    quantize a residual buffer into packed bit planes, XNOR-popcount
+ *            conv (1 or 2 planes, optional precision gate) + post op
+ *   POOLFC   global sum pool + integer linear layer -> logits
+ *
+ * Post ops are the golden engine's scale_shift and block_post. Activations are
+ * kept per image in HWC order: residual buffers as int64, bit planes as
+ * 64-bit words per pixel (channel c is bit c % 64 of word c / 64).
+ *
+ * Only the CPython C API and the buffer protocol are used (no numpy headers),
+ * so the extension builds without numpy present at build time.
+ */
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+/* Bump when the plan layout changes; fast.py refuses a stale build. */
+#define FB_ABI_VERSION 1
+
+enum { FB_STEP_THERMO = 1, FB_STEP_QCONV = 2, FB_STEP_POOLFC = 3 };
+enum { FB_POST_SCALE_SHIFT = 1, FB_POST_BLOCK = 2 };
+
+typedef struct {
+    int Cin, H, W, O, Ho, Wo, K, stride, pad;
+    int wpp; /* 64-bit words per pixel of an input bit plane */
+    int nK;  /* 64-bit words of one gathered window (K*K*Cin bits) */
+    uint64_t ones[8]; /* Cin one-bits, as wpp words (Cin <= 512) */
+} fb_conv_geom;
+
+typedef struct {
+    int kind;
+    fb_conv_geom g;
+    int src_slot, dst_slot, sc_slot;
+    int qbits, frac_bits; /* QCONV input quantizer: 1 = sign, 2 = Q2 */
+    int post, shift, bits;
+    int sc_mode, sc_C, sc_H, sc_W; /* 0 none, 1 direct, 2 avgpool2_dup sum */
+    int levels, img_C;             /* THERMO: table rows per tap, image channels */
+    int ncls;                      /* POOLFC */
+    int gate_index;                /* QCONV: index into the gate counters, -1 none */
+    const uint64_t *wbits;
+    const int64_t *gate;
+    const int64_t *mul, *add;
+    const int64_t *sign, *thr, *pos_mul, *pos_add, *neg_mul, *neg_add, *sc_mul;
+    const int32_t *lut;
+    const int32_t *level_of;
+    const int64_t *fc_w, *fc_b;
+} fb_step;
+
+typedef struct {
+    uint64_t *xm, *xl, *msk;
+    const uint64_t *ones;
+    int32_t *sm, *sl, *acc;
+} fb_scratch;
+
+typedef struct {
+    int nsteps, nslots, nbufs, max_O, max_nK, max_wpp_pixels, ncls, n_gates;
+    int in_C, in_H, in_W;
+    size_t slot_elems;
+    fb_step *steps;
+    Py_buffer *bufs;
+} fb_plan;
+
+/* ---- per-target kernel instances --------------------------------------- */
+
+#define FB_SUFFIX _generic
+#include "fast_impl.h"
+#undef FB_SUFFIX
+
+#if (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__))
+#define FB_HAVE_AVX2 1
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("popcnt,avx2,bmi,bmi2,fma"))), apply_to = function)
+#else
+#pragma GCC push_options
+#pragma GCC target("popcnt,avx2,bmi,bmi2,fma")
+#endif
+#define FB_SUFFIX _avx2
+#include "fast_impl.h"
+#undef FB_SUFFIX
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
+#pragma GCC pop_options
+#endif
+#endif
+
+typedef struct {
+    const char *name;
+    void (*binconv_rows)(const fb_conv_geom *, const uint64_t *, const uint64_t *, int32_t *, int, int, fb_scratch *);
+    void (*quantize_pixels)(const fb_step *, const int64_t *, uint64_t *, uint64_t *, int, int);
+    void (*qconv_rows)(const fb_step *, const uint64_t *, const uint64_t *, const int64_t *, int64_t *, int, int,
+                       fb_scratch *, int64_t *);
+    void (*thermo_rows)(const fb_step *, const uint8_t *, int64_t *, int, int, fb_scratch *);
+    void (*pool_linear)(const fb_step *, const int64_t *, int64_t *, int64_t *);
+    unsigned long long (*popcount_loop)(const uint64_t *, size_t, long long, int);
+} fb_kernels;
+
+static const fb_kernels KERNELS_GENERIC = {"generic", binconv_rows_generic, quantize_pixels_generic,
+                                           qconv_rows_generic, thermo_rows_generic, pool_linear_generic,
+                                           popcount_loop_generic};
+#ifdef FB_HAVE_AVX2
+static const fb_kernels KERNELS_AVX2 = {"avx2+popcnt", binconv_rows_avx2, quantize_pixels_avx2, qconv_rows_avx2,
+                                        thermo_rows_avx2, pool_linear_avx2, popcount_loop_avx2};
+#endif
+
+static const fb_kernels *select_kernels(int allow_simd)
+{
+#ifdef FB_HAVE_AVX2
+    if (allow_simd) {
+        __builtin_cpu_init();
+        if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("popcnt") && __builtin_cpu_supports("bmi2"))
+            return &KERNELS_AVX2;
+    }
+#else
+    (void)allow_simd;
+#endif
+    return &KERNELS_GENERIC;
+}
+
+/* ---- threads ------------------------------------------------------------ */
+
+static int default_threads(void)
+{
+#ifdef _OPENMP
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
+
+static int resolve_threads(int requested) { return requested > 0 ? requested : default_threads(); }
+
+/* ---- scratch ------------------------------------------------------------ */
+
+static int scratch_alloc(fb_scratch *s, int max_nK, int max_O)
+{
+    size_t nw = (size_t)max_nK + 2;
+    s->xm = calloc(nw, sizeof(uint64_t));
+    s->xl = calloc(nw, sizeof(uint64_t));
+    s->msk = calloc(nw, sizeof(uint64_t));
+    s->sm = calloc((size_t)max_O + 1, sizeof(int32_t));
+    s->sl = calloc((size_t)max_O + 1, sizeof(int32_t));
+    s->acc = calloc((size_t)max_O + 1, sizeof(int32_t));
+    s->ones = NULL;
+    return s->xm && s->xl && s->msk && s->sm && s->sl && s->acc;
+}
+
+static void scratch_free(fb_scratch *s)
+{
+    free(s->xm); free(s->xl); free(s->msk); free(s->sm); free(s->sl); free(s->acc);
+}
+
+/* One image in flight: residual slots, the two bit planes and pool scratch. */
+typedef struct {
+    int64_t *slots;
+    uint64_t *pm, *pl;
+    int64_t *pooled;
+} fb_work;
+
+static int work_alloc(fb_work *w, const fb_plan *pl)
+{
+    w->slots = malloc((size_t)pl->nslots * pl->slot_elems * sizeof(int64_t) + 64);
+    w->pm = calloc((size_t)pl->max_wpp_pixels + 1, sizeof(uint64_t));
+    w->pl = calloc((size_t)pl->max_wpp_pixels + 1, sizeof(uint64_t));
+    w->pooled = calloc((size_t)pl->slot_elems + 1, sizeof(int64_t));
+    return w->slots && w->pm && w->pl && w->pooled;
+}
+
+static void work_free(fb_work *w) { free(w->slots); free(w->pm); free(w->pl); free(w->pooled); }
+
+static inline int64_t *slot(const fb_plan *pl, fb_work *w, int i) { return w->slots + (size_t)i * pl->slot_elems; }
+
+/* ---- running a plan ----------------------------------------------------- */
+
+/* Run image ``img`` through all steps. Inside an OpenMP parallel region with
+ * ``rowpar`` set, every step's rows are shared among the team (all threads
+ * must call this together); otherwise the calling thread does everything. */
+static void run_image(const fb_plan *pl, const fb_kernels *kr, fb_work *w, fb_scratch *s, const uint8_t *img,
+                      int64_t *logits, int64_t *gates, int rowpar)
+{
+    for (int i = 0; i < pl->nsteps; i++) {
+        const fb_step *st = &pl->steps[i];
+        const fb_conv_geom *g = &st->g;
+        s->ones = g->ones;
+        if (st->kind == FB_STEP_THERMO) {
+            int64_t *dst = slot(pl, w, st->dst_slot);
+            if (rowpar) {
+#ifdef _OPENMP
+#pragma omp for schedule(static)
+#endif
+                for (int oy = 0; oy < g->Ho; oy++) kr->thermo_rows(st, img, dst, oy, oy + 1, s);
+            } else {
+                kr->thermo_rows(st, img, dst, 0, g->Ho, s);
+            }
+        } else if (st->kind == FB_STEP_QCONV) {
+            const int64_t *src = slot(pl, w, st->src_slot);
+            const int64_t *sc = st->sc_mode ? slot(pl, w, st->sc_slot) : NULL;
+            int64_t *dst = slot(pl, w, st->dst_slot);
+            int64_t opened = 0;
+            int64_t *gp = (gates && st->gate_index >= 0) ? &opened : NULL;
+            int npix = g->H * g->W;
+            if (rowpar) {
+#ifdef _OPENMP
+#pragma omp for schedule(static)
+#endif
+                for (int y = 0; y < g->H; y++) kr->quantize_pixels(st, src, w->pm, w->pl, y * g->W, (y + 1) * g->W);
+#ifdef _OPENMP
+#pragma omp for schedule(static)
+#endif
+                for (int oy = 0; oy < g->Ho; oy++) kr->qconv_rows(st, w->pm, w->pl, sc, dst, oy, oy + 1, s, gp);
+            } else {
+                kr->quantize_pixels(st, src, w->pm, w->pl, 0, npix);
+                kr->qconv_rows(st, w->pm, w->pl, sc, dst, 0, g->Ho, s, gp);
+            }
+            if (gp) {
+#ifdef _OPENMP
+#pragma omp atomic
+#endif
+                gates[st->gate_index] += opened;
+            }
+        } else if (st->kind == FB_STEP_POOLFC) {
+            const int64_t *src = slot(pl, w, st->src_slot);
+            if (rowpar) {
+#ifdef _OPENMP
+#pragma omp single
+#endif
+                kr->pool_linear(st, src, logits, w->pooled);
+            } else {
+                kr->pool_linear(st, src, logits, w->pooled);
+            }
+        }
+    }
+}
+
+/* ---- plan capsule ------------------------------------------------------- */
+
+static const char *PLAN_CAPSULE = "fracbnn.fastkernels.plan";
+
+static void plan_free(fb_plan *pl)
+{
+    if (!pl) return;
+    if (pl->bufs) {
+        for (int i = 0; i < pl->nbufs; i++)
+            if (pl->bufs[i].obj) PyBuffer_Release(&pl->bufs[i]);
+        free(pl->bufs);
+    }
+    free(pl->steps);
+    free(pl);
+}
+
+static void plan_capsule_destructor(PyObject *cap)
+{
+    plan_free((fb_plan *)PyCapsule_GetPointer(cap, PLAN_CAPSULE));
+}
+
+/* Integer fields of one step, in this order (fast.py builds the same tuple). */
+#define FB_NINTS 27
+
+/* Array fields of one step, in this order; None where unused. Item sizes are
+ * checked so a wrong dtype from Python cannot be misread. */
+static const struct { const char *name; int itemsize; } ARRAY_FIELDS[] = {
+    {"wbits", 8}, {"gate", 8}, {"mul", 8}, {"add", 8}, {"sign", 8}, {"thr", 8}, {"pos_mul", 8},
+    {"pos_add", 8}, {"neg_mul", 8}, {"neg_add", 8}, {"sc_mul", 8}, {"lut", 4}, {"level_of", 4},
+    {"fc_w", 8}, {"fc_b", 8},
+};
+#define FB_NARRAYS ((int)(sizeof(ARRAY_FIELDS) / sizeof(ARRAY_FIELDS[0])))
+
+static int get_array(PyObject *obj, Py_buffer *view, int itemsize, const char *what)
+{
+    if (PyObject_GetBuffer(obj, view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) return -1;
+    if (view->itemsize != itemsize) {
+        PyErr_Format(PyExc_TypeError, "plan array %s must have %d-byte items, got %zd", what, itemsize,
+                     view->itemsize);
+        PyBuffer_Release(view);
+        view->obj = NULL;
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *py_make_plan(PyObject *self, PyObject *args)
+{
+    PyObject *steps_obj, *meta_obj;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "OO", &meta_obj, &steps_obj)) return NULL;
+    /* meta: (nslots, slot_elems, max_wpp_pixels, max_O, max_nK, ncls, n_gates, in_C, in_H, in_W) */
+    long long mv[10];
+    if (!PyTuple_Check(meta_obj) || PyTuple_GET_SIZE(meta_obj) != 10) {
+        PyErr_SetString(PyExc_TypeError, "plan meta must be a tuple of 10 ints");
+        return NULL;
+    }
+    for (int i = 0; i < 10; i++) {
+        mv[i] = PyLong_AsLongLong(PyTuple_GET_ITEM(meta_obj, i));
+        if (mv[i] == -1 && PyErr_Occurred()) return NULL;
+    }
+    PyObject *seq = PySequence_Fast(steps_obj, "steps must be a sequence");
+    if (!seq) return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    fb_plan *pl = calloc(1, sizeof(fb_plan));
+    if (!pl) { Py_DECREF(seq); return PyErr_NoMemory(); }
+    pl->nsteps = (int)n;
+    pl->nslots = (int)mv[0]; pl->slot_elems = (size_t)mv[1]; pl->max_wpp_pixels = (int)mv[2];
+    pl->max_O = (int)mv[3]; pl->max_nK = (int)mv[4]; pl->ncls = (int)mv[5]; pl->n_gates = (int)mv[6];
+    pl->in_C = (int)mv[7]; pl->in_H = (int)mv[8]; pl->in_W = (int)mv[9];
+    pl->steps = calloc((size_t)n + 1, sizeof(fb_step));
+    pl->bufs = calloc((size_t)n * FB_NARRAYS + 1, sizeof(Py_buffer));
+    if (!pl->steps || !pl->bufs) { plan_free(pl); Py_DECREF(seq); return PyErr_NoMemory(); }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = PySequence_Fast_GET_ITEM(seq, i), *ints, *arrs;
+        if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 2) {
+            PyErr_SetString(PyExc_TypeError, "each step must be (ints, arrays)");
+            goto fail;
+        }
+        ints = PyTuple_GET_ITEM(item, 0);
+        arrs = PyTuple_GET_ITEM(item, 1);
+        if (!PyTuple_Check(ints) || PyTuple_GET_SIZE(ints) != FB_NINTS || !PyTuple_Check(arrs) ||
+            PyTuple_GET_SIZE(arrs) != FB_NARRAYS) {
+            PyErr_Format(PyExc_TypeError, "step %zd: expected %d ints and %d arrays", i, FB_NINTS, FB_NARRAYS);
+            goto fail;
+        }
+        long long v[FB_NINTS];
+        for (int k = 0; k < FB_NINTS; k++) {
+            v[k] = PyLong_AsLongLong(PyTuple_GET_ITEM(ints, k));
+            if (v[k] == -1 && PyErr_Occurred()) goto fail;
+        }
+        fb_step *st = &pl->steps[i];
+        fb_conv_geom *g = &st->g;
+        st->kind = (int)v[0];
+        g->Cin = (int)v[1]; g->H = (int)v[2]; g->W = (int)v[3]; g->O = (int)v[4]; g->Ho = (int)v[5];
+        g->Wo = (int)v[6]; g->K = (int)v[7]; g->stride = (int)v[8]; g->pad = (int)v[9];
+        st->src_slot = (int)v[10]; st->dst_slot = (int)v[11]; st->sc_slot = (int)v[12];
+        st->qbits = (int)v[13]; st->frac_bits = (int)v[14]; st->post = (int)v[15]; st->shift = (int)v[16];
+        st->bits = (int)v[17]; st->sc_mode = (int)v[18]; st->sc_C = (int)v[19]; st->sc_H = (int)v[20];
+        st->sc_W = (int)v[21]; st->levels = (int)v[22]; st->img_C = (int)v[23]; st->ncls = (int)v[24];
+        st->gate_index = (int)v[25];
+        if (v[26] != FB_ABI_VERSION) {
+            PyErr_SetString(PyExc_ValueError, "plan was built for another kernel version");
+            goto fail;
+        }
+        if (g->Cin < 1 || g->Cin > 512) {
+            PyErr_Format(PyExc_ValueError, "step %zd: %d input channels; the fast engine supports 1..512", i,
+                         g->Cin);
+            goto fail;
+        }
+        if (st->bits < 2 || st->bits > 62 || st->shift < 0 || st->shift > 62 || st->frac_bits < 0 ||
+            st->frac_bits > 60) {
+            PyErr_Format(PyExc_ValueError, "step %zd: bits/shift/frac_bits out of range", i);
+            goto fail;
+        }
+        g->wpp = (g->Cin + 63) / 64;
+        g->nK = (g->K * g->K * g->Cin + 63) / 64;
+        for (int wd = 0; wd < 8; wd++) {
+            int c0 = wd * 64;
+            g->ones[wd] = c0 >= g->Cin ? 0 : (g->Cin - c0 >= 64 ? ~(uint64_t)0 : (((uint64_t)1 << (g->Cin - c0)) - 1));
+        }
+        const void *ptr[FB_NARRAYS];
+        for (int k = 0; k < FB_NARRAYS; k++) {
+            PyObject *a = PyTuple_GET_ITEM(arrs, k);
+            ptr[k] = NULL;
+            if (a == Py_None) continue;
+            Py_buffer *view = &pl->bufs[pl->nbufs];
+            if (get_array(a, view, ARRAY_FIELDS[k].itemsize, ARRAY_FIELDS[k].name) < 0) goto fail;
+            pl->nbufs++;
+            ptr[k] = view->buf;
+        }
+        st->wbits = ptr[0]; st->gate = ptr[1]; st->mul = ptr[2]; st->add = ptr[3]; st->sign = ptr[4];
+        st->thr = ptr[5]; st->pos_mul = ptr[6]; st->pos_add = ptr[7]; st->neg_mul = ptr[8]; st->neg_add = ptr[9];
+        st->sc_mul = ptr[10]; st->lut = ptr[11]; st->level_of = ptr[12]; st->fc_w = ptr[13]; st->fc_b = ptr[14];
+        int ok = 1;
+        if (st->kind == FB_STEP_THERMO) ok = st->lut && st->level_of;
+        else if (st->kind == FB_STEP_QCONV) ok = st->wbits != NULL && (st->qbits == 1 || st->qbits == 2);
+        else if (st->kind == FB_STEP_POOLFC) ok = st->fc_w && st->fc_b;
+        else ok = 0;
+        if (st->kind != FB_STEP_POOLFC) {
+            if (st->post == FB_POST_SCALE_SHIFT) ok = ok && st->mul && st->add;
+            else if (st->post == FB_POST_BLOCK)
+                ok = ok && st->sign && st->thr && st->pos_mul && st->pos_add && st->neg_mul && st->neg_add &&
+                     st->sc_mul && st->sc_mode;
+            else ok = 0;
+        }
+        if (!ok) {
+            PyErr_Format(PyExc_ValueError, "step %zd is incomplete", i);
+            goto fail;
+        }
+    }
+    Py_DECREF(seq);
+    return PyCapsule_New(pl, PLAN_CAPSULE, plan_capsule_destructor);
+fail:
+    Py_DECREF(seq);
+    plan_free(pl);
+    return NULL;
+}
+
+/* forward(plan, pixels_u8 (N,C,H,W), logits_i64 (N,ncls) out, gates_i64 (n_gates,) out or None,
+ *         threads, allow_simd) */
+static PyObject *py_forward(PyObject *self, PyObject *args)
+{
+    PyObject *cap, *pix_obj, *out_obj, *gates_obj;
+    int threads, allow_simd;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "OOOOii", &cap, &pix_obj, &out_obj, &gates_obj, &threads, &allow_simd))
+        return NULL;
+    fb_plan *pl = PyCapsule_GetPointer(cap, PLAN_CAPSULE);
+    if (!pl) return NULL;
+    Py_buffer pix, out, gv;
+    int have_gates = gates_obj != Py_None;
+    if (PyObject_GetBuffer(pix_obj, &pix, PyBUF_C_CONTIGUOUS) < 0) return NULL;
+    if (PyObject_GetBuffer(out_obj, &out, PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE) < 0) {
+        PyBuffer_Release(&pix);
+        return NULL;
+    }
+    if (have_gates && PyObject_GetBuffer(gates_obj, &gv, PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE) < 0) {
+        PyBuffer_Release(&pix); PyBuffer_Release(&out);
+        return NULL;
+    }
+    size_t img_bytes = (size_t)pl->in_C * pl->in_H * pl->in_W;
+    Py_ssize_t N = img_bytes ? pix.len / (Py_ssize_t)img_bytes : 0;
+    int err = 0;
+    if ((size_t)pix.len != (size_t)N * img_bytes || out.len != N * pl->ncls * 8 ||
+        (have_gates && gv.len != (Py_ssize_t)pl->n_gates * 8)) {
+        PyErr_SetString(PyExc_ValueError, "forward: buffer sizes do not match the plan");
+        err = 1;
+    }
+    const fb_kernels *kr = select_kernels(allow_simd);
+    int nt = resolve_threads(threads);
+    int64_t *gates = have_gates ? (int64_t *)gv.buf : NULL;
+    int alloc_fail = 0;
+    if (!err && N > 0) {
+        const uint8_t *px = pix.buf;
+        int64_t *lg = out.buf;
+        /* Many images: one image per thread at a time (no barriers, all in
+         * cache). Few images: the threads share every layer's rows. */
+        int by_image = N >= 4 * (Py_ssize_t)nt || nt == 1;
+        Py_BEGIN_ALLOW_THREADS
+        if (by_image) {
+#ifdef _OPENMP
+#pragma omp parallel num_threads(nt)
+#endif
+            {
+                fb_work w;
+                fb_scratch s;
+                int ok = work_alloc(&w, pl) & scratch_alloc(&s, pl->max_nK, pl->max_O);
+                if (!ok) {
+#ifdef _OPENMP
+#pragma omp atomic write
+#endif
+                    alloc_fail = 1;
+                }
+#ifdef _OPENMP
+#pragma omp for schedule(dynamic, 1)
+#endif
+                for (Py_ssize_t n = 0; n < N; n++)
+                    if (ok) run_image(pl, kr, &w, &s, px + (size_t)n * img_bytes, lg + (size_t)n * pl->ncls, gates, 0);
+                work_free(&w);
+                scratch_free(&s);
+            }
+        } else {
+            fb_work w;
+            if (!work_alloc(&w, pl)) {
+                alloc_fail = 1;
+            } else {
+#ifdef _OPENMP
+#pragma omp parallel num_threads(nt)
+#endif
+                {
+                    fb_scratch s;
+                    int ok = scratch_alloc(&s, pl->max_nK, pl->max_O);
+                    if (!ok) {
+#ifdef _OPENMP
+#pragma omp atomic write
+#endif
+                        alloc_fail = 1;
+                    }
+                    /* every thread must take part in the worksharing loops */
+                    for (Py_ssize_t n = 0; n < N && ok; n++)
+                        run_image(pl, kr, &w, &s, px + (size_t)n * img_bytes, lg + (size_t)n * pl->ncls, gates, 1);
+                    scratch_free(&s);
+                }
+            }
+            work_free(&w);
+        }
+        Py_END_ALLOW_THREADS
+        if (alloc_fail) {
+            PyErr_NoMemory();
+            err = 1;
+        }
+    }
+    PyBuffer_Release(&pix);
+    PyBuffer_Release(&out);
+    if (have_gates) PyBuffer_Release(&gv);
+    if (err) return NULL;
+    Py_RETURN_NONE;
+}
+
+/* binary_conv(x_words (N,H,W,wpp) u64, w_words (O,nK) u64, out (N,Ho,Wo,O) i32, geometry tuple
+ *             (N, Cin, H, W, O, K, stride, pad), threads, allow_simd)
+ * The bare XNOR-popcount convolution with exact zero padding (tests and tools). */
+static PyObject *py_binary_conv(PyObject *self, PyObject *args)
+{
+    PyObject *xo, *wo, *oo;
+    int N, threads, allow_simd;
+    fb_conv_geom g;
+    (void)self;
+    memset(&g, 0, sizeof(g));
+    if (!PyArg_ParseTuple(args, "OOO(iiiiiiii)ii", &xo, &wo, &oo, &N, &g.Cin, &g.H, &g.W, &g.O, &g.K, &g.stride,
+                          &g.pad, &threads, &allow_simd))
+        return NULL;
+    if (N < 0 || g.Cin < 1 || g.Cin > 512 || g.H < 1 || g.W < 1 || g.O < 1 || g.K < 1 || g.stride < 1 || g.pad < 0) {
+        PyErr_SetString(PyExc_ValueError, "binary_conv: bad geometry (Cin must be 1..512)");
+        return NULL;
+    }
+    g.Ho = (g.H + 2 * g.pad - g.K) / g.stride + 1;
+    g.Wo = (g.W + 2 * g.pad - g.K) / g.stride + 1;
+    if (g.Ho < 1 || g.Wo < 1) {
+        PyErr_SetString(PyExc_ValueError, "binary_conv: kernel larger than the padded input");
+        return NULL;
+    }
+    g.wpp = (g.Cin + 63) / 64;
+    g.nK = (g.K * g.K * g.Cin + 63) / 64;
+    for (int wd = 0; wd < 8; wd++) {
+        int c0 = wd * 64;
+        g.ones[wd] = c0 >= g.Cin ? 0 : (g.Cin - c0 >= 64 ? ~(uint64_t)0 : (((uint64_t)1 << (g.Cin - c0)) - 1));
+    }
+    Py_buffer x, w, o;
+    if (PyObject_GetBuffer(xo, &x, PyBUF_C_CONTIGUOUS) < 0) return NULL;
+    if (PyObject_GetBuffer(wo, &w, PyBUF_C_CONTIGUOUS) < 0) { PyBuffer_Release(&x); return NULL; }
+    if (PyObject_GetBuffer(oo, &o, PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE) < 0) {
+        PyBuffer_Release(&x); PyBuffer_Release(&w);
+        return NULL;
+    }
+    size_t xin = (size_t)g.H * g.W * g.wpp, oimg = (size_t)g.Ho * g.Wo * g.O;
+    int err = 0;
+    if ((size_t)x.len != (size_t)N * xin * 8 || (size_t)w.len != (size_t)g.O * g.nK * 8 ||
+        (size_t)o.len != (size_t)N * oimg * 4) {
+        PyErr_SetString(PyExc_ValueError, "binary_conv: buffer sizes do not match the geometry");
+        err = 1;
+    }
+    const fb_kernels *kr = select_kernels(allow_simd);
+    int nt = resolve_threads(threads), alloc_fail = 0;
+    if (!err) {
+        const uint64_t *xp = x.buf, *wp = w.buf;
+        int32_t *op = o.buf;
+        Py_BEGIN_ALLOW_THREADS
+#ifdef _OPENMP
+#pragma omp parallel num_threads(nt)
+#endif
+        {
+            fb_scratch s;
+            int ok = scratch_alloc(&s, g.nK, g.O);
+            s.ones = g.ones;
+            if (!ok) {
+#ifdef _OPENMP
+#pragma omp atomic write
+#endif
+                alloc_fail = 1;
+            }
+#ifdef _OPENMP
+#pragma omp for collapse(2) schedule(static)
+#endif
+            for (int n = 0; n < N; n++)
+                for (int oy = 0; oy < g.Ho; oy++)
+                    if (ok) kr->binconv_rows(&g, xp + (size_t)n * xin, wp, op + (size_t)n * oimg, oy, oy + 1, &s);
+            scratch_free(&s);
+        }
+        Py_END_ALLOW_THREADS
+        if (alloc_fail) { PyErr_NoMemory(); err = 1; }
+    }
+    PyBuffer_Release(&x); PyBuffer_Release(&w); PyBuffer_Release(&o);
+    if (err) return NULL;
+    Py_RETURN_NONE;
+}
+
+/* popcount_rate(words u64 buffer, repeats, threads) -> total popcount; a tight loop to time this CPU's limit */
+static PyObject *py_popcount_loop(PyObject *self, PyObject *args)
+{
+    PyObject *bo;
+    long long repeats;
+    int threads, allow_simd;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "OLii", &bo, &repeats, &threads, &allow_simd)) return NULL;
+    Py_buffer b;
+    if (PyObject_GetBuffer(bo, &b, PyBUF_C_CONTIGUOUS) < 0) return NULL;
+    const uint64_t *p = b.buf;
+    size_t n = (size_t)b.len / 8;
+    int nt = resolve_threads(threads);
+    const fb_kernels *kr = select_kernels(allow_simd);
+    unsigned long long total = 0;
+    Py_BEGIN_ALLOW_THREADS
+    total = kr->popcount_loop(p, n, repeats, nt);
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&b);
+    return PyLong_FromUnsignedLongLong(total);
+}
+
+static PyObject *py_info(PyObject *self, PyObject *args)
+{
+    (void)self; (void)args;
+#ifdef _OPENMP
+    int omp = 1;
+#else
+    int omp = 0;
+#endif
+    return Py_BuildValue("{s:i,s:i,s:i,s:s,s:s}", "abi", FB_ABI_VERSION, "openmp", omp, "max_threads",
+                         default_threads(), "kernels", select_kernels(1)->name, "portable_kernels",
+                         KERNELS_GENERIC.name);
+}
+
+static PyMethodDef METHODS[] = {
+    {"make_plan", py_make_plan, METH_VARARGS, "Compile a step list into an opaque plan."},
+    {"forward", py_forward, METH_VARARGS, "Run a plan on uint8 images, writing int64 logits."},
+    {"binary_conv", py_binary_conv, METH_VARARGS, "Packed XNOR-popcount convolution with exact zero padding."},
+    {"popcount_loop", py_popcount_loop, METH_VARARGS, "Tight XOR+popcount loop over a word buffer (timing)."},
+    {"info", py_info, METH_NOARGS, "Build facts: ABI version, OpenMP, kernel set chosen on this CPU."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef MODULE = {PyModuleDef_HEAD_INIT, "_fastkernels",
+                                    "Compiled kernels of the fracbnn fast CPU engine.", -1, METHODS,
+                                    NULL, NULL, NULL, NULL};
+
+PyMODINIT_FUNC PyInit__fastkernels(void) { return PyModule_Create(&MODULE); }

@@ -1,0 +1,368 @@
+"""The fast CPU engine: the golden engine's integer program, fused and compiled.
+
+The golden engine (:mod:`fracbnn.deploy.golden`) runs one numpy op at a time
+on int64 NCHW arrays. This engine compiles the same op program into a few
+fused steps and runs whole batches in C (``fracbnn.deploy._fastkernels``),
+on all cores through OpenMP:
+
+* ``thermometer -> binary_conv -> scale_shift``  becomes one THERMO step: a
+  thermometer bit plane of colour c at a tap is decided by the pixel's level
+  n alone, so the conv's sum over those 32 bits is a table entry
+  ``lut[c, u, v, n, o]`` (27 table adds per output instead of 864 BMACs);
+* ``quantize2 / sign_bit -> frac_conv / binary_conv -> block_post /
+  scale_shift`` becomes one QCONV step: residual -> packed bit planes, a
+  64-bit XNOR-popcount convolution that counts only valid taps (exact zero
+  padding), the precision gate, and the folded fixed-point post op;
+  ``avgpool2_dup`` is read on the fly by the post op;
+* ``global_sum_pool -> linear`` becomes one POOLFC step.
+
+Every integer operation is the golden one (same int64 wrap-around, same
+round_shift and saturate), so the logits are identical; tests prove it on
+random models and images. Programs that do not fit these patterns are
+refused with an EngineError (use the golden engine for them).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..quant.thermometer import thermometer_level
+from .engines import Engine, EngineError
+from .packed import PackedModel, unpack_weight_bits
+
+try:  # the compiled part is optional at install time (see setup.py)
+    from . import _fastkernels as _fk
+    _IMPORT_ERROR = None
+except ImportError as e:  # pragma: no cover - depends on the build
+    _fk = None
+    _IMPORT_ERROR = e
+
+#: Must equal FB_ABI_VERSION in _kernels/fastkernels.c (a stale build is refused).
+ABI_VERSION = 1
+
+# step kinds and post ops (same numbers as the C enums)
+THERMO, QCONV, POOLFC = 1, 2, 3
+POST_SCALE_SHIFT, POST_BLOCK = 1, 2
+SC_NONE, SC_DIRECT, SC_POOLDUP = 0, 1, 2
+_ARRAYS = ("wbits", "gate", "mul", "add", "sign", "thr", "pos_mul", "pos_add", "neg_mul", "neg_add", "sc_mul",
+           "lut", "level_of", "fc_w", "fc_b")
+_MAX_CHANNELS = 512
+BUILD_HINT = ("reinstall fracbnn with a C compiler available (`pip install -e .` in the source tree, "
+              "gcc/clang needed), or use the golden engine")
+
+
+def kernels():
+    """The compiled module, or EngineError saying how to build it."""
+    if _fk is None:
+        raise EngineError(f"the fast engine's compiled extension is not available ({_IMPORT_ERROR}); {BUILD_HINT}")
+    abi = _fk.info()["abi"]
+    if abi != ABI_VERSION:
+        raise EngineError(f"the fast engine's compiled extension is stale (ABI {abi}, need {ABI_VERSION}); "
+                          f"{BUILD_HINT}")
+    return _fk
+
+
+def available() -> bool:
+    try:
+        kernels()
+    except EngineError:
+        return False
+    return True
+
+
+def build_info() -> dict:
+    """ABI version, OpenMP on/off, default thread count and the kernel set picked for this CPU."""
+    return dict(kernels().info())
+
+
+# --------------------------------------------------------------------------- packing
+
+
+def pack_planes(bits: np.ndarray) -> np.ndarray:
+    """0/1 bits (N, C, H, W) -> uint64 words (N, H, W, ceil(C/64)); channel c is bit c % 64 of word c // 64."""
+    n, c, h, w = bits.shape
+    wpp = (c + 63) // 64
+    hwc = np.zeros((n, h, w, wpp * 64), np.uint8)
+    hwc[..., :c] = np.asarray(bits, np.uint8).transpose(0, 2, 3, 1)
+    return np.ascontiguousarray(np.packbits(hwc, axis=-1, bitorder="little").view("<u8").astype(np.uint64))
+
+
+def pack_window_weights(w_bits: np.ndarray) -> np.ndarray:
+    """0/1 weights (O, Cin, K, K) -> uint64 (O, nK): bit t*Cin + c is tap t = (u, v) row-major, channel c.
+
+    This is the order in which the kernels gather an output pixel's window.
+    """
+    o, cin, k, _ = w_bits.shape
+    flat = np.asarray(w_bits, np.uint8).transpose(0, 2, 3, 1).reshape(o, k * k * cin)
+    nk = (k * k * cin + 63) // 64
+    padded = np.zeros((o, nk * 64), np.uint8)
+    padded[:, :flat.shape[1]] = flat
+    return np.ascontiguousarray(np.packbits(padded, axis=-1, bitorder="little").view("<u8").astype(np.uint64))
+
+
+def binary_conv(x_bits: np.ndarray, w_bits: np.ndarray, stride: int = 1, padding: int = 0,
+                threads: int | None = None, simd: bool = True) -> np.ndarray:
+    """The bare compiled XNOR-popcount convolution: int32 (N, O, Ho, Wo) of the +-1 conv with zero padding.
+
+    ``x_bits`` (N, C, H, W) and ``w_bits`` (O, C, K, K) hold 0/1 for -1/+1.
+    Same result as :func:`fracbnn.deploy.golden.binary_conv2d`.
+    """
+    fk = kernels()
+    n, c, h, w = x_bits.shape
+    o, c2, k, k2 = w_bits.shape
+    if c2 != c or k != k2:
+        raise ValueError(f"weights {w_bits.shape} do not fit input {x_bits.shape}")
+    ho, wo = (h + 2 * padding - k) // stride + 1, (w + 2 * padding - k) // stride + 1
+    out = np.zeros((n, ho, wo, o), np.int32)
+    fk.binary_conv(pack_planes(x_bits), pack_window_weights(w_bits), out,
+                   (n, c, h, w, o, k, stride, padding), int(threads or 0), int(bool(simd)))
+    return out.transpose(0, 3, 1, 2)
+
+
+def thermometer_table(w_bits: np.ndarray, colours: int, bits: int) -> np.ndarray:
+    """Partial sums of the thermometer conv: int32 (colours, K, K, bits+1, O).
+
+    Entry [c, u, v, n, o] = sum over k < bits of w[o, c*bits + k, u, v] * (+1 if k < n else -1),
+    the exact contribution of a pixel of level n of colour c at tap (u, v).
+    """
+    o, cin, k, _ = w_bits.shape
+    w = 2 * np.asarray(w_bits, np.int64).reshape(o, colours, bits, k, k) - 1  # (O, C, T, K, K)
+    w = w.transpose(1, 3, 4, 2, 0)  # (C, K, K, T, O)
+    below = np.concatenate([np.zeros_like(w[:, :, :, :1]), np.cumsum(w, axis=3)], axis=3)  # sum over k < n
+    total = below[:, :, :, -1:]
+    return np.ascontiguousarray((2 * below - total).astype(np.int32))
+
+
+# --------------------------------------------------------------------------- program compiler
+
+
+class _Unsupported(EngineError):
+    pass
+
+
+def _no(msg: str):
+    raise _Unsupported(f"the fast engine cannot run this program: {msg}; use the golden engine")
+
+
+def _i64(a) -> np.ndarray:
+    return np.ascontiguousarray(np.asarray(a, dtype=np.int64))
+
+
+class _Plan:
+    """Steps (ints + arrays per step) for the C side, compiled from a packed model's program."""
+
+    def __init__(self, packed: PackedModel):
+        self.packed = packed
+        self.shapes = packed.validate()  # batch-1 shapes of every buffer
+        self.tensors = packed.tensors
+        self.steps: list[tuple[dict, dict]] = []
+        self.gate_names: list[str] = []
+        self._compile(packed.program)
+
+    # -- helpers
+    def _chw(self, name):
+        s = self.shapes[name]
+        return s[1], s[2], s[3]
+
+    def _compile(self, program: list[dict]):
+        defs: dict[str, dict] = {"image": {"kind": "image"}}
+        uses: dict[str, int] = {}
+        for op in program:
+            ins = op["input"] if isinstance(op["input"], list) else [op["input"]]
+            if op["op"] == "block_post":
+                ins = ins + [op["shortcut"]]
+            for b in ins:
+                uses[b] = uses.get(b, 0) + 1
+        for op in program:
+            kind = op["op"]
+            out = op["output"]
+            if kind == "thermometer":
+                defs[out] = {"kind": "thermo", "src": op["input"], "op": op}
+            elif kind == "quantize2":
+                for which, name in zip(("m", "l"), out):
+                    defs[name] = {"kind": "plane", "src": op["input"], "qbits": 2, "frac_bits": int(op["frac_bits"]),
+                                  "which": which}
+            elif kind == "sign_bit":
+                defs[out] = {"kind": "plane", "src": op["input"], "qbits": 1, "frac_bits": 0, "which": "m"}
+            elif kind in ("binary_conv", "frac_conv"):
+                defs[out] = {"kind": "acc", "op": op}
+            elif kind == "avgpool2_dup":
+                if defs.get(op["input"], {}).get("kind") != "resid":
+                    _no("avgpool2_dup of a non-residual buffer")
+                defs[out] = {"kind": "pooldup", "src": op["input"]}
+            elif kind in ("scale_shift", "block_post"):
+                self._conv_step(op, defs, uses)
+                defs[out] = {"kind": "resid"}
+            elif kind == "global_sum_pool":
+                if defs.get(op["input"], {}).get("kind") != "resid":
+                    _no("global_sum_pool of a non-residual buffer")
+                defs[out] = {"kind": "pooled", "src": op["input"]}
+            elif kind == "linear":
+                src = defs.get(op["input"], {})
+                if src.get("kind") != "pooled" or out != "logits":
+                    _no("linear must read a global_sum_pool and write 'logits'")
+                c = self.shapes[src["src"]][1]
+                h, w = self.shapes[src["src"]][2:]
+                wt, bias = self.tensors[op["weight"]], self.tensors[op["bias"]]
+                self.steps.append((dict(kind=POOLFC, Cin=c, H=h, W=w, O=c, Ho=h, Wo=w, src=src["src"],
+                                        ncls=int(wt.shape[0])),
+                                   dict(fc_w=_i64(wt), fc_b=_i64(bias))))
+                defs[out] = {"kind": "logits"}
+            else:
+                _no(f"op {kind!r}")
+        if not self.steps or self.steps[-1][0]["kind"] != POOLFC:
+            _no("the program must end with global_sum_pool -> linear -> logits")
+
+    def _conv_step(self, op: dict, defs: dict, uses: dict):
+        acc = defs.get(op["input"], {})
+        if acc.get("kind") != "acc":
+            _no(f"{op['op']} must read a convolution's output")
+        if uses.get(op["input"], 0) != 1:
+            _no(f"convolution output {op['input']!r} is read more than once")
+        conv = acc["op"]
+        cin, h, w = self._chw(conv["input"][0] if isinstance(conv["input"], list) else conv["input"])
+        o, ho, wo = self._chw(op["input"])
+        k, s, p = int(conv["kernel"]), int(conv["stride"]), int(conv["padding"])
+        ints = dict(Cin=cin, H=h, W=w, O=o, Ho=ho, Wo=wo, K=k, stride=s, pad=p)
+        arrs: dict[str, np.ndarray] = {}
+        wbits = unpack_weight_bits(self.tensors[conv["weight"]], cin)  # (O, Cin, K, K) 0/1
+        if cin > _MAX_CHANNELS and not (conv["op"] == "binary_conv" and defs.get(conv["input"], {}).get("kind") == "thermo"):
+            _no(f"{cin} input channels (the kernels take up to {_MAX_CHANNELS})")
+        if conv["op"] == "binary_conv" and defs.get(conv["input"], {}).get("kind") == "thermo":
+            th = defs[conv["input"]]
+            if th["src"] != "image":
+                _no("thermometer of something other than the image")
+            colours = self.shapes["image"][1]
+            bits, res = int(th["op"]["bits"]), int(th["op"]["resolution"])
+            if cin != colours * bits:
+                _no("thermometer channels do not match the conv")
+            level = np.minimum(thermometer_level(np.arange(256, dtype=np.int64), res), bits)
+            ints.update(kind=THERMO, levels=bits + 1, img_C=colours, Cin=colours)
+            arrs.update(lut=thermometer_table(wbits, colours, bits), level_of=level.astype(np.int32))
+        elif conv["op"] == "binary_conv":
+            plane = defs.get(conv["input"], {})
+            if plane.get("kind") != "plane" or plane["qbits"] != 1:
+                _no("binary_conv must read a sign_bit plane or the thermometer")
+            ints.update(kind=QCONV, qbits=1, frac_bits=0, src=plane["src"])
+            arrs["wbits"] = pack_window_weights(wbits)
+        else:  # frac_conv
+            pm, pl = (defs.get(b, {}) for b in conv["input"])
+            if not (pm.get("kind") == pl.get("kind") == "plane" and pm["qbits"] == pl["qbits"] == 2
+                    and pm["src"] == pl["src"] and pm["frac_bits"] == pl["frac_bits"]
+                    and pm["which"] == "m" and pl["which"] == "l"):
+                _no("frac_conv must read the MSB and LSB planes of one quantize2")
+            ints.update(kind=QCONV, qbits=2, frac_bits=pm["frac_bits"], src=pm["src"])
+            arrs["wbits"] = pack_window_weights(wbits)
+            if conv["gate_threshold"] is not None:
+                arrs["gate"] = _i64(self.tensors[conv["gate_threshold"]])
+                ints["gate_index"] = len(self.gate_names)
+                self.gate_names.append(conv["output"])
+        t = self.tensors
+        ints.update(shift=int(op["shift"]), bits=int(op["bits"]), dst=op["output"])
+        if op["op"] == "scale_shift":
+            ints["post"] = POST_SCALE_SHIFT
+            arrs.update(mul=_i64(t[op["mul"]]), add=_i64(t[op["add"]]))
+        else:
+            ints["post"] = POST_BLOCK
+            for name in ("sign", "thr", "pos_mul", "pos_add", "neg_mul", "neg_add", "sc_mul"):
+                arrs[name] = _i64(t[op["threshold" if name == "thr" else name]])
+            sc = defs.get(op["shortcut"], {})
+            if sc.get("kind") == "resid":
+                ints.update(sc_mode=SC_DIRECT, sc=op["shortcut"])
+            elif sc.get("kind") == "pooldup":
+                c, hs, ws = self._chw(sc["src"])
+                if 2 * c != o or hs // 2 != ho or ws // 2 != wo:
+                    _no("avgpool2_dup shortcut shape")
+                ints.update(sc_mode=SC_POOLDUP, sc=sc["src"], sc_C=c, sc_H=hs, sc_W=ws)
+            else:
+                _no("block_post shortcut must be a residual buffer or its avgpool2_dup")
+        self.steps.append((ints, arrs))
+
+    # -- lowering to the C tuples
+    def lower(self):
+        """(meta tuple, step tuples) for _fastkernels.make_plan; residual buffers share slots by liveness."""
+        reads = []  # per step, residual buffers read
+        for ints, _ in self.steps:
+            r = [ints[k] for k in ("src", "sc") if ints.get(k)]
+            reads.append(r)
+        last = {}
+        for i, r in enumerate(reads):
+            for b in r:
+                last[b] = i
+        slot_of, free, nslots = {}, [], 0
+        for i, (ints, _) in enumerate(self.steps):
+            for b in reads[i]:
+                if b not in slot_of:
+                    _no(f"buffer {b!r} is read before it is computed")
+            dst = ints.get("dst")
+            if dst is not None:
+                busy = {slot_of[b] for b in reads[i]}
+                choice = next((s for s in free if s not in busy), None)
+                if choice is None:
+                    choice, nslots = nslots, nslots + 1
+                else:
+                    free.remove(choice)
+                slot_of[dst] = choice
+                if dst not in last:  # computed but never read: its slot is free again right away
+                    free.append(choice)
+            for b in set(reads[i]):
+                if last[b] == i:
+                    free.append(slot_of[b])
+        elems = [int(np.prod(self._chw(b))) for b in slot_of]
+        slot_elems = max(elems) if elems else 1
+        max_o = max(ints["O"] for ints, _ in self.steps)
+        max_nk = max((ints["K"] ** 2 * ints["Cin"] + 63) // 64 for ints, _ in self.steps if ints["kind"] == QCONV)
+        max_wpp = max(((ints["Cin"] + 63) // 64) * ints["H"] * ints["W"] for ints, _ in self.steps
+                      if ints["kind"] == QCONV)
+        c, h, w = self.packed.input_size
+        ncls = self.steps[-1][0]["ncls"]
+        meta = (max(nslots, 1), slot_elems, max_wpp, max(max_o, ncls), max_nk, ncls, len(self.gate_names), c, h, w)
+        out = []
+        for ints, arrs in self.steps:
+            g = lambda k, d=0: int(ints.get(k, d))  # noqa: E731
+            tup = (g("kind"), g("Cin"), g("H"), g("W"), g("O"), g("Ho"), g("Wo"), g("K", 1), g("stride", 1),
+                   g("pad"), slot_of.get(ints.get("src"), 0), slot_of.get(ints.get("dst"), 0),
+                   slot_of.get(ints.get("sc"), 0), g("qbits"), g("frac_bits"), g("post"), g("shift"), g("bits", 2),
+                   g("sc_mode"), g("sc_C"), g("sc_H"), g("sc_W"), g("levels"), g("img_C"), g("ncls"),
+                   g("gate_index", -1), ABI_VERSION)
+            out.append((tup, tuple(arrs.get(k) for k in _ARRAYS)))
+        return meta, out
+
+
+class FastEngine(Engine):
+    """Fused, multi-threaded C engine; logits identical to the golden engine.
+
+    ``threads``: OpenMP threads (default: all cores, or OMP_NUM_THREADS).
+    ``simd``: allow the AVX2/POPCNT kernels when the CPU has them (False forces
+    the portable build of the same code, for testing).
+    """
+
+    name = "fast"
+
+    def __init__(self, packed: PackedModel, threads: int | None = None, simd: bool = True):
+        super().__init__(packed)
+        self._fk = kernels()
+        self.threads = int(threads or 0)
+        self.simd = bool(simd)
+        plan = _Plan(packed)
+        self.gate_names = list(plan.gate_names)
+        meta, steps = plan.lower()
+        self._keep = steps  # the C plan borrows these arrays' memory
+        self._plan = self._fk.make_plan(meta, steps)
+        self._ncls = packed.num_classes
+        self._gate_sizes = np.array([int(np.prod(plan.shapes[n][1:])) for n in self.gate_names], np.int64)
+
+    def logits(self, pixels) -> np.ndarray:
+        pixels = self.check_pixels(pixels)
+        out = np.zeros((len(pixels), self._ncls), np.int64)
+        self._fk.forward(self._plan, pixels, out, None, self.threads, int(self.simd))
+        return out
+
+    def logits_with_gates(self, pixels) -> tuple[np.ndarray, dict[str, tuple[int, int]]]:
+        """Logits plus {frac_conv output: (open gates, total gates)} for this batch."""
+        pixels = self.check_pixels(pixels)
+        out = np.zeros((len(pixels), self._ncls), np.int64)
+        gates = np.zeros(len(self.gate_names), np.int64)
+        self._fk.forward(self._plan, pixels, out, gates, self.threads, int(self.simd))
+        totals = self._gate_sizes * len(pixels)
+        return out, {n: (int(o), int(t)) for n, o, t in zip(self.gate_names, gates, totals)}

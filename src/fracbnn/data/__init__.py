@@ -18,7 +18,7 @@ from .imagefolder import ImageFolderDataset
 from .loader import BatchLoader, make_loader
 from .memory import InMemoryImageDataset
 
-DATASETS = ("cifar10", "cifar100", "digits", "imagefolder")
+DATASETS = ("cifar10", "cifar100", "digits", "imagefolder", "imagenet")
 SPLITS = {"train": "train", "test": "test", "val": "test"}
 
 
@@ -55,6 +55,14 @@ def load_dataset(name: str, root: str | Path | None = None, split: str = "train"
 
         _check_kwargs(key, kwargs, ())
         return load_digits_dataset(split)
+    if key == "imagenet":  # an image folder with the SPEC's ImageNet transforms (data/imagenet.py)
+        from .imagenet import load_imagenet
+
+        _check_kwargs(key, kwargs, ("image_size", "scale", "lighting", "eval_resize"))
+        root = root if root is not None else dataset_root_default()
+        if root is None:
+            raise FracBNNError("imagenet needs a location: pass --data PATH (a folder with train/ and val/)")
+        return load_imagenet(root, split, **kwargs)
     _check_kwargs(key, kwargs, ("image_size", "mode", "transform"))
     root = root if root is not None else dataset_root_default()
     if root is None:

@@ -218,3 +218,21 @@ def test_loader_augments_train_batches_only_when_asked():
     variants = torch.stack(variants, 1)  # (32, 162, C, H, W)
     match = (variants == xa[:, None]).flatten(2).all(-1)
     assert match.any(1).all()
+
+
+def test_subset_and_epoch_hook():
+    ds = IndexDataset(30)
+    sub = ds.subset([5, 2, 29])
+    assert ids(sub.images) == [5, 2, 29] and sub.labels.tolist() == [2, 2, 2] and sub.classes == ds.classes
+
+    class Recording(IndexDataset):
+        epochs: list
+
+        def set_epoch(self, epoch):
+            self.epochs.append(epoch)
+
+    rec = Recording(10)
+    rec.epochs = []
+    loader = make_loader(rec, 5, train=True)
+    loader.set_epoch(4)
+    assert rec.epochs == [4]

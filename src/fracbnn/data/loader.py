@@ -75,6 +75,8 @@ class BatchLoader:
         if int(epoch) < 0:
             raise ValueError(f"epoch must be >= 0, got {epoch}")
         self.epoch = int(epoch)
+        if hasattr(self.dataset, "set_epoch"):  # lets per-sample transforms derive their randomness too
+            self.dataset.set_epoch(self.epoch)
 
     def __len__(self) -> int:
         n = len(self.dataset)

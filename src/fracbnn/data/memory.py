@@ -60,6 +60,11 @@ class InMemoryImageDataset:
         idx = torch.as_tensor(indices, dtype=torch.int64).numpy()
         return torch.from_numpy(self.images.numpy()[idx]), torch.from_numpy(self.labels.numpy()[idx])
 
+    def subset(self, indices) -> "InMemoryImageDataset":
+        """A new dataset of the given samples (e.g. a held-out part of the training split)."""
+        images, labels = self.get_batch(torch.as_tensor(indices, dtype=torch.int64))
+        return InMemoryImageDataset(images, labels, self.classes, self.name, self.split)
+
     def __repr__(self) -> str:
         c, h, w = self.images.shape[1:]
         return (f"{type(self).__name__}({self.name or 'data'}/{self.split or '?'}: {len(self)} images "

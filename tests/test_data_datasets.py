@@ -306,3 +306,24 @@ def test_imagefolder_errors(image_folder, tmp_path):
         [ds[i] for i in range(len(ds))]
     with pytest.raises(FracBNNError, match=r"cannot decode image .*broken.png"):
         list(make_loader(ds, 2, train=False, num_workers=1))
+
+
+def test_concurrent_extractions_agree(cache, fake10):
+    """Several processes/threads extracting the same archive at once all end with one complete copy."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from fracbnn.data.cache import extract_archive
+
+    archive, contents = fake10
+    with ThreadPoolExecutor(4) as pool:
+        folders = list(pool.map(lambda _: extract_archive(archive, "cifar-10-batches-py", cache / "race"), range(4)))
+    assert len(set(folders)) == 1 and (folders[0] / ".fracbnn-complete").is_file()
+    assert sorted(p.name for p in (cache / "race").iterdir()) == ["cifar-10-batches-py"]  # no temp leftovers
+    check_matches(load_dataset("cifar10", folders[0]), contents, "train")
+
+
+def test_user_placed_cache_folder_is_used_without_download(cache, fake10):
+    archive, contents = fake10
+    with tarfile.open(archive) as tf:
+        tf.extractall(cache, filter="data")  # as a user would: cache/cifar-10-batches-py, no marker
+    check_matches(load_dataset("cifar10", split="test", download=False), contents, "test")

@@ -131,6 +131,10 @@ def _is_batches_folder(path: Path, spec: CifarSpec) -> bool:
     return path.is_dir() and (path / spec.meta_file).is_file()
 
 
+def _has_all_files(path: Path, spec: CifarSpec) -> bool:
+    return all((path / f).is_file() for f in (spec.meta_file, *spec.train_files, *spec.test_files))
+
+
 def _from_archive(archive: Path, spec: CifarSpec) -> Path:
     dest = cache_dir() / "extracted" / f"{spec.name}-{archive_key(archive)}"
     return extract_archive(archive, spec.folder, dest)
@@ -155,7 +159,7 @@ def locate_cifar(spec: CifarSpec, root: str | Path | None = None, download_ok: b
         raise FracBNNError(f"no {spec.name} data in {p}: expected {spec.folder}/ or {spec.archive} there; "
                            f"{spec.hint}")
     cached = cache_dir() / spec.folder
-    if _is_batches_folder(cached, spec) and (cached / ".fracbnn-complete").is_file():
+    if _has_all_files(cached, spec):  # extracted by us (atomically) or placed there by the user
         return cached
     if not download_ok:
         raise FracBNNError(f"{spec.name} is not in the cache {cache_dir()} and downloading is disabled; "

@@ -83,6 +83,15 @@ def read_state_dict(path: str | os.PathLike) -> dict:
     return obj
 
 
+def _num_classes(state_dict: dict) -> int:
+    """Classes of a classifier state dict: rows of its last 2-D weight (torchvision puts the head last).
+
+    Lets a teacher fine-tuned on a subset of classes (or a small test model) load too.
+    """
+    heads = [v for k, v in state_dict.items() if k.endswith("weight") and v.dim() == 2]
+    return int(heads[-1].shape[0]) if heads else 1000
+
+
 def _is_weights_name(weights) -> bool:
     """True for torchvision weight names such as IMAGENET1K_V1 or DEFAULT (not a path)."""
     w = str(weights)
@@ -102,7 +111,8 @@ def torchvision_teacher(arch: str = "resnet50", weights: str | os.PathLike | Non
     unexpected key is an error naming it), a torchvision weights name such as
     ``IMAGENET1K_V2``, or None for ``IMAGENET1K_V1`` (the weights the paper's
     code used). Named weights are downloaded on first use (needs the network)
-    and cached by torch hub.
+    and cached by torch hub. A local file may have any number of classes
+    (read from its classifier weight); it must match the student's.
     """
     from ..checkpoint import load_state_dict_strict
 
@@ -119,6 +129,7 @@ def torchvision_teacher(arch: str = "resnet50", weights: str | os.PathLike | Non
             raise FracBNNError(f"could not get pretrained {arch} weights {name} ({type(e).__name__}: "
                                f"{str(e)[:120]}); pass a local weights file as teacher weights instead") from None
     else:
-        net = builder(weights=None)
-        load_state_dict_strict(net, read_state_dict(weights), f"teacher weights {weights}")
+        sd = read_state_dict(weights)
+        net = builder(weights=None, num_classes=_num_classes(sd))
+        load_state_dict_strict(net, sd, f"teacher weights {weights}")
     return FrozenTeacher(net)

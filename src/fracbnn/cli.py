@@ -17,6 +17,7 @@ from .errors import FracBNNError
 COMMANDS = {
     "summary": ("fracbnn.commands.summary", "per-layer bits and operation counts of a model"),
     "import-reference": ("fracbnn.commands.import_reference", "convert a checkpoint of the public FracBNN code"),
+    "data": ("fracbnn.commands.data", "check a dataset and prepare it (extract or download once) before training"),
 }
 
 

@@ -185,4 +185,4 @@ def load_cifar(name: str, root: str | Path | None = None, split: str = "train", 
     if len(targets) and (targets.min() < 0 or targets.max() >= len(classes)):
         raise FracBNNError(f"labels in {folder} lie outside 0..{len(classes) - 1}; the files are corrupt")
     return InMemoryImageDataset(torch.from_numpy(images), torch.from_numpy(targets), classes, name=name,
-                                split=split)
+                                split=split, source=str(folder))

@@ -35,4 +35,5 @@ def load_digits_dataset(split: str = "train") -> InMemoryImageDataset:
     chosen = np.sort(train_idx if split == "train" else test_idx)
     images = torch.from_numpy(digits_to_uint8(data[chosen]).reshape(-1, 1, 8, 8))
     labels = torch.from_numpy(target[chosen].astype(np.int64))
-    return InMemoryImageDataset(images, labels, [str(d) for d in range(10)], name="digits", split=split)
+    return InMemoryImageDataset(images, labels, [str(d) for d in range(10)], name="digits", split=split,
+                                source="scikit-learn bundled digits")

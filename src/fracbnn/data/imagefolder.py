@@ -63,12 +63,14 @@ class ImageFolderDataset:
             raise FracBNNError(f"image folder {self.root} does not exist or is not a folder; "
                                "pass --data PATH with train/ and val/ inside")
         self.split = split
+        self.name = "imagefolder"
         self.mode = mode
         self.transform = transform
         self.classes = _class_folders(_split_folder(self.root, "train"))
         if not self.classes:
             raise FracBNNError(f"{self.root / 'train'} has no class folders")
         folder = _split_folder(self.root, split)
+        self.source = str(folder)
         index = {c: i for i, c in enumerate(self.classes)}
         self.samples: list[tuple[str, int]] = []
         for cls in _class_folders(folder):

@@ -22,7 +22,7 @@ class InMemoryImageDataset:
     in_memory = True
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, classes: Sequence[str], name: str = "",
-                 split: str = ""):
+                 split: str = "", source: str = ""):
         if images.dtype != torch.uint8 or images.dim() != 4:
             raise ValueError(f"images must be a uint8 (N, C, H, W) tensor, got {images.dtype} {tuple(images.shape)}")
         labels = torch.as_tensor(labels, dtype=torch.int64)
@@ -35,6 +35,7 @@ class InMemoryImageDataset:
         self.classes = list(classes)
         self.name = name
         self.split = split
+        self.source = source  # where the data was read from, for messages and reports
 
     @property
     def num_classes(self) -> int:
@@ -63,7 +64,7 @@ class InMemoryImageDataset:
     def subset(self, indices) -> "InMemoryImageDataset":
         """A new dataset of the given samples (e.g. a held-out part of the training split)."""
         images, labels = self.get_batch(torch.as_tensor(indices, dtype=torch.int64))
-        return InMemoryImageDataset(images, labels, self.classes, self.name, self.split)
+        return InMemoryImageDataset(images, labels, self.classes, self.name, self.split, self.source)
 
     def __repr__(self) -> str:
         c, h, w = self.images.shape[1:]

@@ -1,0 +1,57 @@
+"""Check (and prepare) a dataset: extract or download it once and report what was found.
+
+Run it before a long or offline training run: CIFAR archives get extracted
+into the cache (or downloaded, md5-checked) now, and the printed sizes,
+classes and image shape confirm the data is what the recipe expects.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", metavar="NAME", help="cifar10, cifar100, digits, imagefolder or imagenet")
+    p.add_argument("--data", metavar="PATH", default=None,
+                   help="dataset folder or archive (e.g. cifar-10-python.tar.gz); default: $FRACBNN_DATA, "
+                        "else the cache ($FRACBNN_CACHE, ~/.cache/fracbnn), else download")
+    p.add_argument("--no-download", action="store_true", help="never download; fail if the data is not local")
+    p.add_argument("--image-size", type=int, nargs=2, metavar=("H", "W"), default=None,
+                   help="imagefolder only: resize images to H x W")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+
+
+def describe(ds) -> dict:
+    """Sizes, classes and image shape of one split (plus class balance for in-memory data)."""
+    info = {"split": ds.split, "images": len(ds), "num_classes": ds.num_classes,
+            "image_shape": [ds.in_channels, *ds.image_size], "source": getattr(ds, "source", "")}
+    if getattr(ds, "in_memory", False):
+        import torch
+
+        counts = torch.bincount(ds.labels, minlength=ds.num_classes)
+        info["per_class_min"], info["per_class_max"] = int(counts.min()), int(counts.max())
+        info["pixel_mean"] = round(float(ds.images.float().mean()), 2)
+    return info
+
+
+def run(args) -> int:
+    from ..data import cache_dir, load_dataset
+
+    kwargs = {"image_size": tuple(args.image_size)} if args.image_size else {}
+    splits = [load_dataset(args.name, args.data, split=s, download=not args.no_download, **kwargs)
+              for s in ("train", "test")]
+    report = {"name": args.name, "classes": list(splits[0].classes), "cache": str(cache_dir()),
+              "splits": [describe(ds) for ds in splits]}
+    if args.json:
+        print(json.dumps(report))
+        return 0
+    names = report["classes"]
+    shown = ", ".join(names[:10]) + (f", ... ({len(names)} in all)" if len(names) > 10 else "")
+    print(f"{args.name}: {len(names)} classes: {shown}")
+    for s in report["splits"]:
+        balance = f", {s['per_class_min']}..{s['per_class_max']} per class" if "per_class_min" in s else ""
+        print(f"  {s['split']:5} {s['images']:>8,} images {'x'.join(map(str, s['image_shape']))}{balance}"
+              f"  from {s['source']}")
+    print(f"cache: {report['cache']}")
+    return 0

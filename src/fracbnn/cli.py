@@ -15,8 +15,13 @@ from .errors import FracBNNError
 
 #: subcommand -> (module, one-line help)
 COMMANDS = {
+    "train": ("fracbnn.commands.train", "train a model with a recipe (the three FracBNN steps in sequence)"),
     "summary": ("fracbnn.commands.summary", "per-layer bits and operation counts of a model"),
+    "export": ("fracbnn.commands.export", "convert a trained checkpoint into a packed integer model (.fbnn)"),
+    "infer": ("fracbnn.commands.infer", "classify PNG/JPEG images with a packed model (.fbnn)"),
+    "bench": ("fracbnn.commands.bench", "throughput of the inference engines on a packed model"),
     "import-reference": ("fracbnn.commands.import_reference", "convert a checkpoint of the public FracBNN code"),
+    "hw": ("fracbnn.commands.hw", "FPGA accelerator: generate an HLS project, C-simulate it, report cycles/resources"),
     "data": ("fracbnn.commands.data", "check a dataset and prepare it (extract or download once) before training"),
 }
 

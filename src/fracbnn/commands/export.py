@@ -1,0 +1,61 @@
+"""Convert a trained checkpoint into a packed integer model (.fbnn).
+
+Binary weights are packed 1 bit each; BatchNorm, RPReLU, the gating
+thresholds, residual additions and the next quantizer are folded into integer
+comparisons and fixed-point arithmetic (docs/deploy-format.md). The file is
+checked by SHA-256 and never overwritten unless --force is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from ..deploy.export import FixedPoint
+
+    d = FixedPoint()
+    p.add_argument("checkpoint", metavar="CKPT", help="trained checkpoint (.pt) of a -fracbnn or -bnn model")
+    p.add_argument("-o", "--output", required=True, metavar="MODEL.fbnn", help="packed model to write")
+    p.add_argument("--frac-bits", type=int, default=d.frac_bits,
+                   help=f"fraction bits F of the residual stream (default {d.frac_bits})")
+    p.add_argument("--residual-bits", type=int, default=d.residual_bits,
+                   help=f"total bits of the saturating residual stream (default {d.residual_bits})")
+    p.add_argument("--param-frac-bits", type=int, default=d.param_frac_bits,
+                   help=f"fraction bits P of the folded coefficients (default {d.param_frac_bits})")
+    p.add_argument("--force", action="store_true", help="overwrite MODEL.fbnn if it exists")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+
+
+def run(args) -> int:
+    import hashlib
+    import json
+    from pathlib import Path
+
+    from ..checkpoint import model_from_checkpoint
+    from ..deploy.export import FixedPoint, export_model
+    from ..errors import FracBNNError
+
+    out = Path(args.output)
+    if out.exists() and not args.force:
+        raise FracBNNError(f"{out} exists; choose another -o path or pass --force to overwrite it")
+    if out.suffix != ".fbnn":
+        raise FracBNNError(f"the output name should end in .fbnn (got {out.name}); `fracbnn eval` recognises "
+                           "packed models by that suffix")
+    fx = FixedPoint(args.frac_bits, args.residual_bits, args.param_frac_bits).check()
+    ckpt_path = Path(args.checkpoint)
+    model = model_from_checkpoint(ckpt_path).eval()
+    digest = hashlib.sha256(ckpt_path.read_bytes()).hexdigest()
+    packed = export_model(model, fx, source={"checkpoint": ckpt_path.name, "checkpoint_sha256": digest})
+    packed.save(out)
+    weight_bits = sum(int(t.size) * 8 for n, t in packed.tensors.items() if t.dtype.name == "uint8")
+    res = {"output": str(out), "model": packed.meta["model"]["name"], "bytes": out.stat().st_size,
+           "checkpoint_bytes": ckpt_path.stat().st_size, "ops": len(packed.program),
+           "packed_weight_bits": weight_bits, "fixed_point": packed.meta["fixed_point"]}
+    if args.json:
+        print(json.dumps(res))
+    else:
+        print(f"wrote {out}: {res['model']}, {len(packed.program)} ops, {res['bytes']:,} bytes "
+              f"(checkpoint {res['checkpoint_bytes']:,} bytes); F={fx.frac_bits} B={fx.residual_bits} "
+              f"P={fx.param_frac_bits}")
+    return 0

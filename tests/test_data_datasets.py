@@ -327,3 +327,27 @@ def test_user_placed_cache_folder_is_used_without_download(cache, fake10):
     with tarfile.open(archive) as tf:
         tf.extractall(cache, filter="data")  # as a user would: cache/cifar-10-batches-py, no marker
     check_matches(load_dataset("cifar10", split="test", download=False), contents, "test")
+
+
+class _NoisyTransform:
+    """A per-sample random transform drawing from torch's global RNG, as torchvision transforms do."""
+
+    def __call__(self, im):
+        x = torch.from_numpy(np.asarray(im.resize((4, 4)), dtype=np.uint8).transpose(2, 0, 1).copy())
+        return x ^ torch.randint(0, 256, x.shape, dtype=torch.uint8)
+
+
+def test_worker_transforms_replay_per_seed_and_epoch(image_folder):
+    root, _ = image_folder
+    ds = load_dataset("imagefolder", root, transform=_NoisyTransform(), image_size=(4, 4))
+
+    def run(epoch):
+        loader = make_loader(ds, 3, train=True, seed=5, num_workers=2)
+        loader.set_epoch(epoch)
+        return torch.cat([x for x, _ in loader])
+
+    torch.manual_seed(123)
+    a = run(1)
+    torch.manual_seed(456)  # the global RNG of the main process must not matter
+    assert torch.equal(a, run(1))
+    assert not torch.equal(a, run(2))

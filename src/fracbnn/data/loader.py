@@ -30,6 +30,7 @@ from .augment import apply_crop_flip, draw_crop_flip, mix_seed, normalize_augmen
 
 _ORDER_STREAM = 0
 _AUGMENT_STREAM = 1
+_WORKER_STREAM = 2
 
 
 class BatchLoader:
@@ -127,9 +128,12 @@ class BatchLoader:
     def _iter_files(self, plan):
         if not plan:
             return
+        # Worker RNG seeds come from this generator, so per-sample random transforms inside the
+        # dataset (e.g. ImageNet crops) replay for a given (seed, epoch, num_workers, start batch).
+        workers_seed = torch.Generator().manual_seed(mix_seed(self.seed, self.epoch, _WORKER_STREAM, self.rank))
         loader = torch.utils.data.DataLoader(
-            _CatchLoadErrors(self.dataset), batch_sampler=[local.tolist() for _, _, local in plan], num_workers=self.num_workers,
-            collate_fn=_Collate(self.dataset), persistent_workers=False)
+            _CatchLoadErrors(self.dataset), batch_sampler=[local.tolist() for _, _, local in plan],
+            num_workers=self.num_workers, collate_fn=_Collate(self.dataset), generator=workers_seed)
         for (i, global_size, _), batch in zip(plan, loader):
             if isinstance(batch, _LoadFailure):
                 raise FracBNNError(batch.message)

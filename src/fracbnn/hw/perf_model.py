@@ -189,8 +189,10 @@ def _density(lsb_density, name: str) -> float:
 def _fracbnn_cycles(layers, cfg, lsb_density, n_classes, image_channels) -> CycleReport:
     rep = CycleReport(cfg)
     first, last = layers[0], layers[-1]
+    cols = 2 * cfg.slots + 1  # plane banks per row: the encoder writes this many pixels per cycle
     rep.layers.append({"name": "input", "loops": [
-        Loop("load", math.ceil(image_channels * first.h_in * first.w_in / cfg.axi_bytes), 1, DEPTH["load"])]})
+        Loop("load", math.ceil(image_channels * first.h_in * first.w_in / cfg.axi_bytes), 1, DEPTH["load"]),
+        Loop("encode", first.h_in * math.ceil(first.w_in / cols), 1, DEPTH["pack"])]})
     for layer in layers:
         seg, slots, words = segment_plan(layer.cin, layer.w_out, cfg)
         groups = math.ceil(layer.cout / cfg.lanes)
@@ -203,7 +205,7 @@ def _fracbnn_cycles(layers, cfg, lsb_density, n_classes, image_channels) -> Cycl
             loops.append(Loop("lsb", open_tiles * words, 1, DEPTH["conv"], groups))
         if layer.residual == "downsample":
             # 2x2 average of the incoming residual, one input pixel per cycle per unit
-            loops.append(Loop("shortcut", 4 * math.ceil(layer.h_out * layer.w_out * layer.cin / cfg.units), 1,
+            loops.append(Loop("shortcut", 4 * _unit_trip(layer.h_out * layer.w_out, layer.cin, cfg), 1,
                               DEPTH["pool"]))
         loops.append(Loop("epilogue", _epilogue_trip(layer, cfg), 1, DEPTH["epilogue"]))
         row = {"name": layer.name, "loops": loops, "segment_bits": seg, "slots": slots, "words": words,
@@ -219,11 +221,16 @@ def _fracbnn_cycles(layers, cfg, lsb_density, n_classes, image_channels) -> Cycl
     return rep
 
 
+def _unit_trip(pixels: int, channels: int, cfg: HwConfig) -> int:
+    """Iterations to visit ``pixels`` x ``channels`` with ``units`` (channel, pixel) pairs per cycle."""
+    ppc = max(1, cfg.units // channels)      # pixels per cycle
+    passes = math.ceil(channels / cfg.units)  # channel passes per pixel
+    return math.ceil(pixels / ppc) * passes
+
+
 def _epilogue_trip(layer: ConvLayer, cfg: HwConfig) -> int:
-    """Iterations of the fused epilogue: ``units`` (channel, pixel) pairs per cycle."""
-    ppc = max(1, cfg.units // layer.cout)       # pixels per cycle
-    passes = math.ceil(layer.cout / cfg.units)  # channel passes per pixel
-    return math.ceil(layer.h_out * layer.w_out / ppc) * passes
+    """Iterations of the fused epilogue over the layer's outputs."""
+    return _unit_trip(layer.h_out * layer.w_out, layer.cout, cfg)
 
 
 def _published_words(layer: ConvLayer, cfg: HwConfig, image_channels: int) -> int:
@@ -424,11 +431,14 @@ def _fracbnn_resources(layers, cfg, n_classes, image_channels):
     px = math.ceil(hmax / 3) * math.ceil(hmax / cols)
     l1, b1 = memory(px * words, W, banks)
     l2, b2 = memory(px * words_lsb, W, banks)
+    img_px = layers[0].h_in * layers[0].w_in
+    l2b, b2b = memory(math.ceil(img_px / cols), 8, image_channels * cols)  # image staging for the encoder
+    l2, b2 = l2 + l2b, b2 + b2b
     xbar = banks * W * (math.ceil(cols / 4) + 1)
-    thermo = math.ceil(cfg.axi_bytes / image_channels + 1) * layers[0].cin
+    thermo = cols * layers[0].cin  # the encoder writes `cols` pixels per cycle
     rows.append(_row("feature planes + window", l1 + l2 + xbar + thermo, banks * W, b1 + b2, 0,
                      f"MSB plane ({words} words/pixel) and LSB plane in {banks} banks each; "
-                     f"(3:1 row, {cols}:1 col) window rotation; thermometer encode at image load"))
+                     f"(3:1 row, {cols}:1 col) window rotation; image staging + thermometer encode"))
     fm = max(l.cout * l.h_out * l.w_out for l in layers)
     bank_depth = math.ceil(fm / U)
     l3, b3 = memory(bank_depth, cfg.acc_bits, U)

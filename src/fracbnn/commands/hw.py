@@ -1,0 +1,166 @@
+"""FPGA accelerator: generate a Vitis HLS project, C-simulate it, report cycles and resources.
+
+  fracbnn hw generate model.fbnn --board ultra96v2 -o DIR   # HLS project + testbench (100 test images)
+  fracbnn hw csim DIR                                       # g++ build + run; exit 1 on any logit mismatch
+  fracbnn hw report DIR|model.fbnn [--json]                 # per-layer cycles, images/s, LUT/FF/BRAM/DSP
+
+The design and every formula of the models: docs/hw.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def _config_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("accelerator configuration (default: the proposed Ultra96 design)")
+    g.add_argument("--design", choices=("fracbnn", "published"), default="fracbnn",
+                   help="loop structure: ours, or the published design's (report only)")
+    g.add_argument("--lanes", type=int, help="output channels computed in parallel (power of two)")
+    g.add_argument("--word-bits", type=int, help="XNOR-popcount word width (power of two)")
+    g.add_argument("--min-segment-bits", type=int,
+                   help="narrowest popcount segment; word/segment pixels per cycle on narrow layers")
+    g.add_argument("--epilogue-units", type=int, help="(channel, pixel) pairs the epilogue handles per cycle")
+    g.add_argument("--no-lsb-skip", action="store_true", help="sweep every LSB tile (no gate-driven skipping)")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="hw_command", metavar="ACTION")
+    g = sub.add_parser("generate", help="write a Vitis HLS project for a packed model",
+                       description="Write a Vitis HLS project (kernel, parameter headers, testbench with real "
+                       "test images and golden logits, TCL, PYNQ driver, README) for a packed CIFAR FracBNN.")
+    g.add_argument("model", metavar="MODEL.fbnn", help="packed model written by `fracbnn export`")
+    g.add_argument("--board", default="ultra96v2", help="target board (ultra96v2)")
+    g.add_argument("-o", "--out", required=True, metavar="DIR", help="project directory (new or a previous project)")
+    g.add_argument("--images", type=int, default=100, metavar="N", help="test images in the testbench (default 100)")
+    g.add_argument("--data", metavar="PATH", help="folder holding cifar-10-python.tar.gz (default ../shared/datasets "
+                   "or $FRACBNN_DATASETS); without it seeded random images are used")
+    g.add_argument("--random-images", action="store_true", help="use seeded random images even if CIFAR-10 exists")
+    g.add_argument("--seed", type=int, default=0, help="seed of the random images")
+    _config_args(g)
+    c = sub.add_parser("csim", help="build and run the C testbench with g++",
+                       description="Compile the project's kernel and testbench with g++ -O2, run it on the stored "
+                       "images, print per-layer cycle counts; exit 1 if any logit differs from the golden engine.")
+    c.add_argument("project", metavar="DIR")
+    c.add_argument("--json", action="store_true", help="print the csim result as JSON")
+    r = sub.add_parser("report", help="cycles, images/s and resource estimate",
+                       description="Per-layer cycles, latency, images/s and an LUT/FF/BRAM18K/DSP estimate of the "
+                       "design; for a project DIR also the comparison with its C simulation's cycle counts.")
+    r.add_argument("target", metavar="DIR|MODEL.fbnn", help="a generated project or a packed model")
+    r.add_argument("--json", action="store_true", help="print one JSON object")
+    r.add_argument("--lsb-density", type=float, metavar="D",
+                   help="LSB tile density to assume for every layer (default: measured)")
+    r.add_argument("--images", type=int, default=100, metavar="N",
+                   help="images to measure LSB densities on, for a MODEL.fbnn (default 100)")
+    r.add_argument("--data", metavar="PATH", help="folder holding cifar-10-python.tar.gz")
+    _config_args(r)
+
+
+def _config(args, base=None):
+    from ..errors import FracBNNError
+    from ..hw.perf_model import proposed_ultra96, published_ultra96, with_overrides
+
+    if base is None:
+        base = published_ultra96() if args.design == "published" else proposed_ultra96()
+    try:
+        cfg = with_overrides(base, lanes=args.lanes, word_bits=args.word_bits,
+                             min_segment_bits=args.min_segment_bits, epilogue_units=args.epilogue_units,
+                             lsb_skip=False if args.no_lsb_skip else None)
+    except ValueError as e:
+        raise FracBNNError(str(e)) from None
+    return cfg
+
+
+def _images(args, n):
+    import numpy as np
+
+    from ..errors import FracBNNError
+    from ..hw.generate import default_images
+
+    if n < 1:
+        raise FracBNNError(f"--images must be at least 1, got {n}")
+    if getattr(args, "random_images", False):
+        rng = np.random.default_rng(args.seed)
+        return rng.integers(0, 256, size=(n, 3, 32, 32), dtype=np.uint8), f"random uint8 images (seed {args.seed})"
+    return default_images(n, seed=getattr(args, "seed", 0), datasets=args.data)
+
+
+def run(args) -> int:
+    import json
+    from pathlib import Path
+
+    from ..errors import FracBNNError
+
+    if not args.hw_command:
+        raise FracBNNError("choose an action: fracbnn hw generate|csim|report (see fracbnn hw --help)")
+    if args.hw_command == "generate":
+        from ..deploy import PackedModel
+        from ..hw.generate import generate_project
+
+        packed = PackedModel.load(args.model)
+        cfg = _config(args)
+        if args.design == "published":
+            raise FracBNNError("--design published is a reference for `hw report`; the generator writes our design")
+        images, origin = _images(args, args.images)
+        if images.shape[1:] != tuple(packed.input_size):
+            raise FracBNNError(f"the model takes {tuple(packed.input_size)} images; the test images are "
+                               f"{tuple(images.shape[1:])} (use --random-images)")
+        meta = generate_project(packed, args.out, cfg=cfg, board=args.board, images=images, image_origin=origin,
+                                model_label=Path(args.model).name)
+        print(f"wrote {args.out}: {len(meta['layers'])} conv layers, {meta['test_images']['count']} test images "
+              f"({origin}); next: fracbnn hw csim {args.out}")
+        return 0
+    if args.hw_command == "csim":
+        from ..hw.csim import run_csim
+        from ..hw.generate import config_from_project, load_project
+        from ..hw.layers import ConvLayer
+        from ..hw.perf_model import cycle_model
+        from ..hw.report import compare_with_csim
+
+        res = run_csim(args.project)
+        meta = load_project(args.project)
+        layers = [ConvLayer(**l) for l in meta["layers"]]
+        dens = {k: v["tile_density"] for k, v in meta["lsb"].items()}
+        cmp = compare_with_csim(cycle_model(layers, config_from_project(meta), dens,
+                                            n_classes=meta["num_classes"]), res)
+        if args.json:
+            print(json.dumps({k: v for k, v in res.items() if k != "stdout"} | {"model_comparison": cmp}, indent=1))
+        else:
+            print(res["stdout"].rstrip())
+            print(f"cycle model: {cmp['model_cycles']:,} cycles/image vs csim {cmp['csim_cycles']:,.1f} "
+                  f"({100 * cmp['relative_error']:+.2f}%)")
+        return 1 if res["returncode"] != 0 else 0
+    # report
+    from ..hw.report import build_report, format_report, load_csim
+
+    if args.lsb_density is not None and not 0.0 <= args.lsb_density <= 1.0:
+        raise FracBNNError(f"--lsb-density must be between 0 and 1, got {args.lsb_density}")
+    target = Path(args.target)
+    if target.is_dir():
+        from ..hw.generate import config_from_project, load_project
+        from ..hw.layers import ConvLayer
+
+        meta = load_project(target)
+        base = config_from_project(meta) if args.design == "fracbnn" else None
+        cfg = _config(args, base)
+        layers = [ConvLayer(**l) for l in meta["layers"]]
+        stats = meta["lsb"]
+        csim = load_csim(target) if cfg == config_from_project(meta) else None
+        n_classes, source = meta["num_classes"], f"{target} ({meta.get('model', '')})"
+    else:
+        from ..deploy import PackedModel
+        from ..hw.program import hw_program, lsb_tile_stats
+
+        packed = PackedModel.load(target)
+        cfg = _config(args)
+        prog = hw_program(packed)
+        layers, csim, n_classes, source = prog.shapes, None, len(prog.fc_bias), str(target)
+        stats = {}
+        if args.lsb_density is None and cfg.style == "fracbnn":
+            images, origin = _images(args, args.images)
+            stats = lsb_tile_stats(packed, prog, cfg, images)
+            source += f" (LSB densities measured on {len(images)} {origin.split(' from ')[0]})"
+    dens = args.lsb_density if args.lsb_density is not None else {k: v["tile_density"] for k, v in stats.items()}
+    rep = build_report(layers, cfg, dens, lsb_stats=stats, csim=csim, source=source, n_classes=n_classes)
+    print(json.dumps(rep, indent=1) if args.json else format_report(rep))
+    return 0

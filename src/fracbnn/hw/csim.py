@@ -1,0 +1,50 @@
+"""Build and run a generated project's C testbench with g++ (no Xilinx tools needed)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+from ..errors import FracBNNError
+from .generate import load_project
+
+CXXFLAGS = ["-O2", "-std=c++14", "-Wall", "-Wno-unknown-pragmas", "-Wno-unused-variable", "-Wno-unused-label"]
+
+
+class CsimError(FracBNNError):
+    """The testbench could not be built or run."""
+
+
+def run_csim(project_dir: str | Path, cxx: str | None = None, timeout: float = 1800.0) -> dict:
+    """Compile and run the testbench; returns the parsed csim_result.json plus ``stdout`` and ``returncode``.
+
+    A logit mismatch is reported through ``returncode`` 1 (not an exception):
+    the caller decides how to fail.
+    """
+    d = Path(project_dir)
+    load_project(d)  # clear error for a wrong directory
+    cxx = cxx or os.environ.get("CXX") or "g++"
+    if shutil.which(cxx) is None:
+        raise CsimError(f"C++ compiler {cxx!r} not found; install g++ or set CXX")
+    build = d / "build"
+    build.mkdir(exist_ok=True)
+    exe = build / "csim"
+    cmd = [cxx, *CXXFLAGS, "-I", str(d / "src"), "-o", str(exe), str(d / "src" / "fracbnn_kernel.cpp"),
+           str(d / "src" / "tb.cpp")]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    if r.returncode != 0:
+        errs = [l for l in r.stderr.splitlines() if "error" in l] or r.stderr.strip().splitlines() or ["?"]
+        first = errs[0].strip()[:300]
+        raise CsimError(f"building the testbench failed ({first}); see {cxx} output by running: {' '.join(cmd)}")
+    result_path = d / "csim_result.json"
+    result_path.unlink(missing_ok=True)
+    r = subprocess.run([str(exe), str(result_path)], capture_output=True, text=True, timeout=timeout)
+    if r.returncode not in (0, 1) or not result_path.is_file():
+        raise CsimError(f"the testbench crashed (exit {r.returncode}): {(r.stderr or r.stdout).strip()[:200]}")
+    result = json.loads(result_path.read_text())
+    result["stdout"] = r.stdout
+    result["returncode"] = r.returncode
+    return result

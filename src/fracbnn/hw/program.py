@@ -1,0 +1,174 @@
+"""The packed model's program seen as accelerator layers.
+
+``hw_program(packed)`` walks the integer program of a CIFAR FracBNN ResNet
+(written by ``fracbnn.deploy.export``) and returns one record per binary
+convolution with everything the hardware needs: its shape (a
+:class:`~fracbnn.hw.layers.ConvLayer`), weight bits, gate thresholds and the
+folded epilogue constants. The accelerator supports exactly the pattern the
+exporter writes for these models; anything else is refused with a clear
+message rather than mis-compiled.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import FracBNNError
+from .layers import ConvLayer
+from .perf_model import HwConfig, segment_plan
+
+
+class UnsupportedForHardware(FracBNNError):
+    """The packed program has an op pattern the accelerator does not implement."""
+
+
+@dataclass
+class HwLayer:
+    shape: ConvLayer
+    weight_bits: np.ndarray          # uint8 0/1 (Cout, Cin, 3, 3), 1 = +1
+    gate: np.ndarray | None          # int64 (Cout,) gate thresholds on S_M; None = always open
+    consts: dict = field(default_factory=dict)  # epilogue constants, int64 (Cout,) each
+    shift: int = 0
+    bits: int = 16
+
+
+@dataclass
+class HwProgram:
+    layers: list[HwLayer]
+    resolution: int
+    thermo_bits: int
+    frac_bits: int
+    fc_weight: np.ndarray            # int64 (classes, C)
+    fc_bias: np.ndarray              # int64 (classes,)
+    input_size: tuple
+    logit_denominator: int
+
+    @property
+    def shapes(self) -> list[ConvLayer]:
+        return [l.shape for l in self.layers]
+
+
+def _fail(msg: str):
+    raise UnsupportedForHardware(f"{msg}; the accelerator implements CIFAR FracBNN ResNets exported by "
+                                 "`fracbnn export` (thermometer stem, gated 2-bit block convs)")
+
+
+def hw_program(packed) -> HwProgram:
+    from ..deploy.packed import unpack_weight_bits
+
+    t = packed.tensors
+    shapes = packed.validate()
+    prog = packed.program
+    ops = {op["output"] if isinstance(op["output"], str) else op["output"][0]: op for op in prog}
+    by_input = {}
+    for op in prog:
+        for b in (op["input"] if isinstance(op["input"], list) else [op["input"]]):
+            by_input.setdefault(b, []).append(op)
+    if prog[0]["op"] != "thermometer" or prog[1]["op"] != "binary_conv" or prog[2]["op"] != "scale_shift":
+        _fail("the program does not start with thermometer -> binary_conv -> scale_shift")
+    th, stem, ss = prog[0], prog[1], prog[2]
+    if stem["kernel"] != 3 or stem["padding"] != 1 or stem["stride"] != 1:
+        _fail("the input convolution is not 3x3, stride 1, padding 1")
+    _, c_img, h, w = shapes["image"]
+    layers = [HwLayer(ConvLayer("stem", "input", stem["in_channels"], stem["out_channels"], h, w, 1, "none"),
+                      unpack_weight_bits(t[stem["weight"]], stem["in_channels"]), None,
+                      {"pos_mul": t[ss["mul"]], "pos_add": t[ss["add"]]}, int(ss["shift"]), int(ss["bits"]))]
+    frac_bits = None
+    x = ss["output"]
+    i = 3
+    while i < len(prog) and prog[i]["op"] != "global_sum_pool":
+        op = prog[i]
+        pooled = None
+        if op["op"] == "avgpool2_dup":
+            if op["input"] != x:
+                _fail("a shortcut pools something other than the block input")
+            pooled, i = op["output"], i + 1
+            op = prog[i]
+        if op["op"] != "quantize2" or op["input"] != x:
+            _fail(f"op {i} ({op['op']}) is not the 2-bit quantizer of the residual stream")
+        if frac_bits is None:
+            frac_bits = int(op["frac_bits"])
+        elif frac_bits != int(op["frac_bits"]):
+            _fail("quantizers with different fraction bits")
+        conv, post = prog[i + 1], prog[i + 2]
+        if conv["op"] != "frac_conv" or post["op"] != "block_post" or post["input"] != conv["output"]:
+            _fail(f"op {i + 1} is not frac_conv followed by block_post")
+        if conv["kernel"] != 3 or conv["padding"] != 1 or conv["stride"] not in (1, 2):
+            _fail(f"{conv['output']} is not a 3x3 padding-1 convolution with stride 1 or 2")
+        if pooled is not None:
+            if post["shortcut"] != pooled or conv["stride"] != 2 or conv["out_channels"] != 2 * conv["in_channels"]:
+                _fail(f"{conv['output']}: a pooled shortcut must go with a stride-2 channel-doubling conv")
+            residual = "downsample"
+            hin = shapes[x][2:]
+            if hin[0] % 2 or hin[1] % 2:
+                _fail("down-sampling needs even feature-map sizes")
+        else:
+            if post["shortcut"] != x or conv["stride"] != 1 or conv["in_channels"] != conv["out_channels"]:
+                _fail(f"{conv['output']}: an identity shortcut needs a stride-1 conv with equal channels")
+            residual = "identity"
+        _, cin, hh, ww = shapes[x]
+        name = conv["output"][:-4] if conv["output"].endswith(".acc") else conv["output"]
+        gate = t[conv["gate_threshold"]] if conv["gate_threshold"] is not None else None
+        consts = {k: t[post[k]] for k in ("sign", "threshold", "pos_mul", "pos_add", "neg_mul", "neg_add", "sc_mul")}
+        layers.append(HwLayer(ConvLayer(name, "frac", cin, conv["out_channels"], hh, ww, conv["stride"], residual),
+                              unpack_weight_bits(t[conv["weight"]], cin), gate, consts, int(post["shift"]),
+                              int(post["bits"])))
+        x = post["output"]
+        i += 3
+    if i >= len(prog) or prog[i]["input"] != x or i + 1 >= len(prog) or prog[i + 1]["op"] != "linear":
+        _fail("the program does not end in global_sum_pool -> linear on the residual stream")
+    lin = prog[i + 1]
+    if len(layers) < 2:
+        _fail("the model has no gated block convolutions")
+    bits = {l.bits for l in layers}
+    if max(bits) > 32:
+        _fail(f"residual width {max(bits)} bits exceeds the 32 the accelerator supports; export with "
+              "--residual-bits 32 or less")
+    return HwProgram(layers, int(th["resolution"]), int(th["bits"]), frac_bits if frac_bits is not None else 0,
+                     t[lin["weight"]], t[lin["bias"]], tuple(packed.input_size), packed.logit_denominator)
+
+
+def weight_words(layer: HwLayer, cfg: HwConfig) -> np.ndarray:
+    """Weights as engine words: (groups * words, 9, lanes) uint64, bit b of word k = channel k*seg + b."""
+    s = layer.shape
+    seg, _, kw = segment_plan(s.cin, s.w_out, cfg)
+    groups = math.ceil(s.cout / cfg.lanes)
+    out = np.zeros((groups * kw, 9, cfg.lanes), np.uint64)
+    wb = layer.weight_bits.reshape(s.cout, s.cin, 9).astype(np.uint64)
+    for oc in range(s.cout):
+        g, p = divmod(oc, cfg.lanes)
+        for k in range(kw):
+            chans = wb[oc, k * seg:min(s.cin, (k + 1) * seg), :]  # (n, 9)
+            shifts = np.arange(chans.shape[0], dtype=np.uint64).reshape(-1, 1)
+            out[g * kw + k, :, p] = np.bitwise_or.reduce(chans << shifts, axis=0) if len(chans) else 0
+    return out
+
+
+def lsb_tile_stats(packed, prog: HwProgram, cfg: HwConfig, pixels: np.ndarray) -> dict:
+    """Measured gate and LSB-tile densities per layer, from the golden engine's MSB planes.
+
+    A tile is ``slots`` adjacent output pixels of one row x ``lanes`` output
+    channels (the LSB skipping granularity); it is open when any gate in it is.
+    Returns {name: {"gate_density", "tile_density", "open_tiles", "tiles"}}.
+    """
+    from ..deploy.golden import binary_conv2d, run_program
+
+    buf = run_program(packed, pixels)
+    stats = {}
+    for layer in prog.layers[1:]:
+        s = layer.shape
+        m = buf[f"{s.name}.msb"]
+        s_m = binary_conv2d(m, layer.weight_bits, s.stride, 1)  # (N, Cout, Ho, Wo)
+        is_open = np.ones_like(s_m, bool) if layer.gate is None else s_m > layer.gate.reshape(1, -1, 1, 1)
+        _, slots, _ = segment_plan(s.cin, s.w_out, cfg)
+        groups, tpr = math.ceil(s.cout / cfg.lanes), math.ceil(s.w_out / slots)
+        n = len(pixels)
+        pad = np.zeros((n, groups * cfg.lanes, s.h_out, tpr * slots), bool)
+        pad[:, :s.cout, :, :s.w_out] = is_open
+        tiles = pad.reshape(n, groups, cfg.lanes, s.h_out, tpr, slots).any(axis=(2, 5))
+        stats[s.name] = {"gate_density": float(is_open.mean()), "tile_density": float(tiles.mean()),
+                         "open_tiles": int(tiles.sum()), "tiles": int(tiles.size)}
+    return stats

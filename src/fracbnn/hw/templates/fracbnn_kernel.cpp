@@ -1,0 +1,341 @@
+// FracBNN CIFAR accelerator kernel (Vitis HLS C++; also builds with plain g++).
+//
+// Written by `fracbnn hw generate`; the numbers live in fracbnn_config.h and
+// fracbnn_params.h. The arithmetic is the golden engine's
+// (fracbnn.deploy.golden, docs/deploy-format.md) in plain integer C++:
+// round_shift / saturate / quantize2 / XNOR-popcount over valid taps only.
+//
+// One shared engine runs every layer from the LAYERS descriptor table:
+//   load + encode : image bytes over AXI, thermometer-encoded into the MSB plane
+//   shortcut      : 2x2 sum of the incoming residual (down-sampling blocks)
+//   msb           : every tile of SLOTS adjacent output pixels x P lanes;
+//                   records the tiles with at least one open gate
+//   lsb           : only the recorded tiles (closed tiles cost no cycles)
+//   epilogue      : UNITS (channel, pixel) pairs per cycle: BN/RPReLU/shortcut/BN
+//                   folded to integers, saturate, 2-bit quantize, pack planes
+//   pool + fc     : integer global sum pool and classifier -> int64 logits
+// Under C simulation every pipelined loop counts its iterations and entries;
+// cycles = iterations x II + entries x depth (see fb_report_cycles).
+#include <cstdint>
+#include <cstdio>
+
+#include "fracbnn_config.h"
+#include "fracbnn_params.h"
+
+#ifndef __SYNTHESIS__
+struct FbLoopCount { uint64_t iters, entries; };
+FbLoopCount fb_counts[FB_NUM_ROWS][FB_NUM_LOOPS];
+#define FB_ENTER(row, loop) (fb_counts[row][loop].entries++)
+#define FB_ITER(row, loop) (fb_counts[row][loop].iters++)
+#else
+#define FB_ENTER(row, loop) ((void)0)
+#define FB_ITER(row, loop) ((void)0)
+#endif
+
+#define COLS (2 * MAX_SLOTS + 1)
+
+// ---- on-chip buffers -------------------------------------------------------
+// Planes are banked by (row mod 3, column mod COLS): one cycle reads the
+// 3 x ((SLOTS-1)*stride+3) window of a tile without bank conflicts.
+static word_t msb_plane[3][COLS][MSB_DEPTH];
+static word_t lsb_plane[3][COLS][LSB_DEPTH];
+static acc_t acc_buf[ACC_DEPTH];     // conv results, channel-major (c * H*W + pixel)
+static res_t res_buf[RES_DEPTH];     // residual stream, channel-major
+static sc_t sc_buf[SC_DEPTH];        // 2x2 sums of the residual for down-sampling blocks
+static uint16_t tile_list[TILE_MAX]; // LSB work list of one output-channel group
+static uint8_t img_buf[IMG_BYTES];
+
+// ---- golden-engine integer helpers -----------------------------------------
+static inline int64_t floor_shift(int64_t v, int s) {  // floor(v / 2^s)
+    return v >= 0 ? (v >> s) : -(((-v) - 1) >> s) - 1;
+}
+static inline int64_t round_shift(int64_t v, int s) {  // nearest, ties toward +infinity
+    return s == 0 ? v : floor_shift(v + ((int64_t)1 << (s - 1)), s);
+}
+static inline int64_t saturate(int64_t v, int bits) {
+    const int64_t hi = ((int64_t)1 << (bits - 1)) - 1;
+    return v > hi ? hi : (v < -hi - 1 ? -hi - 1 : v);
+}
+static inline int popcnt(word_t x) {
+#ifdef __SYNTHESIS__
+    int c = 0;
+    for (int i = 0; i < 64; i++) {
+#pragma HLS UNROLL
+        c += (int)((x >> i) & 1);
+    }
+    return c;
+#else
+    return __builtin_popcountll((unsigned long long)x);
+#endif
+}
+static inline int plane_addr(int r, int c, int w_in, int kw, int k) {
+    return ((r / 3) * ((w_in + COLS - 1) / COLS) + c / COLS) * kw + k;
+}
+
+// ---- image load and thermometer encoding ------------------------------------
+static void load_image(const uint8_t *image) {
+    const int beats = (IMG_BYTES + AXI_BYTES - 1) / AXI_BYTES;
+    FB_ENTER(0, LOOP_LOAD);
+LOAD:
+    for (int b = 0; b < beats; b++) {
+#pragma HLS PIPELINE II=1
+        FB_ITER(0, LOOP_LOAD);
+        for (int e = 0; e < AXI_BYTES; e++) {
+#pragma HLS UNROLL
+            const int idx = b * AXI_BYTES + e;
+            if (idx < IMG_BYTES) img_buf[idx] = image[idx];
+        }
+    }
+}
+
+static inline int thermo_level(int p) {  // round_half_even(p / R)
+    const int q = p / THERMO_RES, rem = p - q * THERMO_RES;
+    return q + ((2 * rem > THERMO_RES) || (2 * rem == THERMO_RES && (q & 1)) ? 1 : 0);
+}
+
+static void encode_image() {
+    const LayerDesc &d = LAYERS[0];
+    const int tpr = (IMG_W + COLS - 1) / COLS;
+    FB_ENTER(0, LOOP_ENCODE);
+ENCODE:
+    for (int it = 0; it < IMG_H * tpr; it++) {
+#pragma HLS PIPELINE II=1
+        FB_ITER(0, LOOP_ENCODE);
+        const int i = it / tpr, j0 = (it % tpr) * COLS;
+        for (int s = 0; s < COLS; s++) {
+#pragma HLS UNROLL
+            const int j = j0 + s;
+            if (j >= IMG_W) continue;
+            word_t words[MAX_KW];
+            for (int k = 0; k < MAX_KW; k++) words[k] = 0;
+            for (int col = 0; col < IMG_C; col++) {
+                const int n = thermo_level(img_buf[(col * IMG_H + i) * IMG_W + j]);
+                for (int t = 0; t < THERMO_BITS; t++) {
+                    const int ch = col * THERMO_BITS + t;
+                    if (t < n) words[ch / d.seg] |= (word_t)1 << (ch % d.seg);
+                }
+            }
+            for (int k = 0; k < d.kw; k++)
+                msb_plane[i % 3][j % COLS][plane_addr(i, j, IMG_W, d.kw, k)] = words[k];
+        }
+    }
+}
+
+// ---- 2x2 shortcut sums (down-sampling blocks) -------------------------------
+static void shortcut_pool(int l) {
+    const LayerDesc &d = LAYERS[l];
+    const int hw = d.h_out * d.w_out, hw_in = d.h_in * d.w_in;
+    const int ceff = d.cin < UNITS ? d.cin : UNITS;
+    const int ppc = UNITS / ceff, passes = (d.cin + UNITS - 1) / UNITS;
+    const int n = (hw + ppc - 1) / ppc * passes;
+    FB_ENTER(l + 1, LOOP_SHORTCUT);
+SHORTCUT:
+    for (int it = 0; it < n * 4; it++) {
+#pragma HLS PIPELINE II=1
+        FB_ITER(l + 1, LOOP_SHORTCUT);
+        const int a = it % 4, pt = (it / 4) / passes, cp = (it / 4) % passes;
+        for (int u = 0; u < UNITS; u++) {
+#pragma HLS UNROLL
+            const int po = u / ceff, pix = pt * ppc + po, c = cp * ceff + u % ceff;
+            if (po >= ppc || pix >= hw || c >= d.cin) continue;
+            const int i = pix / d.w_out, j = pix % d.w_out;
+            const int src = (2 * i + a / 2) * d.w_in + 2 * j + a % 2;
+            const sc_t prev = a == 0 ? (sc_t)0 : sc_buf[c * hw + pix];
+            sc_buf[c * hw + pix] = prev + (sc_t)res_buf[c * hw_in + src];
+        }
+    }
+}
+
+// ---- binary convolution engine: MSB pass over all tiles, LSB over open ones ---
+static void conv_layer(int l) {
+    const LayerDesc &d = LAYERS[l];
+    const int tpr = (d.w_out + d.slots - 1) / d.slots;
+    const int tiles = d.h_out * tpr, hw = d.h_out * d.w_out;
+    const int ncols = (d.slots - 1) * d.stride + 3;
+    const int passes = d.kind == KIND_FRAC ? 2 : 1;
+GROUPS:
+    for (int g = 0; g < d.groups; g++) {
+        int n_open = 0;
+        for (int pass = 0; pass < passes; pass++) {
+            const int n = pass == 0 ? tiles : n_open;
+            const int loop = pass == 0 ? LOOP_MSB : LOOP_LSB;
+            if (n > 0) FB_ENTER(l + 1, loop);
+            int32_t part[MAX_SLOTS][P_LANES];
+#pragma HLS ARRAY_PARTITION variable=part complete dim=0
+        TILES:
+            for (int it = 0; it < n * d.kw; it++) {
+#pragma HLS PIPELINE II=1
+#pragma HLS LOOP_TRIPCOUNT min=1 max=1024
+                FB_ITER(l + 1, loop);
+                const int q = it / d.kw, k = it % d.kw;
+                const int t = pass == 0 ? q : (int)tile_list[q];
+                const int i = t / tpr, j0 = (t % tpr) * d.slots;
+                const int nvalid = d.cin - k * d.seg < d.seg ? d.cin - k * d.seg : d.seg;
+                word_t win[3][COLS];
+                bool inside[3][COLS];
+#pragma HLS ARRAY_PARTITION variable=win complete dim=0
+#pragma HLS ARRAY_PARTITION variable=inside complete dim=0
+                for (int u = 0; u < 3; u++) {
+                    for (int v = 0; v < COLS; v++) {
+                        const int r = i * d.stride + u - 1, c = j0 * d.stride + v - 1;
+                        const bool ok = v < ncols && r >= 0 && r < d.h_in && c >= 0 && c < d.w_in;
+                        inside[u][v] = ok;
+                        win[u][v] = 0;
+                        if (ok) {
+                            const int addr = plane_addr(r, c, d.w_in, d.kw, k);
+                            win[u][v] = pass == 0 ? msb_plane[r % 3][c % COLS][addr] : lsb_plane[r % 3][c % COLS][addr];
+                        }
+                    }
+                }
+                bool any_open = false;
+                for (int s = 0; s < MAX_SLOTS; s++) {
+                    const int j = j0 + s;
+                    for (int p = 0; p < P_LANES; p++) {
+                        const int oc = g * P_LANES + p;
+                        if (s >= d.slots || j >= d.w_out || oc >= d.cout) continue;
+                        int32_t sum = 0;
+                        for (int u = 0; u < 3; u++)
+                            for (int v = 0; v < 3; v++) {
+                                const int cv = s * d.stride + v;
+                                if (inside[u][cv])
+                                    sum += nvalid - 2 * popcnt(win[u][cv] ^ WEIGHTS[d.w_off + g * d.kw + k][u * 3 + v][p]);
+                            }
+                        part[s][p] = (k == 0 ? 0 : part[s][p]) + sum;
+                        if (k != d.kw - 1) continue;
+                        const int idx = oc * hw + i * d.w_out + j;
+                        if (pass == 0) {
+                            if (d.kind == KIND_FRAC) {
+                                acc_buf[idx] = (acc_t)(2 * part[s][p]);
+                                if (!d.gated || (int64_t)part[s][p] > (int64_t)GATE_THR[d.p_off + oc]) any_open = true;
+                            } else {
+                                acc_buf[idx] = (acc_t)part[s][p];
+                            }
+                        } else {
+                            const int64_t a = acc_buf[idx];
+                            if (!d.gated || a > 2 * (int64_t)GATE_THR[d.p_off + oc]) acc_buf[idx] = (acc_t)(a + part[s][p]);
+                        }
+                    }
+                }
+                if (pass == 0 && k == d.kw - 1 && any_open) tile_list[n_open++] = (uint16_t)t;
+            }
+        }
+    }
+}
+
+// ---- fused epilogue ----------------------------------------------------------
+static void epilogue(int l) {
+    const LayerDesc &d = LAYERS[l];
+    const int C = d.cout, hw = d.h_out * d.w_out;
+    const int ceff = C < UNITS ? C : UNITS;
+    const int ppc = UNITS / ceff, passes = (C + UNITS - 1) / UNITS;
+    const int n = (hw + ppc - 1) / ppc * passes;
+    const int64_t b = (int64_t)1 << (FRAC_BITS + 1);
+    FB_ENTER(l + 1, LOOP_EPILOGUE);
+EPILOGUE:
+    for (int it = 0; it < n; it++) {
+#pragma HLS PIPELINE II=1
+#pragma HLS LOOP_TRIPCOUNT min=64 max=1024
+        FB_ITER(l + 1, LOOP_EPILOGUE);
+        const int pt = it / passes, cp = it % passes;
+        for (int u = 0; u < UNITS; u++) {
+#pragma HLS UNROLL
+            const int po = u / ceff, pix = pt * ppc + po, c = cp * ceff + u % ceff;
+            if (po >= ppc || pix >= hw || c >= C) continue;
+            const int64_t a = acc_buf[c * hw + pix];
+            const int pc = d.p_off + c;
+            int64_t v;
+            if (d.kind == KIND_INPUT) {
+                v = a * (int64_t)POS_MUL[pc] + (int64_t)POS_ADD[pc];
+            } else {
+                const int64_t sc = d.residual == RES_DOWN ? (int64_t)sc_buf[(c % d.cin) * hw + pix]
+                                                          : (int64_t)res_buf[c * hw + pix];
+                const bool pos = (int64_t)SIGN[pc] * a > (int64_t)THRESH[pc];
+                v = pos ? a * (int64_t)POS_MUL[pc] + (int64_t)POS_ADD[pc] : a * (int64_t)NEG_MUL[pc] + (int64_t)NEG_ADD[pc];
+                v += (int64_t)SC_MUL[pc] * sc;
+            }
+            const int64_t r = saturate(round_shift(v, d.shift), d.bits);
+            res_buf[c * hw + pix] = (res_t)r;
+            if (d.last) continue;
+            // quantize2: code = [3r > -2^(F+1)] + [r >= 0] + [3r > 2^(F+1)]; MSB = code >> 1, LSB = code & 1
+            const int code = (3 * r > -b ? 1 : 0) + (r >= 0 ? 1 : 0) + (3 * r > b ? 1 : 0);
+            const int i = pix / d.w_out, j = pix % d.w_out;
+            const int addr = plane_addr(i, j, d.w_out, d.next_kw, c / d.next_seg);
+            const word_t bit = (word_t)1 << (c % d.next_seg);
+            word_t m = c % d.next_seg == 0 ? (word_t)0 : msb_plane[i % 3][j % COLS][addr];
+            word_t ls = c % d.next_seg == 0 ? (word_t)0 : lsb_plane[i % 3][j % COLS][addr];
+            msb_plane[i % 3][j % COLS][addr] = (code >> 1) ? (m | bit) : m;
+            lsb_plane[i % 3][j % COLS][addr] = (code & 1) ? (ls | bit) : ls;
+        }
+    }
+}
+
+// ---- global sum pool and classifier ------------------------------------------
+static void head(int64_t *logits) {
+    const LayerDesc &d = LAYERS[NUM_LAYERS - 1];
+    const int C = d.cout, hw = d.h_out * d.w_out, passes = (C + UNITS - 1) / UNITS;
+    int64_t psum[MAX_C];
+    int64_t out[NUM_CLASSES];
+#pragma HLS ARRAY_PARTITION variable=out complete
+    for (int c = 0; c < MAX_C; c++) psum[c] = 0;
+    FB_ENTER(NUM_LAYERS + 1, LOOP_POOL);
+POOL:
+    for (int it = 0; it < hw * passes; it++) {
+#pragma HLS PIPELINE II=1
+        FB_ITER(NUM_LAYERS + 1, LOOP_POOL);
+        const int pix = it / passes, cp = it % passes;
+        for (int u = 0; u < UNITS; u++) {
+#pragma HLS UNROLL
+            const int c = cp * UNITS + u;
+            if (c < C) psum[c] += res_buf[c * hw + pix];
+        }
+    }
+    for (int k = 0; k < NUM_CLASSES; k++) out[k] = FC_BIAS[k];
+    FB_ENTER(NUM_LAYERS + 1, LOOP_FC);
+FC:
+    for (int c = 0; c < C; c++) {
+#pragma HLS PIPELINE II=1
+        FB_ITER(NUM_LAYERS + 1, LOOP_FC);
+        for (int k = 0; k < NUM_CLASSES; k++) {
+#pragma HLS UNROLL
+            out[k] += psum[c] * (int64_t)FC_W[k][c];
+        }
+    }
+    for (int k = 0; k < NUM_CLASSES; k++) logits[k] = out[k];
+}
+
+// ---- top ------------------------------------------------------------------
+void fracbnn_top(const uint8_t image[IMG_BYTES], int64_t logits[NUM_CLASSES]) {
+#pragma HLS INTERFACE m_axi port=image offset=slave bundle=gmem0 depth=IMG_BYTES
+#pragma HLS INTERFACE m_axi port=logits offset=slave bundle=gmem1 depth=NUM_CLASSES
+#pragma HLS INTERFACE s_axilite port=return
+#pragma HLS ARRAY_PARTITION variable=msb_plane complete dim=1
+#pragma HLS ARRAY_PARTITION variable=msb_plane complete dim=2
+#pragma HLS ARRAY_PARTITION variable=lsb_plane complete dim=1
+#pragma HLS ARRAY_PARTITION variable=lsb_plane complete dim=2
+#pragma HLS ARRAY_PARTITION variable=WEIGHTS complete dim=2
+#pragma HLS ARRAY_PARTITION variable=WEIGHTS complete dim=3
+#pragma HLS ARRAY_PARTITION variable=acc_buf cyclic factor=UNITS
+#pragma HLS ARRAY_PARTITION variable=res_buf cyclic factor=UNITS
+#pragma HLS ARRAY_PARTITION variable=sc_buf cyclic factor=UNITS
+    load_image(image);
+    encode_image();
+LAYERS_LOOP:
+    for (int l = 0; l < NUM_LAYERS; l++) {
+#pragma HLS LOOP_TRIPCOUNT min=NUM_LAYERS max=NUM_LAYERS
+        if (LAYERS[l].residual == RES_DOWN) shortcut_pool(l);
+        conv_layer(l);
+        epilogue(l);
+    }
+    head(logits);
+}
+
+#ifndef __SYNTHESIS__
+// Cycles of one row/loop: iterations x II (1) + entries x pipeline depth.
+uint64_t fb_loop_cycles(int row, int loop) {
+    return fb_counts[row][loop].iters + fb_counts[row][loop].entries * (uint64_t)LOOP_DEPTH[loop];
+}
+void fb_reset_counts() {
+    for (int r = 0; r < FB_NUM_ROWS; r++)
+        for (int k = 0; k < FB_NUM_LOOPS; k++) fb_counts[r][k].iters = fb_counts[r][k].entries = 0;
+}
+#endif

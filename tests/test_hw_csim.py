@@ -1,0 +1,139 @@
+"""Generated HLS design vs the golden engine: bit-exact logits and cycle counts that match the model."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from fracbnn.deploy import export_model
+from fracbnn.deploy.golden import GoldenEngine
+from fracbnn.hw.csim import run_csim
+from fracbnn.hw.generate import config_from_project, generate_project, load_project
+from fracbnn.hw.layers import ConvLayer
+from fracbnn.hw.perf_model import cycle_model
+from fracbnn.hw.report import compare_with_csim
+from fracbnn.models import create_model
+
+from conftest import datasets_dir
+
+pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="g++ is needed to build the C testbench")
+
+
+def _random_model(seed, thr_range=(-5.0, 40.0), **kwargs):
+    """A randomly initialised FracBNN with random BN statistics and gate thresholds (gates both open and closed)."""
+    torch.manual_seed(seed)
+    m = create_model("resnet20-fracbnn", **kwargs)
+    for mod in m.modules():
+        if isinstance(mod, torch.nn.BatchNorm2d):
+            mod.running_mean.uniform_(-0.5, 0.5)
+            mod.running_var.uniform_(0.3, 2.0)
+            mod.weight.data.uniform_(-1.5, 1.5)  # negative scales flip the RPReLU side test
+            mod.bias.data.uniform_(-0.5, 0.5)
+        if hasattr(mod, "slope"):
+            mod.slope.data.uniform_(-0.5, 0.5)
+            mod.shift_in.data.uniform_(-0.3, 0.3)
+            mod.shift_out.data.uniform_(-0.3, 0.3)
+        if hasattr(mod, "threshold") and isinstance(mod.threshold, torch.nn.Parameter):
+            mod.threshold.data.uniform_(*thr_range)
+    return m.eval()
+
+
+def _images(n, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, size=(n, 3, 32, 32), dtype=np.uint8)
+
+
+def _check_project(tmp_path, model, images, name):
+    packed = export_model(model)
+    out = tmp_path / name
+    meta = generate_project(packed, out, images=images, image_origin="test")
+    res = run_csim(out)
+    assert res["returncode"] == 0, res["stdout"][-2000:]
+    assert res["mismatched_images"] == 0 and res["images"] == len(images)
+    # the testbench compared against exactly these golden logits
+    assert "CSIM PASSED" in res["stdout"]
+    layers = [ConvLayer(**l) for l in meta["layers"]]
+    dens = {k: v["tile_density"] for k, v in meta["lsb"].items()}
+    cmp = compare_with_csim(cycle_model(layers, config_from_project(meta), dens), res)
+    assert cmp["within_tolerance"], cmp
+    assert cmp["max_layer_relative_error"] < 0.05, cmp
+    return out, meta, res
+
+
+def test_random_models_are_bit_exact_and_cycles_match_the_model(tmp_path):
+    from fracbnn.hw.generate import default_images
+
+    images = _images(4, 1)
+    if (datasets_dir() / "cifar-10-python.tar.gz").is_file():  # real test images when the data set is there
+        cifar, origin = default_images(3, datasets=datasets_dir())
+        assert "CIFAR-10" in origin
+        images = np.concatenate([images, cifar])
+    _check_project(tmp_path, _random_model(1), images, "gated")
+    # all gates open at init threshold -1 is common; very high thresholds close almost all
+    out, meta, res = _check_project(tmp_path, _random_model(2, thr_range=(150.0, 400.0)), _images(3, 2), "closed")
+    lsb = sum(r["loops"]["lsb"] for r in res["rows"])
+    msb = sum(r["loops"]["msb"] for r in res["rows"][2:-1])
+    assert lsb < 0.2 * msb  # closed gates cost (almost) no LSB cycles
+
+
+def test_narrow_and_ungated_models(tmp_path):
+    # width 0.5 (8/16/32 channels) exercises other word/segment plans; "binary" mode has no gate
+    _check_project(tmp_path, _random_model(3, width=0.5), _images(2, 3), "narrow")
+    _check_project(tmp_path, _random_model(4, frac_mode="binary"), _images(2, 4), "ungated")
+
+
+def test_csim_fails_on_a_wrong_expected_logit(tmp_path):
+    model = _random_model(5)
+    packed = export_model(model)
+    images = _images(2, 5)
+    out = tmp_path / "p"
+    generate_project(packed, out, images=images, image_origin="test")
+    want = GoldenEngine(packed).logits(images)
+    data = (out / "src" / "tb_data.h").read_text()
+    old = f"{{{want[1][0]}LL, "
+    assert old in data
+    (out / "src" / "tb_data.h").write_text(data.replace(old, f"{{{want[1][0] + 1}LL, ", 1))
+    res = run_csim(out)
+    assert res["returncode"] == 1 and res["mismatched_images"] == 1
+    assert "MISMATCH image 1 class 0" in res["stdout"]
+
+
+def _cli(capsys, *argv):
+    from fracbnn.cli import main
+
+    rc = main(["hw", *map(str, argv)])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def test_cli_generate_csim_report(tmp_path, capsys):
+    model_path = tmp_path / "m.fbnn"
+    export_model(_random_model(6)).save(model_path)
+    out = tmp_path / "proj"
+    rc, _, err = _cli(capsys, "generate", model_path, "--board", "ultra96v2", "-o", out, "--images", 2,
+                      "--random-images")
+    assert rc == 0, err
+    for f in ("src/fracbnn_kernel.cpp", "src/fracbnn_params.h", "src/tb_data.h", "csim.tcl", "synth.tcl",
+              "host/fracbnn_pynq.py", "README.md"):
+        assert (out / f).is_file(), f
+    tcl = (out / "synth.tcl").read_text()
+    assert "xczu3eg-sbva484-1-e" in tcl and "-period 4" in tcl and "export_design" in tcl
+    rc, stdout, err = _cli(capsys, "csim", out)
+    assert rc == 0 and "CSIM PASSED" in stdout, stdout + err
+    rc, stdout, err = _cli(capsys, "report", out, "--json")
+    assert rc == 0, err
+    rep = json.loads(stdout)
+    for k in ("cycles", "fps", "lut", "ff", "bram18k", "dsp"):
+        assert rep["totals"][k] > 0
+    assert rep["csim"]["within_tolerance"] and rep["csim"]["mismatched_images"] == 0
+    rc, stdout, err = _cli(capsys, "report", model_path, "--images", 2)
+    assert rc == 0 and "images/s" in stdout, err
+    # a directory that is not a project: one-line error, exit 2
+    rc, _, err = _cli(capsys, "csim", tmp_path)
+    assert rc == 2 and "not a fracbnn hw project" in err
+    # never writes into an unrelated non-empty directory
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "keep.txt").write_text("x")
+    rc, _, err = _cli(capsys, "generate", model_path, "-o", tmp_path / "other", "--images", 1, "--random-images")
+    assert rc == 2 and (tmp_path / "other" / "keep.txt").read_text() == "x"

@@ -141,8 +141,13 @@ def test_truncated_archive_gives_clear_error(cache, tmp_path, fake10):
     bad = tmp_path / "cut" / "cifar-10-python.tar.gz"
     bad.parent.mkdir()
     bad.write_bytes(archive.read_bytes()[:300])
-    with pytest.raises(FracBNNError, match="truncated or corrupt"):
+    with pytest.raises(FracBNNError, match="truncated or corrupt") as e:
         load_dataset("cifar10", bad)
+    assert "\n" not in str(e.value)
+    bad.write_bytes(b"not an archive at all" * 20)
+    with pytest.raises(FracBNNError, match="not a tar archive") as e:
+        load_dataset("cifar10", bad)
+    assert "\n" not in str(e.value)
     assert not list((cache / "extracted").glob("*/cifar-10-batches-py"))
 
 

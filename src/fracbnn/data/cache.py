@@ -9,7 +9,9 @@ extracting at once never leave a half-filled folder that looks finished.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
+import http.client
 import os
 import shutil
 import tarfile
@@ -68,11 +70,15 @@ def extract_archive(archive: Path, top_folder: str, dest_parent: Path) -> Path:
                     raise FracBNNError(f"archive {archive} has no folder {top_folder}/ inside; "
                                        "is it the right dataset archive?")
                 tf.extractall(tmp, members=members, filter="data")
-        except (tarfile.TarError, EOFError, zlib.error, OSError) as e:
-            if isinstance(e, FileNotFoundError) and not archive.exists():
-                raise FracBNNError(f"archive {archive} does not exist") from e
-            raise FracBNNError(f"cannot extract {archive}: the archive is truncated or corrupt ({e}); "
+        except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as e:
+            detail = " ".join(str(e).split())  # tarfile lists one reason per compression on separate lines
+            raise FracBNNError(f"cannot extract {archive}: not a tar archive, or truncated or corrupt ({detail}); "
                                "download it again") from e
+        except OSError as e:
+            if not archive.is_file():
+                raise FracBNNError(f"archive {archive} does not exist or is not a file") from e
+            raise FracBNNError(f"cannot extract {archive} into {dest_parent} ({e}); check free space and "
+                               "permissions, or set FRACBNN_CACHE to another folder") from e
         (tmp / top_folder / COMPLETE_MARKER).write_text(f"extracted from {archive}\n")
         try:
             os.replace(tmp / top_folder, final)
@@ -114,10 +120,14 @@ def download(url: str, dest: Path, md5: str, *, what: str, hint: str, timeout: f
                 while block := resp.read(1 << 20):
                     out.write(block)
                     bar.update(len(block))
-    except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as e:
+    except (urllib.error.URLError, TimeoutError, ConnectionError, http.client.HTTPException) as e:
         part.unlink(missing_ok=True)
         raise FracBNNError(f"cannot download {what} from {url} ({getattr(e, 'reason', e)}); "
                            f"offline? {hint}") from e
+    except OSError as e:  # local trouble: disk full, no permission on the cache
+        part.unlink(missing_ok=True)
+        raise FracBNNError(f"cannot write the download to {part} ({e}); set FRACBNN_CACHE to a writable "
+                           f"folder with space, or {hint}") from e
     got = md5sum(part)
     if got != md5:
         part.unlink(missing_ok=True)

@@ -176,3 +176,16 @@ def test_frozen_teacher_stays_frozen():
     mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
     std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
     assert torch.allclose(out, net((images / 255 - mean) / std), atol=1e-5)
+
+
+def test_cifar_path_does_not_import_torchvision():
+    """torchvision is an optional extra: models, data, training and import-reference load without it."""
+    import subprocess
+    import sys
+
+    code = ("import sys, fracbnn.models, fracbnn.data, fracbnn.train, fracbnn.reference, fracbnn.cli;"
+            "import fracbnn.models.teachers, fracbnn.data.imagenet;"
+            "fracbnn.models.create_model('resnet20-fracbnn'); fracbnn.models.create_model('reactnet-fracbnn', width=0.25);"
+            "print('torchvision' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -30,14 +30,16 @@ def load_dataset(name: str, root: str | Path | None = None, split: str = "train"
                  **kwargs):
     """Load a dataset split by name.
 
-    name: "cifar10", "cifar100", "digits" or "imagefolder".
+    name: "cifar10", "cifar100", "digits", "imagefolder" or "imagenet"
+      (an image folder with the SPEC's ImageNet transforms, see imagenet.py).
     root: CIFAR: its folder, a folder containing it or its archive, or the
       archive file (None: $FRACBNN_DATA, else the cache, else download when
-      ``download``). imagefolder: the folder holding train/ and val/.
+      ``download``). imagefolder, imagenet: the folder holding train/ and val/.
       Ignored by digits.
     split: "train" or "test" ("val" is an alias of "test").
     kwargs: cifar100: labels="fine"|"coarse". imagefolder: image_size=(H, W),
-      mode="RGB"|"L", transform=callable (see ImageFolderDataset).
+      mode="RGB"|"L", transform=callable (see ImageFolderDataset). imagenet:
+      image_size, scale, lighting, eval_resize (see imagenet.load_imagenet).
     """
     key = str(name).lower()
     if key not in DATASETS:

@@ -70,6 +70,11 @@ def test_transforms_give_uint8_at_the_requested_size(tiny_imagenet):
     assert not torch.equal(a, b)  # random crop / flip / lighting
     assert v1.dtype == torch.uint8 and v1.shape == (3, 64, 64) and torch.equal(v1, v2)
     assert val.resize == 73  # 256/224 of the crop
+    # loader workers may receive the transforms by pickling (spawn start method)
+    import pickle
+
+    assert torch.equal(pickle.loads(pickle.dumps(val))(im), v1)
+    assert pickle.loads(pickle.dumps(train))(im).shape == (3, 64, 64)
     assert ImageNetEvalTransform().resize == 256 and ImageNetEvalTransform().crop == 224
 
 
@@ -125,7 +130,8 @@ def test_whole_path_one_step_and_evaluation(tiny_imagenet, resnet50_weights):
 
     # every validation image counts, whatever the batch size
     results = [evaluate(student, make_loader(val, bs, train=False), torch.device("cpu")) for bs in (1, 4, 9, 16)]
-    assert [r["count"] for r in results] == [9, 9, 9, 9]
+    results.append(evaluate(student, make_loader(val, 4, train=False, num_workers=2), torch.device("cpu")))
+    assert [r["count"] for r in results] == [9, 9, 9, 9, 9]
     assert len({round(r["top1"], 6) for r in results}) == 1
     assert all(abs(r["loss"] - results[0]["loss"]) < 1e-4 for r in results)
     gate = results[0]["gate"]

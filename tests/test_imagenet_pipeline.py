@@ -156,3 +156,16 @@ def test_fracbnn_train_with_the_imagenet_recipe(tmp_path, tiny_imagenet, resnet5
 
     final = load_checkpoint(out / "final.pt")
     assert final["model"]["name"] == "reactnet-fracbnn" and final["model"]["kwargs"]["frac_mode"] == "frac"
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_augmentation_repeats_with_the_same_seed(tiny_imagenet, workers):
+    """In-process transforms draw from torch's generator; worker processes are seeded by the loader."""
+    train = load_dataset("imagenet", tiny_imagenet, "train", image_size=32)
+
+    def first_batch(torch_seed, loader_seed):
+        torch.manual_seed(torch_seed)
+        return next(iter(make_loader(train, 6, train=True, seed=loader_seed, num_workers=workers)))[0]
+
+    assert torch.equal(first_batch(1, 0), first_batch(1, 0))
+    assert not torch.equal(first_batch(1, 0), first_batch(2, 1))

@@ -1,0 +1,523 @@
+"""The training loop: the paper's steps in sequence, checkpointed and resumable.
+
+SPEC section 3: step 1 trains float weights with 2-bit activations, step 2
+binary weights (initialised from step 1), step 3 fractional gated
+convolutions (initialised from step 2) with the threshold regulariser. A
+recipe lists its steps; each one switches the SAME model definition with
+``fracbnn.nn.set_conv_mode`` and starts from the previous step's final
+weights with a fresh optimizer and learning-rate schedule.
+
+Run folder::
+
+    RUN_DIR/config.yaml            the fully resolved recipe
+    RUN_DIR/metrics.jsonl          one record per epoch (all steps)
+    RUN_DIR/tensorboard/           the same metrics for TensorBoard (optional extra)
+    RUN_DIR/<step>/last.pt         rolling training state (every epoch and every N batches)
+    RUN_DIR/<step>/epoch_XXX.pt    optional per-epoch copies
+    RUN_DIR/<step>/final.pt        the step's trained model and test results (marks the step done)
+    RUN_DIR/final.pt               the last step's model, for `fracbnn eval` / export
+    RUN_DIR/results.json           test results of every step
+
+Checkpoints are written atomically and loaded with ``weights_only=True``.
+A run killed at any point (even SIGKILL mid-epoch) continues with
+``--resume``; in deterministic mode it ends with exactly the weights of an
+uninterrupted run, because the data order and augmentation are pure
+functions of (seed, epoch, batch) and every other piece of state (model,
+optimizer, schedule, scaler, RNG, running epoch sums) is in the checkpoint.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..checkpoint import load_checkpoint, load_state_dict_strict, save_checkpoint
+from ..errors import FracBNNError
+from ..nn import FracConv2d, gate_regularizer, reset_gate_statistics, set_conv_mode
+from .config import write_recipe
+from .distill import TrainingLoss, build_teacher
+from .distributed import DistContext, convert_batchnorm, setup_distributed
+from .evaluate import autocast_context, evaluate, topk_correct
+from .metrics import MetricsLogger
+from .reproducibility import capture_rng_state, restore_rng_state, seed_everything, set_deterministic
+
+CONFIG_FILE = "config.yaml"
+RESULTS_FILE = "results.json"
+
+
+class NonFiniteLossError(FracBNNError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+def log(msg: str, ctx: DistContext | None = None) -> None:
+    if ctx is None or ctx.is_main:
+        print(msg, file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------- data and model
+def limit_dataset(ds, n: int | None):
+    """The first ``n`` samples of ``ds`` (for short runs); ``ds`` itself when n is None or larger."""
+    if n is None or n >= len(ds):
+        return ds
+    if getattr(ds, "in_memory", False):
+        from ..data import InMemoryImageDataset
+
+        return InMemoryImageDataset(ds.images[:n], ds.labels[:n], ds.classes, name=getattr(ds, "name", ""),
+                                    split=getattr(ds, "split", ""))
+    return _FirstN(ds, n)
+
+
+class _FirstN:
+    def __init__(self, ds, n):
+        self.ds, self.n = ds, n
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        if not 0 <= i < self.n:
+            raise IndexError(i)
+        return self.ds[i]
+
+    def __getattr__(self, name):
+        return getattr(self.ds, name)
+
+
+def load_data(cfg: dict):
+    from ..data import load_dataset
+
+    d = cfg["data"]
+    train = load_dataset(d["name"], d["root"], split="train", download=d["download"])
+    test = load_dataset(d["name"], d["root"], split="test", download=d["download"])
+    return limit_dataset(train, d["train_limit"]), limit_dataset(test, d["test_limit"])
+
+
+def build_model(cfg: dict, dataset) -> nn.Module:
+    """The recipe's model, with num_classes / in_channels taken from the data unless set."""
+    from ..models import create_model, model_options
+
+    name, kwargs = cfg["model"]["name"], dict(cfg["model"]["kwargs"])
+    try:
+        options = model_options(name)
+    except ValueError as e:
+        raise FracBNNError(str(e)) from None
+    for key, value in (("num_classes", dataset.num_classes), ("in_channels", dataset.in_channels)):
+        if key in options:
+            if key not in kwargs:
+                kwargs[key] = int(value)
+            elif int(kwargs[key]) != int(value):
+                raise FracBNNError(f"model.kwargs.{key}={kwargs[key]} but the {cfg['data']['name']} data has "
+                                   f"{value}; remove the option or fix it")
+    try:
+        model = create_model(name, **kwargs)
+    except ValueError as e:
+        raise FracBNNError(str(e)) from None
+    model.input_size = (int(dataset.in_channels), *map(int, dataset.image_size))
+    return model
+
+
+def resolve_flag(value, device: torch.device) -> bool:
+    if value == "auto" or value is None:
+        return device.type == "cuda"
+    return bool(value)
+
+
+def body_effective_bits(summary_rows: list[dict], gate: dict) -> float:
+    """Average activation bits of the binary layers after the input layer, from measured gate densities.
+
+    Same rule as ``fracbnn.summary`` (1 + LSB BMACs / MSB BMACs), but with the
+    densities summed over every process and the whole test set.
+    """
+    msb = lsb = 0.0
+    for r in summary_rows:
+        if r["input_layer"] or not r["msb_bmacs"]:
+            continue
+        msb += r["msb_bmacs"]
+        if r.get("mode") == "frac" and r["name"] in gate and gate[r["name"]]["total"]:
+            lsb += r["msb_bmacs"] * gate[r["name"]]["density"]
+        else:
+            lsb += r["lsb_bmacs"]
+    return 1.0 + lsb / msb if msb else 32.0
+
+
+def atomic_copy(src: Path, dst: Path) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
+    os.close(fd)
+    try:
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------- the trainer
+class Trainer:
+    """Runs the steps of one recipe in one run folder (one process of a DDP job)."""
+
+    def __init__(self, cfg: dict, run_dir: str | os.PathLike, ctx: DistContext, *, resume: bool = False,
+                 only_steps: list[int] | None = None, init: str | None = None):
+        self.cfg = cfg
+        self.run_dir = Path(run_dir)
+        self.ctx = ctx
+        self.resume = resume
+        self.only_steps = only_steps
+        self.init = init
+        self.device = ctx.device
+        rt = cfg["runtime"]
+        self.amp = resolve_flag(rt["amp"], self.device)
+        self.channels_last = resolve_flag(rt["channels_last"], self.device)
+        self.progress = bool(rt["progress"]) and ctx.is_main
+
+    # -------------------------------------------------------- setup
+    def prepare_run_dir(self) -> None:
+        cfg_path = self.run_dir / CONFIG_FILE
+        if self.ctx.is_main:
+            if cfg_path.exists() and not self.resume:
+                raise FracBNNError(f"{self.run_dir} already holds a run; pass --resume to continue it or choose "
+                                   "another --out (nothing was overwritten)")
+            if self.resume and not cfg_path.exists():
+                raise FracBNNError(f"{self.run_dir} holds no run to resume ({CONFIG_FILE} missing); "
+                                   "start it without --resume")
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            if not self.resume:
+                write_recipe(self.cfg, cfg_path)
+        self.ctx.barrier()
+
+    def setup(self) -> None:
+        cfg = self.cfg
+        if cfg["runtime"]["threads"]:
+            torch.set_num_threads(int(cfg["runtime"]["threads"]))
+        seed_everything(cfg["seed"])
+        set_deterministic(cfg["deterministic"], self.device)
+        self.train_ds, self.test_ds = load_data(cfg)
+        model = build_model(cfg, self.train_ds)
+        self.initial_state = copy.deepcopy(model.state_dict())
+        if self.ctx.enabled:
+            convert_batchnorm(model, self.device)
+        model.to(self.device)
+        if self.channels_last:
+            model.to(memory_format=torch.channels_last)
+        self.model = model
+        teacher = build_teacher(cfg["distill"]["teacher"], self.device)
+        self.criterion = TrainingLoss(teacher, cfg["distill"]["alpha"], cfg["distill"]["temperature"])
+        self.metrics = MetricsLogger(self.run_dir, cfg["runtime"]["tensorboard"], enabled=self.ctx.is_main)
+
+    # -------------------------------------------------------- whole recipe
+    def run(self) -> dict:
+        self.prepare_run_dir()
+        self.setup()
+        steps = self.cfg["steps"]
+        selected = self.only_steps if self.only_steps is not None else list(range(len(steps)))
+        results = {}
+        try:
+            for i, step in enumerate(steps):
+                if i not in selected:
+                    continue
+                final = self.step_dir(step) / "final.pt"
+                if self.resume and final.is_file():
+                    ckpt = load_checkpoint(final)
+                    results[step["name"]] = ckpt.get("results", {})
+                    log(f"[{step['name']}] already complete ({final}); skipping", self.ctx)
+                    continue
+                results[step["name"]] = self.run_step(i, step, first=(i == selected[0]))
+            if self.ctx.is_main and selected:
+                last = self.step_dir(steps[max(selected)]) / "final.pt"
+                if last.is_file():
+                    atomic_copy(last, self.run_dir / "final.pt")
+                old = {}
+                if (self.run_dir / RESULTS_FILE).is_file():
+                    try:
+                        old = json.loads((self.run_dir / RESULTS_FILE).read_text())
+                    except json.JSONDecodeError:
+                        old = {}
+                atomic_write_text(self.run_dir / RESULTS_FILE, json.dumps({**old, **results}, indent=2) + "\n")
+        finally:
+            self.metrics.close()
+        return results
+
+    def step_dir(self, step: dict) -> Path:
+        return self.run_dir / step["name"]
+
+    # -------------------------------------------------------- initial weights of a step
+    def initial_weights(self, i: int, step: dict, first: bool) -> tuple[dict | None, str]:
+        """(state dict or None for the builder's own init, description) for step ``i``."""
+        steps = self.cfg["steps"]
+        if first and self.init:
+            return load_checkpoint(self.init)["state_dict"], f"--init {self.init}"
+        if step["init"] == "none":
+            return self.initial_state, "fresh initialisation"
+        if step["init"] != "previous":
+            return load_checkpoint(step["init"])["state_dict"], step["init"]
+        if i == 0:
+            return self.initial_state, "fresh initialisation"
+        prev = self.step_dir(steps[i - 1]) / "final.pt"
+        if not prev.is_file():
+            raise FracBNNError(f"step {step['name']} starts from the final weights of step {steps[i - 1]['name']}, "
+                               f"but {prev} does not exist; run that step first or pass --init CHECKPOINT")
+        return load_checkpoint(prev)["state_dict"], str(prev)
+
+    # -------------------------------------------------------- one step
+    def run_step(self, i: int, step: dict, first: bool) -> dict:
+        cfg, ctx, device = self.cfg, self.ctx, self.device
+        model = self.model
+        sdir = self.step_dir(step)
+        last = sdir / "last.pt"
+        mode = step["conv_mode"]
+        n_frac = set_conv_mode(model, mode) if mode else 0
+        if mode and n_frac == 0:
+            log(f"[{step['name']}] note: {cfg['model']['name']} has no fractional convolutions; "
+                f"conv_mode {mode} changes nothing", ctx)
+        for m in model.modules():
+            if isinstance(m, FracConv2d):
+                m.threshold.requires_grad_(m.mode == "frac")
+        gated = mode == "frac" and step["gate_target"] is not None and n_frac > 0
+
+        d = cfg["data"]
+        loader = self.make_train_loader(i)
+        test_loader = self.make_test_loader()
+        epochs = step["epochs"]
+        total_iters = max(1, epochs * len(loader))
+        params = [p for p in model.parameters() if p.requires_grad]
+        o = cfg["optim"]
+        opt = torch.optim.Adam(params, lr=step["lr"], betas=tuple(o["betas"]), eps=o["eps"],
+                               weight_decay=step["weight_decay"])
+        if o["schedule"] == "linear":
+            sched = torch.optim.lr_scheduler.LambdaLR(opt, _LinearDecay(total_iters))
+        else:
+            sched = torch.optim.lr_scheduler.LambdaLR(opt, _Constant())
+        scaler = torch.amp.GradScaler(device.type, enabled=self.amp and device.type == "cuda")
+
+        start_epoch, start_batch, global_step = 0, 0, 0
+        running = torch.zeros(3, dtype=torch.float64, device=device)  # loss sum, correct, count
+        if self.resume and last.is_file():
+            state = load_checkpoint(last, map_location="cpu")
+            load_state_dict_strict(model, state["state_dict"], str(last))
+            opt.load_state_dict(state["optimizer"])
+            sched.load_state_dict(state["scheduler"])
+            if state.get("scaler"):
+                scaler.load_state_dict(state["scaler"])
+            restore_rng_state(state.get("rng"))
+            start_epoch, start_batch = int(state["epoch"]), int(state["batch"])
+            global_step = int(state["global_step"])
+            running = state["running"].to(device=device, dtype=torch.float64)
+            log(f"[{step['name']}] resuming from {last} at epoch {start_epoch + 1}, batch {start_batch}", ctx)
+        else:
+            sd, source = self.initial_weights(i, step, first)
+            load_state_dict_strict(model, sd, source)
+            log(f"[{step['name']}] conv mode {mode or '-'}, {epochs} epochs, lr {step['lr']:g}, weight decay "
+                f"{step['weight_decay']:g}" + (f", gate target {step['gate_target']:g}" if gated else "")
+                + f"; weights from {source}", ctx)
+        if ctx.is_main:
+            self.metrics.truncate_after(step["name"], start_epoch + 1)
+
+        net = model
+        if ctx.enabled:
+            net = nn.parallel.DistributedDataParallel(
+                model, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False)
+        epochs_before = sum(s["epochs"] for s in cfg["steps"][:i])
+        summary_rows = self.summary_rows()
+        every = cfg["runtime"]["checkpoint_every"]
+        val = None
+        record = None
+
+        def save_state(path, epoch, batch, running_):
+            save_checkpoint(path, model, optimizer=opt.state_dict(), scheduler=sched.state_dict(),
+                            scaler=scaler.state_dict() if scaler.is_enabled() else None,
+                            rng=capture_rng_state(), recipe_step=step["name"], step_index=i, epoch=epoch,
+                            batch=batch, global_step=global_step, running=running_.cpu(), config=cfg)
+
+        for epoch in range(start_epoch, epochs):
+            loader.set_epoch(epoch)
+            net.train()
+            reset_gate_statistics(model)
+            lr_at_start = opt.param_groups[0]["lr"]
+            bad = torch.zeros((), dtype=torch.bool, device=device)
+            t0, seen = time.perf_counter(), 0
+            bar = self.bar(len(loader), start_batch, f"{step['name']} {epoch + 1}/{epochs}")
+            for b, (images, labels) in enumerate(loader.iter_from(start_batch), start=start_batch):
+                images = images.to(device, non_blocking=True)
+                labels = labels.to(device, non_blocking=True)
+                with autocast_context(device, self.amp):
+                    logits = net(images)
+                    loss = self.criterion(logits, labels, images)
+                total = loss + (gate_regularizer(model, step["gate_target"], step["gate_weight"]).to(loss.device)
+                                if gated else 0.0)
+                opt.zero_grad(set_to_none=True)
+                scaler.scale(total).backward()
+                scaler.step(opt)
+                scaler.update()
+                sched.step()
+                global_step += 1
+                with torch.no_grad():
+                    n = labels.numel()
+                    bad |= ~torch.isfinite(total.detach())
+                    running += torch.stack([loss.detach().double() * n, topk_correct(logits.detach(), labels,
+                                            (1,))[0].double(), torch.tensor(float(n), dtype=torch.float64,
+                                                                             device=device)])
+                seen += n
+                done = b + 1
+                mid_save = every and done % every == 0 and done < len(loader)
+                if done % 20 == 0 or mid_save or done == len(loader):
+                    self.check_finite(bad, step, epoch, done, last)
+                    if bar is not None:
+                        r = running.tolist()
+                        bar.set_postfix(loss=f"{r[0] / max(r[2], 1):.3f}", acc=f"{r[1] / max(r[2], 1):.3f}",
+                                        refresh=False)
+                if mid_save:
+                    if ctx.is_main:
+                        save_state(last, epoch, done, running)
+                    ctx.barrier()
+                if bar is not None:
+                    bar.update(1)
+            if bar is not None:
+                bar.close()
+            self.check_finite(bad, step, epoch, len(loader), last)
+            train_time = time.perf_counter() - t0
+            seen_t = torch.tensor([float(seen)], dtype=torch.float64, device=device)
+            ctx.all_reduce_sum(seen_t)
+            totals = ctx.all_reduce_sum(running.clone()).tolist()
+            val = evaluate(model, test_loader, device, amp=self.amp, dist=ctx)
+            gate = val.pop("gate")
+            record = {
+                "step": step["name"], "step_index": i, "conv_mode": mode, "epoch": epoch + 1, "epochs": epochs,
+                "global_epoch": epochs_before + epoch + 1, "global_step": global_step,
+                "train_loss": totals[0] / max(totals[2], 1), "train_top1": totals[1] / max(totals[2], 1),
+                "val_loss": val["loss"], "val_top1": val["top1"], "val_top5": val["top5"],
+                "val_count": val["count"], "lr": lr_at_start,
+                "images_per_sec": seen_t.item() / train_time if train_time > 0 else None,
+                "epoch_seconds": train_time,
+                "sparsity": {k: v["sparsity"] for k, v in gate.items() if v["total"]} if mode == "frac" else {},
+                "effective_activation_bits": body_effective_bits(summary_rows, gate),
+            }
+            if record["sparsity"]:
+                record["mean_sparsity"] = sum(record["sparsity"].values()) / len(record["sparsity"])
+            self.metrics.log(record)
+            log(self.epoch_line(record), ctx)
+            running.zero_()
+            start_batch = 0
+            if ctx.is_main:
+                save_state(last, epoch + 1, 0, running)
+                if cfg["runtime"]["keep_epoch_checkpoints"]:
+                    atomic_copy(last, sdir / f"epoch_{epoch + 1:03d}.pt")
+            ctx.barrier()
+
+        if val is None:  # zero epochs left (or requested): still measure the model
+            val = evaluate(model, test_loader, device, amp=self.amp, dist=ctx)
+            gate = val.pop("gate")
+        else:
+            gate = {k: {"sparsity": v} for k, v in (record or {}).get("sparsity", {}).items()}
+        results = {"top1": val["top1"], "top5": val["top5"], "loss": val["loss"], "count": val["count"],
+                   "conv_mode": mode, "epochs": epochs,
+                   "sparsity": {k: v["sparsity"] for k, v in gate.items()} if mode == "frac" else {},
+                   "effective_activation_bits": record["effective_activation_bits"] if record else
+                   body_effective_bits(summary_rows, gate)}
+        if ctx.is_main:
+            save_checkpoint(sdir / "final.pt", model, config=cfg, recipe_step=step["name"], step_index=i,
+                            results=results)
+        ctx.barrier()
+        log(f"[{step['name']}] done: test top-1 {100 * results['top1']:.2f}%  top-5 {100 * results['top5']:.2f}%"
+            f"  ({results['count']} images) -> {sdir / 'final.pt'}", ctx)
+        return results
+
+    # -------------------------------------------------------- helpers
+    def make_train_loader(self, i: int):
+        from ..data import make_loader
+
+        d = self.cfg["data"]
+        augment = None if d["augment"] in (None, "none") else d["augment"]
+        return make_loader(self.train_ds, d["batch_size"], train=True, augment=augment,
+                           seed=self.cfg["seed"] * 16 + i, rank=self.ctx.rank, world_size=self.ctx.world_size,
+                           num_workers=d["num_workers"])
+
+    def make_test_loader(self):
+        from ..data import make_loader
+
+        d = self.cfg["data"]
+        bs = d["eval_batch_size"]
+        bs -= bs % self.ctx.world_size
+        return make_loader(self.test_ds, max(bs, self.ctx.world_size), train=False, rank=self.ctx.rank,
+                           world_size=self.ctx.world_size, num_workers=d["num_workers"])
+
+    def summary_rows(self) -> list[dict]:
+        from ..summary import summarize
+
+        model = self.model
+        return summarize(model, input_size=model.input_size, lsb_density=1.0).rows
+
+    def check_finite(self, bad: torch.Tensor, step: dict, epoch: int, batch: int, last: Path) -> None:
+        if self.ctx.any(bool(bad.item())):
+            kept = f"the last good checkpoint is {last}" if last.is_file() else "no checkpoint was written yet"
+            raise NonFiniteLossError(
+                f"the loss became NaN or infinite in step {step['name']}, epoch {epoch + 1}, by batch {batch}; "
+                f"{kept} (not overwritten); lower the learning rate (optim.lr) or check the data")
+
+    def bar(self, total: int, initial: int, desc: str):
+        if not self.progress:
+            return None
+        from tqdm import tqdm
+
+        return tqdm(total=total, initial=initial, desc=desc, file=sys.stderr, leave=False, dynamic_ncols=True,
+                    unit="batch")
+
+    @staticmethod
+    def epoch_line(r: dict) -> str:
+        parts = [f"[{r['step']}] epoch {r['epoch']}/{r['epochs']}: train loss {r['train_loss']:.4f} "
+                 f"top-1 {100 * r['train_top1']:.2f}% | test loss {r['val_loss']:.4f} top-1 "
+                 f"{100 * r['val_top1']:.2f}% top-5 {100 * r['val_top5']:.2f}%"]
+        if r.get("mean_sparsity") is not None:
+            parts.append(f"mean LSB sparsity {100 * r['mean_sparsity']:.1f}%")
+        if r["effective_activation_bits"] < 32:
+            parts.append(f"{r['effective_activation_bits']:.3f} act bits")
+        if r.get("images_per_sec"):
+            parts.append(f"{r['images_per_sec']:.0f} img/s")
+        parts.append(f"lr {r['lr']:.2e}")
+        return " | ".join(parts)
+
+
+class _LinearDecay:
+    """lr factor 1 - t/T: linear decay to 0 over the step's iterations (a picklable-free callable)."""
+
+    def __init__(self, total: int):
+        self.total = total
+
+    def __call__(self, t: int) -> float:
+        return max(0.0, 1.0 - t / self.total)
+
+
+class _Constant:
+    def __call__(self, t: int) -> float:
+        return 1.0
+
+
+def train(cfg: dict, run_dir: str | os.PathLike, *, resume: bool = False, only_steps: list[int] | None = None,
+          init: str | None = None) -> dict:
+    """Run a resolved recipe in ``run_dir`` (joining a torchrun process group if there is one)."""
+    ctx = setup_distributed(cfg["device"])
+    try:
+        return Trainer(cfg, run_dir, ctx, resume=resume, only_steps=only_steps, init=init).run()
+    finally:
+        ctx.close()
+
+
+def read_results(run_dir: str | os.PathLike) -> dict:
+    path = Path(run_dir) / RESULTS_FILE
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+__all__ = ["NonFiniteLossError", "Trainer", "build_model", "load_data", "read_results", "train"]

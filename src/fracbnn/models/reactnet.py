@@ -24,6 +24,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..errors import FracBNNError
 from ..nn import BinaryConv2d, FracConv2d, RPReLU
 from ..quant import ActivationQuantizer, ThermometerEncoder
 from .registry import register_model
@@ -39,6 +40,10 @@ REACTNET_A_BLOCKS = (
     (512, 1024, 2), (1024, 1024, 1),
 )
 STEM_CHANNELS = 32
+
+
+class InputSizeError(FracBNNError, ValueError):
+    """Images whose sides are not multiples of 32 (a ValueError for callers, one line in the CLI)."""
 
 
 class ChannelDuplicate(nn.Module):
@@ -148,7 +153,8 @@ class ReActNet(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if images.dim() == 4 and (images.shape[-1] % 32 or images.shape[-2] % 32):
-            raise ValueError(f"ReActNet needs image sides that are multiples of 32, got {tuple(images.shape[-2:])}")
+            raise InputSizeError(f"ReActNet needs image sides that are multiples of 32 (e.g. 224), "
+                                 f"got {tuple(images.shape[-2:])}")
         x = self.stem_bn(self.stem(self.encoder(images)))
         x = self.blocks(x)
         return self.fc(torch.flatten(self.pool(x), 1))

@@ -35,7 +35,7 @@ def random_model(seed: int, perturb: bool):
     return m.eval()
 
 
-def threshold_sweep(packed, images, offsets=(0, 8, 16, 32, 64, 128)):
+def threshold_sweep(packed, images, calib, offsets=(0, 8, 16, 32, 64, 128)):
     """Gate density vs LSB tile density vs cycles when every gate threshold is raised by an offset.
 
     Raising thresholds mimics a higher gating target g; the model (no csim) shows how many LSB cycles
@@ -44,7 +44,7 @@ def threshold_sweep(packed, images, offsets=(0, 8, 16, 32, 64, 128)):
     import copy
 
     from fracbnn.hw.perf_model import cycle_model, proposed_ultra96
-    from fracbnn.hw.program import hw_program, lsb_tile_stats
+    from fracbnn.hw.program import gate_open_rates, hw_program, lsb_tile_stats, order_channels_by_gate_rate
 
     cfg = proposed_ultra96()
     rows = []
@@ -54,6 +54,8 @@ def threshold_sweep(packed, images, offsets=(0, 8, 16, 32, 64, 128)):
             if op["op"] == "frac_conv" and op["gate_threshold"] is not None:
                 p.tensors[op["gate_threshold"]] = p.tensors[op["gate_threshold"]] + off
         prog = hw_program(p)
+        st0 = lsb_tile_stats(p, prog, cfg, images)  # natural channel order
+        order_channels_by_gate_rate(prog, gate_open_rates(p, prog, calib))
         st = lsb_tile_stats(p, prog, cfg, images)
         tot = sum(v["tiles"] for v in st.values())
         dens = {k: v["tile_density"] for k, v in st.items()}
@@ -61,11 +63,12 @@ def threshold_sweep(packed, images, offsets=(0, 8, 16, 32, 64, 128)):
         rows.append({"threshold_offset": off,
                      "gate_density": sum(v["gate_density"] * v["tiles"] for v in st.values()) / tot,
                      "tile_density": sum(v["open_tiles"] for v in st.values()) / tot,
+                     "tile_density_natural_order": sum(v["open_tiles"] for v in st0.values()) / tot,
                      "cycles": now.cycles, "cycles_saved": full.cycles - now.cycles, "fps": now.fps})
     print("threshold sweep (model, 20 images):")
     for r in rows:
         print(f"  +{r['threshold_offset']:>3}: gate density {r['gate_density']:.3f}  tile density "
-              f"{r['tile_density']:.3f}  cycles {r['cycles']:,}  saved {r['cycles_saved']:,}  {r['fps']:,.0f} images/s")
+              f"{r['tile_density']:.3f} (natural order {r['tile_density_natural_order']:.3f})  cycles {r['cycles']:,}  saved {r['cycles_saved']:,}  {r['fps']:,.0f} images/s")
     return rows
 
 
@@ -83,6 +86,7 @@ def main():
     from fracbnn.hw.report import build_report, format_report
 
     images, origin = default_images(args.images)
+    calib = default_images(64, split="train")[0]  # channel order from training images, disjoint from the test set
     models = [(Path(c).stem, model_from_checkpoint(c).eval()) for c in args.checkpoint]
     models += [("random-init", random_model(0, False)), ("random-perturbed", random_model(1, True))]
     summary = {"images": len(images), "image_origin": origin, "models": {}}
@@ -94,7 +98,8 @@ def main():
             import shutil
 
             shutil.rmtree(out)
-        meta = generate_project(packed, out, images=images, image_origin=origin, model_label=name)
+        meta = generate_project(packed, out, images=images, image_origin=origin, model_label=name,
+                                calib_images=calib)
         res = run_csim(out)
         layers = [ConvLayer(**l) for l in meta["layers"]]
         dens = {k: v["tile_density"] for k, v in meta["lsb"].items()}
@@ -117,7 +122,7 @@ def main():
             "lsb_cycles_saved": rep["lsb"]["cycles_saved"], "lsb_cycles_full": rep["lsb"]["cycles_without_skipping"],
             "resources": {k: rep["totals"][k] for k in ("lut", "ff", "bram18k", "dsp")},
         }
-        summary["models"][name]["threshold_sweep"] = threshold_sweep(packed, images[:20])
+        summary["models"][name]["threshold_sweep"] = threshold_sweep(packed, images[:20], calib)
     summary["calibration"] = rep["published"]["calibration"]
     print(json.dumps(summary))
 

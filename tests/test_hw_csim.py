@@ -44,10 +44,10 @@ def _images(n, seed=0):
     return np.random.default_rng(seed).integers(0, 256, size=(n, 3, 32, 32), dtype=np.uint8)
 
 
-def _check_project(tmp_path, model, images, name):
+def _check_project(tmp_path, model, images, name, calib=None):
     packed = export_model(model)
     out = tmp_path / name
-    meta = generate_project(packed, out, images=images, image_origin="test")
+    meta = generate_project(packed, out, images=images, image_origin="test", calib_images=calib)
     res = run_csim(out)
     assert res["returncode"] == 0, res["stdout"][-2000:]
     assert res["mismatched_images"] == 0 and res["images"] == len(images)
@@ -69,7 +69,10 @@ def test_random_models_are_bit_exact_and_cycles_match_the_model(tmp_path):
         cifar, origin = default_images(3, datasets=datasets_dir())
         assert "CIFAR-10" in origin
         images = np.concatenate([images, cifar])
-    _check_project(tmp_path, _random_model(1), images, "gated")
+    # channels given to lanes in gate-rate order (measured on other images): still bit-exact
+    out, meta, _ = _check_project(tmp_path, _random_model(1), images, "gated", calib=_images(8, 11))
+    assert meta["channel_order"]["sorted_by_gate_rate"]
+    assert "CH_MAP" in (out / "src" / "fracbnn_params.h").read_text()
     # all gates open at init threshold -1 is common; very high thresholds close almost all
     out, meta, res = _check_project(tmp_path, _random_model(2, thr_range=(150.0, 400.0)), _images(3, 2), "closed")
     lsb = sum(r["loops"]["lsb"] for r in res["rows"])

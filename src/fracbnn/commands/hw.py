@@ -37,6 +37,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "or $FRACBNN_DATASETS); without it seeded random images are used")
     g.add_argument("--random-images", action="store_true", help="use seeded random images even if CIFAR-10 exists")
     g.add_argument("--seed", type=int, default=0, help="seed of the random images")
+    g.add_argument("--calib-images", type=int, default=64, metavar="K",
+                   help="CIFAR-10 training images (random without the data set) used to order output channels "
+                   "by gate rate so rarely-open channels share lanes (default 64; 0 keeps the natural order)")
     _config_args(g)
     c = sub.add_parser("csim", help="build and run the C testbench with g++",
                        description="Compile the project's kernel and testbench with g++ -O2, run it on the stored "
@@ -69,6 +72,18 @@ def _config(args, base=None):
     except ValueError as e:
         raise FracBNNError(str(e)) from None
     return cfg
+
+
+def _calib_images(args, n):
+    import numpy as np
+
+    from ..hw.generate import default_images
+
+    if n <= 0:
+        return None
+    if getattr(args, "random_images", False):
+        return np.random.default_rng(args.seed + 1).integers(0, 256, size=(n, 3, 32, 32), dtype=np.uint8)
+    return default_images(n, seed=args.seed, datasets=args.data, split="train")[0]
 
 
 def _images(args, n):
@@ -105,8 +120,11 @@ def run(args) -> int:
         if images.shape[1:] != tuple(packed.input_size):
             raise FracBNNError(f"the model takes {tuple(packed.input_size)} images; the test images are "
                                f"{tuple(images.shape[1:])} (use --random-images)")
+        calib = _calib_images(args, args.calib_images)
+        if calib is not None and calib.shape[1:] != images.shape[1:]:
+            calib = None
         meta = generate_project(packed, args.out, cfg=cfg, board=args.board, images=images, image_origin=origin,
-                                model_label=Path(args.model).name)
+                                model_label=Path(args.model).name, calib_images=calib)
         print(f"wrote {args.out}: {len(meta['layers'])} conv layers, {meta['test_images']['count']} test images "
               f"({origin}); next: fracbnn hw csim {args.out}")
         return 0
@@ -157,6 +175,11 @@ def run(args) -> int:
         layers, csim, n_classes, source = prog.shapes, None, len(prog.fc_bias), str(target)
         stats = {}
         if args.lsb_density is None and cfg.style == "fracbnn":
+            from ..hw.program import gate_open_rates, order_channels_by_gate_rate
+
+            args.random_images, args.seed = False, 0
+            calib = _calib_images(args, 64)
+            order_channels_by_gate_rate(prog, gate_open_rates(packed, prog, calib))
             images, origin = _images(args, args.images)
             stats = lsb_tile_stats(packed, prog, cfg, images)
             source += f" (LSB densities measured on {len(images)} {origin.split(' from ')[0]})"

@@ -23,7 +23,8 @@ import numpy as np
 
 from ..errors import FracBNNError
 from .perf_model import DEPTH, PART, HwConfig, proposed_ultra96, segment_plan
-from .program import HwProgram, hw_program, lsb_tile_stats, weight_words
+from .program import (HwProgram, gate_open_rates, hw_program, lsb_tile_stats, order_channels_by_gate_rate,
+                      weight_words)
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 BOARDS = {"ultra96v2": {"part": PART["name"], "clock_mhz": 250.0}}
@@ -166,6 +167,9 @@ def _params_h(prog: HwProgram, cfg: HwConfig, rows: list[dict]) -> str:
         taps = ", ".join("{" + ", ".join(f"0x{int(v):x}ULL" for v in tap) + "}" for tap in e)
         out.append(f"    {{{taps}}},")
     out.append("};")
+    ch_map = np.concatenate([l.channel_order() for l in prog.layers])
+    out.append("// engine slot -> output channel, per layer at its p_off (channels sorted by calibration gate rate)")
+    out.append(f"static const uint16_t CH_MAP[{len(ch_map)}] = {{\n    {_ints(ch_map)}\n}};")
     total = sum(l.shape.cout for l in prog.layers)
     per_ch = {k: np.zeros(total, np.int64) for k in ("GATE_THR", "SIGN", "THRESH", "POS_MUL", "POS_ADD", "NEG_MUL",
                                                      "NEG_ADD", "SC_MUL")}
@@ -224,8 +228,9 @@ def _tcl(part: str, clock_mhz: float, synth: bool) -> str:
     return "\n".join(lines) + "\n"
 
 
-def default_images(n: int, seed: int = 0, datasets: str | Path | None = None) -> tuple[np.ndarray, str]:
-    """The first ``n`` CIFAR-10 test images when the data set is available, else seeded random images."""
+def default_images(n: int, seed: int = 0, datasets: str | Path | None = None, split: str = "test"
+                   ) -> tuple[np.ndarray, str]:
+    """The first ``n`` CIFAR-10 images of ``split`` when the data set is available, else seeded random images."""
     import os
 
     root = Path(datasets or os.environ.get("FRACBNN_DATASETS") or Path(__file__).resolve().parents[3].parent
@@ -234,17 +239,23 @@ def default_images(n: int, seed: int = 0, datasets: str | Path | None = None) ->
     if archive.is_file():
         from ..data import load_dataset
 
-        ds = load_dataset("cifar10", root=archive, split="test", download=False)
-        return ds.images[:n].numpy().astype(np.uint8), f"CIFAR-10 test images 0..{n - 1} from {archive}"
-    rng = np.random.default_rng(seed)
+        ds = load_dataset("cifar10", root=archive, split=split, download=False)
+        return ds.images[:n].numpy().astype(np.uint8), f"CIFAR-10 {split} images 0..{n - 1} from {archive}"
+    rng = np.random.default_rng(seed + (0 if split == "test" else 1))
     return rng.integers(0, 256, size=(n, 3, 32, 32), dtype=np.uint8), f"random uint8 images (seed {seed}); " \
         f"CIFAR-10 not found at {archive}"
 
 
 def generate_project(packed, out_dir: str | Path, *, cfg: HwConfig | None = None, board: str = "ultra96v2",
                      images: np.ndarray | None = None, n_images: int = 100, image_origin: str = "",
-                     model_label: str = "") -> dict:
-    """Write the project; returns the project metadata (also saved as hw_project.json)."""
+                     model_label: str = "", calib_images: np.ndarray | None = None) -> dict:
+    """Write the project; returns the project metadata (also saved as hw_project.json).
+
+    ``calib_images`` (other images than the test images) set the order in
+    which output channels are given to the engine's lanes: sorted by their
+    open-gate rate on them, so rarely-open channels share lane groups and
+    more LSB tiles close. Without them the natural channel order is kept.
+    """
     from ..deploy.golden import GoldenEngine
 
     if board not in BOARDS:
@@ -261,6 +272,10 @@ def generate_project(packed, out_dir: str | Path, *, cfg: HwConfig | None = None
     images = np.ascontiguousarray(images, np.uint8)
     if images.ndim != 4 or tuple(images.shape[1:]) != tuple(prog.input_size):
         raise FracBNNError(f"test images must have shape (N, {', '.join(map(str, prog.input_size))})")
+    calibration = None
+    if calib_images is not None and len(calib_images):
+        calibration = np.ascontiguousarray(calib_images, np.uint8)
+        order_channels_by_gate_rate(prog, gate_open_rates(packed, prog, calibration))
     logits = GoldenEngine(packed).logits(images)
     stats = lsb_tile_stats(packed, prog, cfg, images)
     rows = _layer_rows(prog, cfg)
@@ -285,6 +300,8 @@ def generate_project(packed, out_dir: str | Path, *, cfg: HwConfig | None = None
         "layers": [l.shape.to_dict() for l in prog.layers], "layer_table": rows,
         "num_classes": len(prog.fc_bias), "logit_denominator": prog.logit_denominator,
         "test_images": {"count": int(len(images)), "origin": image_origin},
+        "channel_order": {"calibration_images": 0 if calibration is None else int(len(calibration)),
+                          "sorted_by_gate_rate": calibration is not None},
         "lsb": stats,
     }
     (out / PROJECT_FILE).write_text(json.dumps(meta, indent=1))

@@ -33,6 +33,10 @@ class HwLayer:
     consts: dict = field(default_factory=dict)  # epilogue constants, int64 (Cout,) each
     shift: int = 0
     bits: int = 16
+    order: np.ndarray | None = None  # engine slot -> output channel (None: identity)
+
+    def channel_order(self) -> np.ndarray:
+        return np.arange(self.shape.cout) if self.order is None else self.order
 
 
 @dataclass
@@ -138,13 +142,42 @@ def weight_words(layer: HwLayer, cfg: HwConfig) -> np.ndarray:
     groups = math.ceil(s.cout / cfg.lanes)
     out = np.zeros((groups * kw, 9, cfg.lanes), np.uint64)
     wb = layer.weight_bits.reshape(s.cout, s.cin, 9).astype(np.uint64)
-    for oc in range(s.cout):
-        g, p = divmod(oc, cfg.lanes)
+    for slot, oc in enumerate(layer.channel_order()):
+        g, p = divmod(slot, cfg.lanes)
         for k in range(kw):
             chans = wb[oc, k * seg:min(s.cin, (k + 1) * seg), :]  # (n, 9)
             shifts = np.arange(chans.shape[0], dtype=np.uint64).reshape(-1, 1)
             out[g * kw + k, :, p] = np.bitwise_or.reduce(chans << shifts, axis=0) if len(chans) else 0
     return out
+
+
+def gate_open_rates(packed, prog: HwProgram, pixels: np.ndarray) -> dict:
+    """Per layer, the share of open gates of every output channel (golden engine MSB sums)."""
+    from ..deploy.golden import binary_conv2d, run_program
+
+    buf = run_program(packed, pixels)
+    rates = {}
+    for layer in prog.layers[1:]:
+        s = layer.shape
+        if layer.gate is None:
+            rates[s.name] = np.ones(s.cout)
+            continue
+        s_m = binary_conv2d(buf[f"{s.name}.msb"], layer.weight_bits, s.stride, 1)
+        rates[s.name] = (s_m > layer.gate.reshape(1, -1, 1, 1)).mean(axis=(0, 2, 3))
+    return rates
+
+
+def order_channels_by_gate_rate(prog: HwProgram, rates: dict) -> None:
+    """Give each layer's engine slots the output channels sorted by open-gate rate (stable).
+
+    Channels that are rarely open then share lane groups, so whole LSB tiles
+    close more often. Only the conv engine's slot -> channel map changes; the
+    data layout (planes, residual, epilogue) keeps the true channel order.
+    """
+    for layer in prog.layers[1:]:
+        r = rates.get(layer.shape.name)
+        if r is not None:
+            layer.order = np.argsort(r, kind="stable").astype(np.int64)
 
 
 def lsb_tile_stats(packed, prog: HwProgram, cfg: HwConfig, pixels: np.ndarray) -> dict:
@@ -167,7 +200,7 @@ def lsb_tile_stats(packed, prog: HwProgram, cfg: HwConfig, pixels: np.ndarray) -
         groups, tpr = math.ceil(s.cout / cfg.lanes), math.ceil(s.w_out / slots)
         n = len(pixels)
         pad = np.zeros((n, groups * cfg.lanes, s.h_out, tpr * slots), bool)
-        pad[:, :s.cout, :, :s.w_out] = is_open
+        pad[:, :s.cout, :, :s.w_out] = is_open[:, layer.channel_order()]
         tiles = pad.reshape(n, groups, cfg.lanes, s.h_out, tpr, slots).any(axis=(2, 5))
         stats[s.name] = {"gate_density": float(is_open.mean()), "tile_density": float(tiles.mean()),
                          "open_tiles": int(tiles.sum()), "tiles": int(tiles.size)}

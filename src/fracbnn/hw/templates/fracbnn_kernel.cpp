@@ -9,7 +9,9 @@
 //   load + encode : image bytes over AXI, thermometer-encoded into the MSB plane
 //   shortcut      : 2x2 sum of the incoming residual (down-sampling blocks)
 //   msb           : every tile of SLOTS adjacent output pixels x P lanes;
-//                   records the tiles with at least one open gate
+//                   records the tiles with at least one open gate (lanes take the
+//                   output channels in CH_MAP order: channels sorted by measured
+//                   gate density, so rarely-open channels share lane groups)
 //   lsb           : only the recorded tiles (closed tiles cost no cycles)
 //   epilogue      : UNITS (channel, pixel) pairs per cycle: BN/RPReLU/shortcut/BN
 //                   folded to integers, saturate, 2-bit quantize, pack planes
@@ -191,8 +193,9 @@ GROUPS:
                 for (int s = 0; s < MAX_SLOTS; s++) {
                     const int j = j0 + s;
                     for (int p = 0; p < P_LANES; p++) {
-                        const int oc = g * P_LANES + p;
-                        if (s >= d.slots || j >= d.w_out || oc >= d.cout) continue;
+                        const int slot = g * P_LANES + p;  // engine slot -> output channel (gate-density order)
+                        if (s >= d.slots || j >= d.w_out || slot >= d.cout) continue;
+                        const int oc = CH_MAP[d.p_off + slot];
                         int32_t sum = 0;
                         for (int u = 0; u < 3; u++)
                             for (int v = 0; v < 3; v++) {

@@ -41,7 +41,7 @@ class BuildFastKernels(build_ext):
         if ctype == "msvc":
             base, omp = ["/O2"], ["/openmp"]
         else:
-            base, omp = ["-O3", "-fno-strict-aliasing"], ["-fopenmp"]
+            base, omp = ["-O3"], ["-fopenmp"]
         use_omp = os.environ.get("FRACBNN_NO_OPENMP", "") == "" and _compiles(self.compiler, omp)
         if not use_omp:
             print("fracbnn: building the fast engine WITHOUT OpenMP (single-threaded)", file=sys.stderr)

@@ -335,11 +335,16 @@ class FastEngine(Engine):
     ``threads``: OpenMP threads (default: all cores, or OMP_NUM_THREADS).
     ``simd``: allow the AVX2/POPCNT kernels when the CPU has them (False forces
     the portable build of the same code, for testing).
+    ``sparse_lsb``: skip the LSB pass where the precision gate is closed. Off
+    by default: on a CPU the dense pass shares its loads with the MSB pass and
+    is faster unless most gates are closed (see docs/fast-engine.md). The
+    logits are the same either way.
     """
 
     name = "fast"
 
-    def __init__(self, packed: PackedModel, threads: int | None = None, simd: bool = True):
+    def __init__(self, packed: PackedModel, threads: int | None = None, simd: bool = True,
+                 sparse_lsb: bool = False):
         super().__init__(packed)
         self._fk = kernels()
         self.threads = int(threads or 0)
@@ -349,6 +354,8 @@ class FastEngine(Engine):
         meta, steps = plan.lower()
         self._keep = steps  # the C plan borrows these arrays' memory
         self._plan = self._fk.make_plan(meta, steps)
+        self.sparse_lsb = bool(sparse_lsb)
+        self._fk.set_sparse(self._plan, self.sparse_lsb)
         self._ncls = packed.num_classes
         self._gate_sizes = np.array([int(np.prod(plan.shapes[n][1:])) for n in self.gate_names], np.int64)
 

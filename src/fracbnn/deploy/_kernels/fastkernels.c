@@ -28,6 +28,10 @@
 #include <omp.h>
 #endif
 
+#if (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#endif
+
 /* Bump when the plan layout changes; fast.py refuses a stale build. */
 #define FB_ABI_VERSION 1
 
@@ -51,6 +55,7 @@ typedef struct {
     int levels, img_C;             /* THERMO: table rows per tap, image channels */
     int ncls;                      /* POOLFC */
     int gate_index;                /* QCONV: index into the gate counters, -1 none */
+    int sparse_lsb;                /* QCONV: skip the LSB pass where the gate is closed */
     const uint64_t *wbits;
     const int64_t *gate;
     const int64_t *mul, *add;
@@ -64,10 +69,13 @@ typedef struct {
     uint64_t *xm, *xl, *msk;
     const uint64_t *ones;
     int32_t *sm, *sl, *acc;
+    int *idx;        /* output channels whose gate is open */
+    int32_t *rowacc; /* one output row of accumulators, Wo x O */
+    int64_t *scrow;  /* one row of the (pooled) shortcut, Wo x O */
 } fb_scratch;
 
 typedef struct {
-    int nsteps, nslots, nbufs, max_O, max_nK, max_wpp_pixels, ncls, n_gates;
+    int nsteps, nslots, nbufs, max_O, max_nK, max_wpp_pixels, ncls, n_gates, max_row;
     int in_C, in_H, in_W;
     size_t slot_elems;
     fb_step *steps;
@@ -89,7 +97,9 @@ typedef struct {
 #pragma GCC target("popcnt,avx2,bmi,bmi2,fma")
 #endif
 #define FB_SUFFIX _avx2
+#define FB_USE_AVX2 1
 #include "fast_impl.h"
+#undef FB_USE_AVX2
 #undef FB_SUFFIX
 #if defined(__clang__)
 #pragma clang attribute pop
@@ -146,8 +156,11 @@ static int resolve_threads(int requested) { return requested > 0 ? requested : d
 
 /* ---- scratch ------------------------------------------------------------ */
 
-static int scratch_alloc(fb_scratch *s, int max_nK, int max_O)
+static int scratch_alloc(fb_scratch *s, int max_nK, int max_O, int max_row)
 {
+    s->rowacc = calloc((size_t)max_row + 1, sizeof(int32_t));
+    s->idx = calloc((size_t)max_O + 1, sizeof(int));
+    s->scrow = calloc((size_t)max_row + 1, sizeof(int64_t));
     size_t nw = (size_t)max_nK + 2;
     s->xm = calloc(nw, sizeof(uint64_t));
     s->xl = calloc(nw, sizeof(uint64_t));
@@ -156,12 +169,13 @@ static int scratch_alloc(fb_scratch *s, int max_nK, int max_O)
     s->sl = calloc((size_t)max_O + 1, sizeof(int32_t));
     s->acc = calloc((size_t)max_O + 1, sizeof(int32_t));
     s->ones = NULL;
-    return s->xm && s->xl && s->msk && s->sm && s->sl && s->acc;
+    return s->xm && s->xl && s->msk && s->sm && s->sl && s->acc && s->rowacc && s->scrow && s->idx;
 }
 
 static void scratch_free(fb_scratch *s)
 {
     free(s->xm); free(s->xl); free(s->msk); free(s->sm); free(s->sl); free(s->acc);
+    free(s->rowacc); free(s->scrow); free(s->idx);
 }
 
 /* One image in flight: residual slots, the two bit planes and pool scratch. */
@@ -347,6 +361,7 @@ static PyObject *py_make_plan(PyObject *self, PyObject *args)
         st->bits = (int)v[17]; st->sc_mode = (int)v[18]; st->sc_C = (int)v[19]; st->sc_H = (int)v[20];
         st->sc_W = (int)v[21]; st->levels = (int)v[22]; st->img_C = (int)v[23]; st->ncls = (int)v[24];
         st->gate_index = (int)v[25];
+        st->sparse_lsb = 0; /* dense by default: faster on CPUs unless most gates are closed */
         if (v[26] != FB_ABI_VERSION) {
             PyErr_SetString(PyExc_ValueError, "plan was built for another kernel version");
             goto fail;
@@ -397,6 +412,8 @@ static PyObject *py_make_plan(PyObject *self, PyObject *args)
             goto fail;
         }
     }
+    for (int i = 0; i < pl->nsteps; i++)
+        if (pl->steps[i].g.Wo * pl->steps[i].g.O > pl->max_row) pl->max_row = pl->steps[i].g.Wo * pl->steps[i].g.O;
     Py_DECREF(seq);
     return PyCapsule_New(pl, PLAN_CAPSULE, plan_capsule_destructor);
 fail:
@@ -453,7 +470,7 @@ static PyObject *py_forward(PyObject *self, PyObject *args)
             {
                 fb_work w;
                 fb_scratch s;
-                int ok = work_alloc(&w, pl) & scratch_alloc(&s, pl->max_nK, pl->max_O);
+                int ok = work_alloc(&w, pl) & scratch_alloc(&s, pl->max_nK, pl->max_O, pl->max_row);
                 if (!ok) {
 #ifdef _OPENMP
 #pragma omp atomic write
@@ -478,7 +495,7 @@ static PyObject *py_forward(PyObject *self, PyObject *args)
 #endif
                 {
                     fb_scratch s;
-                    int ok = scratch_alloc(&s, pl->max_nK, pl->max_O);
+                    int ok = scratch_alloc(&s, pl->max_nK, pl->max_O, pl->max_row);
                     if (!ok) {
 #ifdef _OPENMP
 #pragma omp atomic write
@@ -560,7 +577,7 @@ static PyObject *py_binary_conv(PyObject *self, PyObject *args)
 #endif
         {
             fb_scratch s;
-            int ok = scratch_alloc(&s, g.nK, g.O);
+            int ok = scratch_alloc(&s, g.nK, g.O, g.Wo * g.O);
             s.ones = g.ones;
             if (!ok) {
 #ifdef _OPENMP
@@ -606,6 +623,19 @@ static PyObject *py_popcount_loop(PyObject *self, PyObject *args)
     return PyLong_FromUnsignedLongLong(total);
 }
 
+/* set_sparse(plan, flag): choose the sparse (skip closed-gate LSB work) or dense gated conv; same results */
+static PyObject *py_set_sparse(PyObject *self, PyObject *args)
+{
+    PyObject *cap;
+    int flag;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "Op", &cap, &flag)) return NULL;
+    fb_plan *pl = PyCapsule_GetPointer(cap, PLAN_CAPSULE);
+    if (!pl) return NULL;
+    for (int i = 0; i < pl->nsteps; i++) pl->steps[i].sparse_lsb = flag;
+    Py_RETURN_NONE;
+}
+
 static PyObject *py_info(PyObject *self, PyObject *args)
 {
     (void)self; (void)args;
@@ -624,6 +654,7 @@ static PyMethodDef METHODS[] = {
     {"forward", py_forward, METH_VARARGS, "Run a plan on uint8 images, writing int64 logits."},
     {"binary_conv", py_binary_conv, METH_VARARGS, "Packed XNOR-popcount convolution with exact zero padding."},
     {"popcount_loop", py_popcount_loop, METH_VARARGS, "Tight XOR+popcount loop over a word buffer (timing)."},
+    {"set_sparse", py_set_sparse, METH_VARARGS, "Sparse (skip closed-gate LSB work) or dense gated convs."},
     {"info", py_info, METH_NOARGS, "Build facts: ABI version, OpenMP, kernel set chosen on this CPU."},
     {NULL, NULL, 0, NULL},
 };

@@ -1,0 +1,207 @@
+"""Fast CPU engine vs PyTorch FP32 inference of the same network, same CPU, same threads.
+
+Measures images/s at batch 1 and batch 256 of
+  * PyTorch: the resnet20-fracbnn model in eval mode, float32, inference_mode,
+    uint8 images in (the model encodes them itself), torch.set_num_threads(T);
+  * the fast engine: the same model exported to the packed integer format,
+    uint8 images in, integer logits out, T OpenMP threads;
+and, for reference, PyTorch FP32 of resnet20-fp (the full-precision network).
+Before timing it checks on a few images that the fast engine's logits equal
+the golden engine's (bit_exact in the JSON).
+
+It also measures this CPU's "popcount limit": a tight XOR+POPCNT loop over
+L1-resident 64-bit words on T threads gives words/s; divided by the words one
+image needs it bounds images/s for an engine whose binary convolutions are
+all XNOR-popcount. Two word counts are reported: the words the fast engine
+really popcounts (block convs, MSB and LSB planes over full sweeps, padding
+bits of partial words included), and the network's BMACs / 64 (input layer,
+MSB passes and LSB passes, as if every gate were open) - the fast engine does
+the input layer with a partial-sum table instead, so it can beat the second.
+
+    python benchmarks/engine_speed.py [--checkpoint CKPT] [--threads T] [--min-time 2]
+
+Timing: per batch size, warm-up runs, then repeated runs until --min-time
+seconds and --repeats runs have passed; the median is reported. The last line
+printed is one JSON object (speedup_batch1, speedup_batch256, ...).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+
+import numpy as np
+import torch
+
+from fracbnn.deploy import export_model
+from fracbnn.deploy import fast
+from fracbnn.deploy.golden import GoldenEngine
+from fracbnn.models import create_model
+
+
+def calibrate_bn(model: torch.nn.Module, batches: int = 3, seed: int = 0) -> torch.nn.Module:
+    """Give a randomly initialised model data-like BatchNorm statistics (train-mode passes, no weight change)."""
+    g = torch.Generator().manual_seed(seed)
+    model.train()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.reset_running_stats()
+                m.momentum = None  # cumulative average over the calibration batches
+        for _ in range(batches):
+            model(torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8, generator=g))
+    return model.eval()
+
+
+def time_fn(fn, min_time: float, repeats: int, warmup: int) -> float:
+    """Median seconds per call."""
+    for _ in range(warmup):
+        fn()
+    times, start = [], time.perf_counter()
+    while len(times) < repeats or time.perf_counter() - start < min_time:
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def torch_rate(model, images: torch.Tensor, args) -> float:
+    model.eval()
+
+    def run():
+        with torch.inference_mode():
+            model(images)
+
+    reps = args.repeats if len(images) > 1 else max(args.repeats, 20)
+    return len(images) / time_fn(run, args.min_time, reps, args.warmup)
+
+
+def engine_rate(engine, images: np.ndarray, args) -> float:
+    reps = args.repeats if len(images) > 1 else max(args.repeats, 20)
+    return len(images) / time_fn(lambda: engine.logits(images), args.min_time, reps, args.warmup)
+
+
+def popcount_words_per_s(threads: int, simd: bool, seconds: float = 1.0) -> float:
+    fk = fast.kernels()
+    words = np.random.default_rng(0).integers(0, 2**63, 2048, dtype=np.int64).view(np.uint64)  # 16 KiB: in L1
+    reps = 256
+    while True:
+        t = time.perf_counter()
+        fk.popcount_loop(words, reps, threads, int(simd))
+        dt = time.perf_counter() - t
+        if dt >= seconds:
+            return reps * len(words) / dt
+        reps *= 2
+
+
+def network_work(packed) -> dict:
+    """BMACs and popcount words per image, from the packed program."""
+    shapes = packed.validate()
+    bmac = {"input": 0, "msb": 0, "lsb": 0}
+    engine_words = 0
+    for op in packed.program:
+        if op["op"] not in ("binary_conv", "frac_conv"):
+            continue
+        o, ho, wo = shapes[op["output"]][1:]
+        k, cin = int(op["kernel"]), int(op["in_channels"])
+        per_plane = ho * wo * o * k * k * cin
+        words = ho * wo * o * ((k * k * cin + 63) // 64)
+        if op["op"] == "frac_conv":
+            bmac["msb"] += per_plane
+            bmac["lsb"] += per_plane
+            engine_words += 2 * words
+        elif op["input"] == "thermo":
+            bmac["input"] += per_plane
+        else:
+            bmac["msb"] += per_plane
+            engine_words += words
+    return {"bmac": bmac, "bmac_total": sum(bmac.values()), "engine_words": engine_words}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--checkpoint", help="trained resnet20-fracbnn checkpoint (default: random init, BN calibrated)")
+    p.add_argument("--model", default="resnet20-fracbnn")
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="threads for both (default: all cores)")
+    p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 256])
+    p.add_argument("--min-time", type=float, default=2.0, help="seconds of timed runs per measurement")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--no-fp", action="store_true", help="skip the resnet20-fp reference timing")
+    p.add_argument("--no-simd", action="store_true", help="force the portable kernels")
+    args = p.parse_args(argv)
+
+    T = args.threads
+    torch.set_num_threads(T)
+    torch.manual_seed(0)
+    if args.checkpoint:
+        from fracbnn.checkpoint import model_from_checkpoint
+        model = model_from_checkpoint(args.checkpoint).eval()
+        source = args.checkpoint
+    else:
+        model = calibrate_bn(create_model(args.model))
+        source = f"random init {args.model}, BN statistics from 3 random batches"
+    packed = export_model(model)
+    engine = fast.FastEngine(packed, threads=T, simd=not args.no_simd)
+    info = fast.build_info()
+    load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
+    print(f"model: {source}")
+    print(f"cpu: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; threads: {T}; "
+          f"load average before: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    print(f"fast engine build: {info}")
+
+    rng = np.random.default_rng(0)
+    check = rng.integers(0, 256, (32, 3, 32, 32), dtype=np.uint8)
+    fast_logits = engine.logits(check)
+    bit_exact = bool(np.array_equal(fast_logits, GoldenEngine(packed).logits(check)))
+    with torch.inference_mode():
+        agree = float((model(torch.from_numpy(check)).argmax(1).numpy() == fast_logits.argmax(1)).mean())
+    print(f"fast == golden logits on {len(check)} images: {bit_exact}; top-1 agreement with PyTorch: {agree:.3f}")
+
+    fp_model = None if args.no_fp else create_model("resnet20-fp").eval()
+    result = {"threads": T, "cpu_count": os.cpu_count(), "load_avg_before": round(load[0], 2),
+              "bit_exact": bit_exact, "kernels": info["kernels"], "openmp": bool(info["openmp"])}
+    print(f"{'batch':>6} {'torch fracbnn':>15} {'fast engine':>13} {'speedup':>8}" +
+          ("" if fp_model is None else f" {'torch fp':>10} {'vs fp':>7}"))
+    for bs in args.batch_sizes:
+        imgs = rng.integers(0, 256, (bs, 3, 32, 32), dtype=np.uint8)
+        timgs = torch.from_numpy(imgs)
+        r_torch = torch_rate(model, timgs, args)
+        r_fast = engine_rate(engine, imgs, args)
+        line = f"{bs:>6} {r_torch:>11.1f}/s {r_fast:>11.1f}/s {r_fast / r_torch:>7.1f}x"
+        result[f"torch_fracbnn_ips_batch{bs}"] = round(r_torch, 2)
+        result[f"fast_ips_batch{bs}"] = round(r_fast, 2)
+        result[f"speedup_batch{bs}"] = round(r_fast / r_torch, 2)
+        if fp_model is not None:
+            r_fp = torch_rate(fp_model, timgs, args)
+            line += f" {r_fp:>8.1f}/s {r_fast / r_fp:>6.1f}x"
+            result[f"torch_fp_ips_batch{bs}"] = round(r_fp, 2)
+            result[f"speedup_vs_fp_batch{bs}"] = round(r_fast / r_fp, 2)
+        print(line)
+
+    work = network_work(packed)
+    rate = popcount_words_per_s(T, not args.no_simd)
+    lim_engine = rate / work["engine_words"]
+    lim_bmac = rate * 64 / work["bmac_total"]
+    best = max(result.get(f"fast_ips_batch{bs}", 0.0) for bs in args.batch_sizes)
+    print(f"popcount limit: {rate / 1e9:.2f} G XOR+POPCNT words/s on {T} threads")
+    print(f"  engine popcount words/image {work['engine_words']:,} -> limit {lim_engine:,.0f} images/s; "
+          f"fast engine reaches {best / lim_engine:.0%} of it")
+    print(f"  network BMACs/image {work['bmac_total']:,} (input {work['bmac']['input']:,}, MSB "
+          f"{work['bmac']['msb']:,}, LSB {work['bmac']['lsb']:,}) / 64 -> limit {lim_bmac:,.0f} images/s; "
+          f"fast engine reaches {best / lim_bmac:.0%} of it")
+    load_after = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    result.update(popcount_words_per_s=round(rate), engine_words_per_image=work["engine_words"],
+                  popcount_limit_ips_engine_work=round(lim_engine, 1), fraction_of_limit_engine_work=round(best / lim_engine, 3),
+                  bmac_per_image=work["bmac_total"], popcount_limit_ips_all_bmac=round(lim_bmac, 1),
+                  fraction_of_limit_all_bmac=round(best / lim_bmac, 3), load_avg_after=round(load_after, 2))
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

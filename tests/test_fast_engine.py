@@ -1,0 +1,210 @@
+"""The fast CPU engine: exact primitives, and logits identical to the golden engine."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from fracbnn.deploy import EngineError, FixedPoint, PackedModel, export_model, get_engine
+from fracbnn.deploy import fast, golden
+from fracbnn.models import create_model
+from fracbnn.quant import thermometer_bits
+
+needs_ext = pytest.mark.skipif(not fast.available(), reason="fast engine extension not built (pip install -e .)")
+
+
+def randomize(model, seed):
+    """Random BatchNorm statistics, RPReLU parameters and gate thresholds, so every branch is exercised."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.normal_(0, 2, generator=g)
+                m.running_var.uniform_(0.3, 4, generator=g)
+                m.weight.normal_(1, 0.7, generator=g)  # some negative scales too
+                m.bias.normal_(0, 0.5, generator=g)
+        for name, p in model.named_parameters():
+            if "shift_in" in name or "shift_out" in name:
+                p.normal_(0, 0.5, generator=g)
+            elif "slope" in name:
+                p.normal_(0.25, 0.4, generator=g)
+            elif "threshold" in name:
+                p.normal_(0, 4, generator=g)
+    return model.eval()
+
+
+def images(n, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 256, (n, 3, 32, 32), dtype=np.uint8)
+    if n >= 3:  # extremes and thermometer rounding ties (p = 8j + 4)
+        x[0] = 0
+        x[1] = 255
+        x[2] = (rng.integers(0, 32, (3, 32, 32)) * 8 + 4).astype(np.uint8)
+    return x
+
+
+def packed_model(name="resnet20-fracbnn", seed=0, fx=None, **kwargs):
+    torch.manual_seed(seed)
+    return export_model(randomize(create_model(name, **kwargs), seed), fx)
+
+
+_CACHE = {}
+
+
+def golden_case(seed, n):
+    """(packed model, images, golden logits, golden gate counts), computed once per module run."""
+    if (seed, n) not in _CACHE:
+        packed, x, gates = packed_model(seed=seed), images(n, seed), {}
+        _CACHE[seed, n] = packed, x, golden.run_program(packed, x, collect_gates=gates)["logits"], gates
+    return _CACHE[seed, n]
+
+
+# ---------------------------------------------------------------- primitives
+
+
+@needs_ext
+@pytest.mark.parametrize("simd", [True, False])
+@pytest.mark.parametrize("n,c,h,w,o,k,s,p", [
+    (2, 16, 8, 8, 16, 3, 1, 1),
+    (2, 32, 9, 7, 5, 3, 2, 1),   # stride 2, odd size
+    (1, 64, 6, 6, 8, 3, 1, 1),
+    (2, 33, 5, 6, 4, 1, 1, 0),   # 1x1, channels not a power of two
+    (1, 130, 5, 5, 3, 3, 2, 1),  # several words per pixel, taps straddle words
+    (1, 7, 4, 5, 2, 3, 1, 2),    # padding wider than a tap ring
+    (1, 1, 6, 6, 3, 5, 1, 2),
+])
+def test_binary_conv_matches_torch(n, c, h, w, o, k, s, p, simd):
+    rng = np.random.default_rng(c * 100 + k)
+    x = rng.integers(0, 2, (n, c, h, w)).astype(np.uint8)
+    wt = rng.integers(0, 2, (o, c, k, k)).astype(np.uint8)
+    ref = F.conv2d(torch.from_numpy(2.0 * x - 1).double(), torch.from_numpy(2.0 * wt - 1).double(),
+                   stride=s, padding=p).round().long().numpy()
+    got = fast.binary_conv(x, wt, s, p, simd=simd)
+    assert got.dtype == np.int32
+    np.testing.assert_array_equal(got, ref)
+
+
+@needs_ext
+def test_binary_conv_threads_agree():
+    rng = np.random.default_rng(1)
+    x = rng.integers(0, 2, (3, 48, 10, 10)).astype(np.uint8)
+    wt = rng.integers(0, 2, (12, 48, 3, 3)).astype(np.uint8)
+    np.testing.assert_array_equal(fast.binary_conv(x, wt, 1, 1, threads=1), fast.binary_conv(x, wt, 1, 1, threads=2))
+
+
+def test_thermometer_table_is_the_conv():
+    """Summing table entries per tap and colour gives exactly the conv over the thermometer bits."""
+    rng = np.random.default_rng(2)
+    img = torch.from_numpy(rng.integers(0, 256, (2, 3, 6, 6), dtype=np.uint8))
+    bits = 8
+    w01 = rng.integers(0, 2, (5, 3 * bits, 3, 3)).astype(np.uint8)
+    x = thermometer_bits(img, resolution=32, dtype=torch.float64)  # T = round(255/32) = 8
+    ref = F.conv2d(x, torch.from_numpy(2.0 * w01 - 1), padding=1).round().long().numpy()
+    lut = fast.thermometer_table(w01, 3, bits)  # (C, K, K, T+1, O)
+    from fracbnn.quant import thermometer_level
+    lev = thermometer_level(img.numpy().astype(np.int64), 32)  # (N, C, H, W)
+    got = np.zeros_like(ref)
+    for u in range(3):
+        for v in range(3):
+            for i in range(6):
+                for j in range(6):
+                    iy, ix = i + u - 1, j + v - 1
+                    if 0 <= iy < 6 and 0 <= ix < 6:
+                        for c in range(3):
+                            got[:, :, i, j] += lut[c, u, v, lev[:, c, iy, ix]]
+    np.testing.assert_array_equal(got, ref)
+
+
+# ---------------------------------------------------------------- whole engine vs golden
+
+
+@needs_ext
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_resnet20_fracbnn_identical_logits(seed):
+    packed, x, want, gates = golden_case(seed, 9 if seed == 0 else 5)
+    engine = fast.FastEngine(packed)
+    got, fast_gates = engine.logits_with_gates(x)
+    np.testing.assert_array_equal(got, want)
+    assert got.dtype == np.int64
+    assert fast_gates == {k: (int(v[0]), int(v[1])) for k, v in gates.items()}
+    opened = sum(v[0] for v in gates.values()) / sum(v[1] for v in gates.values())
+    assert 0.05 < opened < 0.95  # the test really mixes open and closed gates
+
+
+@needs_ext
+@pytest.mark.parametrize("threads,simd,sparse", [(1, True, False), (2, True, True), (1, False, True),
+                                                 (2, False, False)])
+def test_all_execution_paths_identical(threads, simd, sparse):
+    """Batch 1..9 covers both parallel schedules (rows of one image / whole images per thread)."""
+    packed, x, want, _ = golden_case(0, 9)
+    engine = fast.FastEngine(packed, threads=threads, simd=simd, sparse_lsb=sparse)
+    np.testing.assert_array_equal(engine.logits(x), want)
+    np.testing.assert_array_equal(engine.logits(x[:1]), want[:1])
+    np.testing.assert_array_equal(engine.logits(x[:3]), want[:3])
+
+
+@needs_ext
+@pytest.mark.parametrize("name,kwargs", [
+    ("resnet20-bnn", {}),                                  # 1-bit activations: sign_bit + binary_conv
+    ("resnet20-fracbnn", {"width": 0.6875, "num_classes": 7}),  # 11/22/44 channels: word tails
+    ("resnet20-fracbnn", {"frac_mode": "binary"}),          # 2-bit without gate
+    ("resnet20-fracbnn", {"width": 2.0}),                   # 32/64/128 channels: 2 words per pixel
+])
+def test_model_variants_identical(name, kwargs):
+    packed = packed_model(name, seed=3, **kwargs)
+    x = images(3, 3)
+    np.testing.assert_array_equal(fast.FastEngine(packed).logits(x), golden.GoldenEngine(packed).logits(x))
+
+
+@needs_ext
+@pytest.mark.parametrize("fx", [FixedPoint(frac_bits=3, residual_bits=6, param_frac_bits=6),   # saturating
+                                FixedPoint(frac_bits=20, residual_bits=44, param_frac_bits=28)])  # wide
+def test_fixed_point_formats_identical(fx):
+    packed = packed_model(seed=4, fx=fx)
+    x = images(3, 4)
+    np.testing.assert_array_equal(fast.FastEngine(packed).logits(x), golden.GoldenEngine(packed).logits(x))
+
+
+@needs_ext
+def test_saved_file_and_registry(tmp_path):
+    packed = packed_model(seed=6)
+    path = packed.save(tmp_path / "m.fbnn")
+    loaded = PackedModel.load(path)
+    engine = get_engine("fast")(loaded)
+    x = images(3, 6)
+    np.testing.assert_array_equal(engine.logits(x), golden.GoldenEngine(packed).logits(x))
+    np.testing.assert_array_equal(engine.predict(x), golden.GoldenEngine(packed).predict(x))
+    assert engine.logits(x[:0]).shape == (0, 10)
+
+
+# ---------------------------------------------------------------- errors
+
+
+@needs_ext
+def test_bad_pixels_are_refused():
+    engine = fast.FastEngine(packed_model(seed=7))
+    with pytest.raises(EngineError, match="uint8"):
+        engine.logits(np.zeros((1, 3, 32, 32), np.float32))
+    with pytest.raises(EngineError, match="shape"):
+        engine.logits(np.zeros((1, 3, 16, 16), np.uint8))
+
+
+@needs_ext
+def test_unsupported_program_is_refused():
+    packed = packed_model(seed=8)
+    prog = [dict(op) for op in packed.program]
+    i = next(k for k, op in enumerate(prog) if op["op"] == "block_post")
+    prog.insert(i + 1, {"op": "sign_bit", "input": prog[i]["input"], "output": "extra.bits"})
+    odd = PackedModel(dict(packed.meta, program=prog), packed.tensors)
+    with pytest.raises(EngineError, match="golden"):
+        fast.FastEngine(odd)
+
+
+def test_missing_extension_says_how_to_build(monkeypatch):
+    monkeypatch.setattr(fast, "_fk", None)
+    monkeypatch.setattr(fast, "_IMPORT_ERROR", ImportError("no module named _fastkernels"))
+    assert not fast.available()
+    with pytest.raises(EngineError, match="pip install"):
+        fast.FastEngine(packed_model(seed=9))
+    # the golden engine is unaffected
+    assert get_engine("golden")(packed_model(seed=9)).logits(images(1, 9)).shape == (1, 10)

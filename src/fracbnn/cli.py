@@ -16,6 +16,9 @@ from .errors import FracBNNError
 #: subcommand -> (module, one-line help)
 COMMANDS = {
     "train": ("fracbnn.commands.train", "train a model with a recipe (the three FracBNN steps in sequence)"),
+    "eval": ("fracbnn.commands.eval", "test accuracy of a checkpoint or .fbnn model on every test image"),
+    "quickstart": ("fracbnn.commands.quickstart", "train a small FracBNN on the built-in digits in about a minute"),
+    "plot": ("fracbnn.commands.plot", "PNG charts of a training run (accuracy, loss, per-layer sparsity)"),
     "summary": ("fracbnn.commands.summary", "per-layer bits and operation counts of a model"),
     "export": ("fracbnn.commands.export", "convert a trained checkpoint into a packed integer model (.fbnn)"),
     "infer": ("fracbnn.commands.infer", "classify PNG/JPEG images with a packed model (.fbnn)"),

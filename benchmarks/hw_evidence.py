@@ -44,6 +44,7 @@ def threshold_sweep(packed, images, calib, offsets=(0, 8, 16, 32, 64, 128)):
     import copy
 
     from fracbnn.hw.perf_model import cycle_model, proposed_ultra96
+    from fracbnn.hw.report import measured
     from fracbnn.hw.program import gate_open_rates, hw_program, lsb_tile_stats, order_channels_by_gate_rate
 
     cfg = proposed_ultra96()
@@ -58,8 +59,8 @@ def threshold_sweep(packed, images, calib, offsets=(0, 8, 16, 32, 64, 128)):
         order_channels_by_gate_rate(prog, gate_open_rates(p, prog, calib))
         st = lsb_tile_stats(p, prog, cfg, images)
         tot = sum(v["tiles"] for v in st.values())
-        dens = {k: v["tile_density"] for k, v in st.items()}
-        full, now = cycle_model(prog.shapes, cfg, 1.0), cycle_model(prog.shapes, cfg, dens)
+        dens, entries = measured(st)
+        full, now = cycle_model(prog.shapes, cfg, 1.0), cycle_model(prog.shapes, cfg, dens, lsb_entries=entries)
         rows.append({"threshold_offset": off,
                      "gate_density": sum(v["gate_density"] * v["tiles"] for v in st.values()) / tot,
                      "tile_density": sum(v["open_tiles"] for v in st.values()) / tot,
@@ -102,7 +103,7 @@ def main():
                                 calib_images=calib)
         res = run_csim(out)
         layers = [ConvLayer(**l) for l in meta["layers"]]
-        dens = {k: v["tile_density"] for k, v in meta["lsb"].items()}
+        dens = measured(meta["lsb"])[0]
         rep = build_report(layers, config_from_project(meta), dens, lsb_stats=meta["lsb"], csim=res,
                            source=f"{name}: {out}")
         print(f"\n=== {name} ({time.time() - t0:.0f} s) ===")

@@ -13,7 +13,7 @@ from fracbnn.hw.csim import run_csim
 from fracbnn.hw.generate import config_from_project, generate_project, load_project
 from fracbnn.hw.layers import ConvLayer
 from fracbnn.hw.perf_model import cycle_model
-from fracbnn.hw.report import compare_with_csim
+from fracbnn.hw.report import compare_with_csim, measured
 from fracbnn.models import create_model
 
 from conftest import datasets_dir
@@ -54,8 +54,8 @@ def _check_project(tmp_path, model, images, name, calib=None):
     # the testbench compared against exactly these golden logits
     assert "CSIM PASSED" in res["stdout"]
     layers = [ConvLayer(**l) for l in meta["layers"]]
-    dens = {k: v["tile_density"] for k, v in meta["lsb"].items()}
-    cmp = compare_with_csim(cycle_model(layers, config_from_project(meta), dens), res)
+    dens, entries = measured(meta["lsb"])
+    cmp = compare_with_csim(cycle_model(layers, config_from_project(meta), dens, lsb_entries=entries), res)
     assert cmp["within_tolerance"], cmp
     assert cmp["max_layer_relative_error"] < 0.05, cmp
     return out, meta, res

@@ -133,14 +133,14 @@ def run(args) -> int:
         from ..hw.generate import config_from_project, load_project
         from ..hw.layers import ConvLayer
         from ..hw.perf_model import cycle_model
-        from ..hw.report import compare_with_csim
+        from ..hw.report import compare_with_csim, measured
 
         res = run_csim(args.project)
         meta = load_project(args.project)
         layers = [ConvLayer(**l) for l in meta["layers"]]
-        dens = {k: v["tile_density"] for k, v in meta["lsb"].items()}
+        dens, entries = measured(meta["lsb"])
         cmp = compare_with_csim(cycle_model(layers, config_from_project(meta), dens,
-                                            n_classes=meta["num_classes"]), res)
+                                            n_classes=meta["num_classes"], lsb_entries=entries), res)
         if args.json:
             print(json.dumps({k: v for k, v in res.items() if k != "stdout"} | {"model_comparison": cmp}, indent=1))
         else:

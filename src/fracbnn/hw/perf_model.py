@@ -109,7 +109,7 @@ class Loop:
 
     @property
     def cycles(self) -> int:
-        return self.trip * self.ii + (self.depth * self.entries if self.trip else 0)
+        return int(round(self.trip * self.ii + (self.depth * self.entries if self.trip else 0)))
 
     def to_dict(self) -> dict:
         return {"loop": self.loop, "trip": self.trip, "ii": self.ii, "depth": self.depth, "entries": self.entries,
@@ -165,17 +165,20 @@ def lsb_tiles(layer: ConvLayer, cfg: HwConfig) -> tuple[int, int]:
 
 
 def cycle_model(layers: list[ConvLayer], cfg: HwConfig, lsb_density: dict | float | None = None,
-                n_classes: int = 10, image_channels: int = 3) -> CycleReport:
+                n_classes: int = 10, image_channels: int = 3, lsb_entries: dict | None = None) -> CycleReport:
     """Cycles per layer and in total for one image.
 
     ``lsb_density`` is the share of LSB work items that run: per layer name
     or one number (default 1.0). For the fracbnn style an item is a tile of
     ``slots`` adjacent output pixels x ``lanes`` channels with >= 1 open gate;
-    the published style ignores it (it always sweeps).
+    the published style ignores it (it always sweeps). ``lsb_entries`` (per
+    layer, optional) is the mean number of groups whose LSB loop runs at all
+    (a group with no open tile skips the loop and its pipeline fill); default:
+    every group.
     """
     if cfg.style == "published":
         return _published_cycles(layers, cfg, n_classes, image_channels)
-    return _fracbnn_cycles(layers, cfg, lsb_density, n_classes, image_channels)
+    return _fracbnn_cycles(layers, cfg, lsb_density, n_classes, image_channels, lsb_entries or {})
 
 
 def _density(lsb_density, name: str) -> float:
@@ -186,7 +189,7 @@ def _density(lsb_density, name: str) -> float:
     return float(lsb_density.get(name, 1.0))
 
 
-def _fracbnn_cycles(layers, cfg, lsb_density, n_classes, image_channels) -> CycleReport:
+def _fracbnn_cycles(layers, cfg, lsb_density, n_classes, image_channels, lsb_entries) -> CycleReport:
     rep = CycleReport(cfg)
     first, last = layers[0], layers[-1]
     cols = 2 * cfg.slots + 1  # plane banks per row: the encoder writes this many pixels per cycle
@@ -202,7 +205,8 @@ def _fracbnn_cycles(layers, cfg, lsb_density, n_classes, image_channels) -> Cycl
         if layer.kind == "frac":
             d = _density(lsb_density, layer.name) if cfg.lsb_skip else 1.0
             open_tiles = round(d * groups * tiles)
-            loops.append(Loop("lsb", open_tiles * words, 1, DEPTH["conv"], groups))
+            entries = lsb_entries.get(layer.name, groups) if cfg.lsb_skip else groups
+            loops.append(Loop("lsb", open_tiles * words, 1, DEPTH["conv"], entries))
         if layer.residual == "downsample":
             # 2x2 average of the incoming residual, one input pixel per cycle per unit
             loops.append(Loop("shortcut", 4 * _unit_trip(layer.h_out * layer.w_out, layer.cin, cfg), 1,

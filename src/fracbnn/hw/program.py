@@ -203,5 +203,6 @@ def lsb_tile_stats(packed, prog: HwProgram, cfg: HwConfig, pixels: np.ndarray) -
         pad[:, :s.cout, :, :s.w_out] = is_open[:, layer.channel_order()]
         tiles = pad.reshape(n, groups, cfg.lanes, s.h_out, tpr, slots).any(axis=(2, 5))
         stats[s.name] = {"gate_density": float(is_open.mean()), "tile_density": float(tiles.mean()),
-                         "open_tiles": int(tiles.sum()), "tiles": int(tiles.size)}
+                         "open_tiles": int(tiles.sum()), "tiles": int(tiles.size),
+                         "lsb_entries": float(tiles.any(axis=(2, 3)).sum(axis=1).mean())}
     return stats

@@ -11,11 +11,18 @@ from .perf_model import (PART, PUBLISHED, HwConfig, calibration, cycle_model, pu
 CSIM_TOLERANCE = 0.05
 
 
+def measured(stats: dict) -> tuple[dict, dict]:
+    """(LSB tile density, mean LSB loop entries) per layer from ``lsb_tile_stats`` / hw_project.json."""
+    return ({k: v["tile_density"] for k, v in stats.items()},
+            {k: v["lsb_entries"] for k, v in stats.items() if "lsb_entries" in v})
+
+
 def build_report(layers: list[ConvLayer], cfg: HwConfig, densities: dict | float | None, *,
                  lsb_stats: dict | None = None, csim: dict | None = None, source: str = "",
                  n_classes: int = 10) -> dict:
     """Everything `hw report` prints, as one JSON-able dict."""
-    cyc = cycle_model(layers, cfg, densities, n_classes=n_classes)
+    entries = measured(lsb_stats)[1] if (lsb_stats and isinstance(densities, dict)) else None
+    cyc = cycle_model(layers, cfg, densities, n_classes=n_classes, lsb_entries=entries)
     res = resource_model(layers, cfg, n_classes=n_classes)
     full = cycle_model(layers, cfg, 1.0, n_classes=n_classes)
     pub = cycle_model(layers, published_ultra96(), n_classes=n_classes)

@@ -120,8 +120,8 @@ class _AllReduceSum(torch.autograd.Function):
 class GlobalBatchNorm2d(nn.BatchNorm2d):
     """BatchNorm2d whose training statistics cover the global batch of all processes.
 
-    Per-channel count, sum and sum of squares are all-reduced with a
-    differentiable sum, so forward values, running statistics and gradients
+    The per-channel sum (with the count) and then the centred sum of squares
+    are all-reduced with a differentiable sum, so forward values, running statistics and gradients
     equal those of one process seeing the whole batch (up to float rounding).
     Outside training, or without a process group, it is a plain BatchNorm2d.
     """
@@ -131,12 +131,13 @@ class GlobalBatchNorm2d(nn.BatchNorm2d):
             return super().forward(x)
         c = x.shape[1]
         xf = x.float()
+        # Two passes (mean, then centred squares), like BatchNorm2d itself: no cancellation error.
         local_n = torch.tensor([x.numel() // c], dtype=xf.dtype, device=x.device)
-        stats = torch.cat([xf.sum(dim=(0, 2, 3)), (xf * xf).sum(dim=(0, 2, 3)), local_n])
-        stats = _AllReduceSum.apply(stats)
-        s, sq, n = stats[:c], stats[c:2 * c], stats[2 * c]
-        mean = s / n
-        var = (sq / n - mean * mean).clamp_min(0)
+        first = _AllReduceSum.apply(torch.cat([xf.sum(dim=(0, 2, 3)), local_n]))
+        n = first[c]
+        mean = first[:c] / n
+        centred = xf - mean.view(1, -1, 1, 1)
+        var = _AllReduceSum.apply((centred * centred).sum(dim=(0, 2, 3))) / n
         if self.track_running_stats:
             with torch.no_grad():
                 self.num_batches_tracked.add_(1)
@@ -144,12 +145,9 @@ class GlobalBatchNorm2d(nn.BatchNorm2d):
                 unbiased = var * (n / (n - 1).clamp_min(1))
                 self.running_mean.mul_(1 - m).add_(mean.detach().to(self.running_mean.dtype), alpha=m)
                 self.running_var.mul_(1 - m).add_(unbiased.detach().to(self.running_var.dtype), alpha=m)
-        inv = torch.rsqrt(var + self.eps)
-        scale, shift = inv, -mean * inv
+        y = centred * torch.rsqrt(var + self.eps).view(1, -1, 1, 1)
         if self.affine:
-            scale = scale * self.weight
-            shift = shift * self.weight + self.bias
-        y = xf * scale.view(1, -1, 1, 1) + shift.view(1, -1, 1, 1)
+            y = y * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
         return y.to(x.dtype)
 
 

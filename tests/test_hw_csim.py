@@ -132,6 +132,14 @@ def test_cli_generate_csim_report(tmp_path, capsys):
     assert rep["csim"]["within_tolerance"] and rep["csim"]["mismatched_images"] == 0
     rc, stdout, err = _cli(capsys, "report", model_path, "--images", 2)
     assert rc == 0 and "images/s" in stdout, err
+    # a fracbnn checkpoint is exported on the fly (ResNet-32 here: another depth)
+    from fracbnn.checkpoint import save_checkpoint
+
+    save_checkpoint(tmp_path / "r32.pt", create_model("resnet32-fracbnn"))
+    rc, stdout, err = _cli(capsys, "report", tmp_path / "r32.pt", "--lsb-density", 0.5, "--json")
+    assert rc == 0, err
+    rep = json.loads(stdout)
+    assert len(rep["layers"]) == 2 + 31 and rep["totals"]["cycles"] > 0
     # a directory that is not a project: one-line error, exit 2
     rc, _, err = _cli(capsys, "csim", tmp_path)
     assert rc == 2 and "not a fracbnn hw project" in err

@@ -29,7 +29,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g = sub.add_parser("generate", help="write a Vitis HLS project for a packed model",
                        description="Write a Vitis HLS project (kernel, parameter headers, testbench with real "
                        "test images and golden logits, TCL, PYNQ driver, README) for a packed CIFAR FracBNN.")
-    g.add_argument("model", metavar="MODEL.fbnn", help="packed model written by `fracbnn export`")
+    g.add_argument("model", metavar="MODEL.fbnn", help="packed model written by `fracbnn export` (a fracbnn "
+                   "checkpoint is exported on the fly)")
     g.add_argument("--board", default="ultra96v2", help="target board (ultra96v2)")
     g.add_argument("-o", "--out", required=True, metavar="DIR", help="project directory (new or a previous project)")
     g.add_argument("--images", type=int, default=100, metavar="N", help="test images in the testbench (default 100)")
@@ -100,6 +101,21 @@ def _images(args, n):
     return default_images(n, seed=getattr(args, "seed", 0), datasets=args.data)
 
 
+def _load_model(path):
+    """A packed model from a .fbnn file, or exported on the fly from a fracbnn checkpoint."""
+    from pathlib import Path
+
+    from ..deploy import PackedModel
+
+    p = Path(path)
+    if p.is_file() and p.read_bytes()[:4] != b"FBNN":
+        from ..checkpoint import model_from_checkpoint
+        from ..deploy import export_model
+
+        return export_model(model_from_checkpoint(p).eval())
+    return PackedModel.load(p)
+
+
 def run(args) -> int:
     import json
     from pathlib import Path
@@ -109,10 +125,9 @@ def run(args) -> int:
     if not args.hw_command:
         raise FracBNNError("choose an action: fracbnn hw generate|csim|report (see fracbnn hw --help)")
     if args.hw_command == "generate":
-        from ..deploy import PackedModel
         from ..hw.generate import generate_project
 
-        packed = PackedModel.load(args.model)
+        packed = _load_model(args.model)
         cfg = _config(args)
         if args.design == "published":
             raise FracBNNError("--design published is a reference for `hw report`; the generator writes our design")
@@ -166,10 +181,9 @@ def run(args) -> int:
         csim = load_csim(target) if cfg == config_from_project(meta) else None
         n_classes, source = meta["num_classes"], f"{target} ({meta.get('model', '')})"
     else:
-        from ..deploy import PackedModel
         from ..hw.program import hw_program, lsb_tile_stats
 
-        packed = PackedModel.load(target)
+        packed = _load_model(target)
         cfg = _config(args)
         prog = hw_program(packed)
         layers, csim, n_classes, source = prog.shapes, None, len(prog.fc_bias), str(target)

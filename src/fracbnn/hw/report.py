@@ -30,7 +30,7 @@ def build_report(layers: list[ConvLayer], cfg: HwConfig, densities: dict | float
     rows = []
     for l in cyc.to_dict()["layers"]:
         loops = {lp["loop"]: lp["cycles"] for lp in l["loops"]}
-        row = {"name": l["name"], "cycles": l["cycles"], "loops": loops}
+        row = {"name": l["name"], "cycles": l["cycles"], "latency_us": l["cycles"] / cfg.clock_mhz, "loops": loops}
         if "lsb_density" in l:
             row["lsb_tile_density"] = l["lsb_density"]
         if lsb_stats and l["name"] in lsb_stats:

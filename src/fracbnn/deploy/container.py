@@ -52,8 +52,8 @@ def _pad(n: int) -> int:
 def write_container(path: str | os.PathLike, meta: dict, tensors: dict[str, np.ndarray]) -> Path:
     """Write ``meta`` (JSON-able) and integer ``tensors`` atomically to ``path``."""
     table, blobs, offset = {}, [], 0
-    for name, arr in tensors.items():
-        arr = np.ascontiguousarray(arr)
+    for name in sorted(tensors):  # sorted: the same model always gives the same bytes
+        arr = np.ascontiguousarray(tensors[name])
         dtype = arr.dtype.name
         if dtype not in DTYPES:
             raise ValueError(f"tensor {name!r} has dtype {dtype}; allowed: {', '.join(DTYPES)}")
@@ -113,7 +113,7 @@ def read_container(path: str | os.PathLike) -> tuple[dict, dict[str, np.ndarray]
     start += _pad(start)
     end = len(raw) - _DIGEST
     tensors = {}
-    table = meta.get("tensors")
+    table = meta.pop("tensors", None)
     if not isinstance(table, dict):
         raise PackedFormatError(f"{path} has no tensor table; re-export it")
     for name, t in table.items():

@@ -67,11 +67,17 @@ def eval_packed(args) -> int:
     res = {"model": str(path), "engine": engine.name, "images": n, "top1": c1 / max(n, 1), "top5": c5 / max(n, 1),
            "seconds": round(dt, 3), "images_per_second": round(n / dt, 2) if dt > 0 else None,
            "fixed_point": packed.meta.get("fixed_point")}
+    counts = getattr(engine, "gate_counts", None)  # the golden engine measures LSB gate sparsity
+    if counts:
+        res["sparsity"] = {k.removesuffix(".acc"): 1 - o / t for k, (o, t) in counts.items() if t}
+        opened, total = sum(o for o, _ in counts.values()), sum(t for _, t in counts.values())
+        res["lsb_density"] = opened / total if total else None
     if quiet:
         print(json.dumps(res))
     else:
         print(f"{path} [{engine.name}]: top-1 {100 * res['top1']:.2f}%  top-5 {100 * res['top5']:.2f}%  "
-              f"on {n} images ({res['images_per_second']} images/s)")
+              f"on {n} images ({res['images_per_second']} images/s)"
+              + (f"; LSB gate density {100 * res['lsb_density']:.1f}%" if res.get("lsb_density") is not None else ""))
     return 0
 
 

@@ -26,7 +26,7 @@ from .. import __version__
 from ..errors import FracBNNError
 from ..nn import BinaryConv2d, FracConv2d
 from ..quant import ActivationQuantizer, ThermometerEncoder
-from .packed import KIND, PackedModel, infer_shapes, pack_weight_bits
+from .packed import KIND, PackedModel, accumulator_bits, infer_shapes, pack_weight_bits
 
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
@@ -232,6 +232,7 @@ def export_model(model: nn.Module, fx: FixedPoint | None = None, *, class_names=
         "fixed_point": {"frac_bits": F, "residual_bits": fx.residual_bits, "param_frac_bits": P},
         "logit_denominator": hw * 2 ** (F + P),
         "program": b.program,
+        "accumulator_bits": accumulator_bits(b.program, (C, H, W), b.tensors, fx.residual_bits),
         "source": source or {},
     }
     packed = PackedModel(meta, b.tensors)

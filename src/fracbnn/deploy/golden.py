@@ -115,21 +115,18 @@ def op_frac_conv(m_bits, l_bits, weight, in_channels, stride, padding, gate_thre
     (2/3) S_M > theta is exactly S_M > floor(3 theta / 2) for integer S_M.
     Where the gate is closed the LSB sum is not needed (an engine may skip it).
     """
+    return frac_conv_with_gate(m_bits, l_bits, weight, in_channels, stride, padding, gate_threshold)[0]
+
+
+def frac_conv_with_gate(m_bits, l_bits, weight, in_channels, stride, padding, gate_threshold):
+    """:func:`op_frac_conv` plus its boolean gate (True where the LSB pass is used)."""
     w = unpack_weight_bits(weight, in_channels)
     s_m = binary_conv2d(m_bits, w, stride, padding)
     s_l = binary_conv2d(l_bits, w, stride, padding)
     if gate_threshold is None:
-        return 2 * s_m + s_l
+        return 2 * s_m + s_l, np.ones(s_m.shape, bool)
     is_open = s_m > gate_threshold.reshape(1, -1, 1, 1)
-    return 2 * s_m + np.where(is_open, s_l, 0)
-
-
-def gate_open_count(m_bits, weight, in_channels, stride, padding, gate_threshold) -> tuple[int, int]:
-    """(open, total) gates of one frac_conv, for statistics only."""
-    s_m = binary_conv2d(m_bits, unpack_weight_bits(weight, in_channels), stride, padding)
-    if gate_threshold is None:
-        return s_m.size, s_m.size
-    return int((s_m > gate_threshold.reshape(1, -1, 1, 1)).sum()), s_m.size
+    return 2 * s_m + np.where(is_open, s_l, 0), is_open
 
 
 def op_scale_shift(s: np.ndarray, mul, add, shift, bits) -> np.ndarray:
@@ -195,11 +192,11 @@ def run_program(packed: PackedModel, pixels: np.ndarray, collect_gates: dict | N
         elif kind == "frac_conv":
             m, l = (buf[b] for b in op["input"])
             gate = t[op["gate_threshold"]] if op["gate_threshold"] is not None else None
-            buf[out] = op_frac_conv(m, l, t[op["weight"]], op["in_channels"], op["stride"], op["padding"], gate)
-            if collect_gates is not None:
-                o, n = gate_open_count(m, t[op["weight"]], op["in_channels"], op["stride"], op["padding"], gate)
+            buf[out], is_open = frac_conv_with_gate(m, l, t[op["weight"]], op["in_channels"], op["stride"],
+                                                    op["padding"], gate)
+            if collect_gates is not None:  # (open, total) per layer, for sparsity statistics
                 prev = collect_gates.get(out, (0, 0))
-                collect_gates[out] = (prev[0] + o, prev[1] + n)
+                collect_gates[out] = (prev[0] + int(is_open.sum()), prev[1] + is_open.size)
         elif kind == "scale_shift":
             buf[out] = op_scale_shift(buf[op["input"]], t[op["mul"]], t[op["add"]], op["shift"], op["bits"])
         elif kind == "avgpool2_dup":
@@ -224,10 +221,12 @@ class GoldenEngine(Engine):
     def __init__(self, packed: PackedModel, chunk: int = 50):
         super().__init__(packed)
         self.chunk = int(chunk)
+        #: frac_conv output buffer -> (open gates, outputs) over every image seen so far
+        self.gate_counts: dict[str, tuple[int, int]] = {}
 
     def logits(self, pixels) -> np.ndarray:
         pixels = self.check_pixels(pixels)
-        out = [run_program(self.packed, pixels[i:i + self.chunk])["logits"]
+        out = [run_program(self.packed, pixels[i:i + self.chunk], self.gate_counts)["logits"]
                for i in range(0, len(pixels), self.chunk)]
         if not out:
             return np.zeros((0, self.packed.num_classes), np.int64)

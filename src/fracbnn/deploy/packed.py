@@ -200,3 +200,48 @@ def _infer_shape(name: str, op: dict, ins: list[tuple], tensors: dict) -> tuple:
         _need(w.ndim == 2 and w.shape[1] == x[1] and b.shape == (w.shape[0],), "weight/bias shape mismatch")
         return (x[0], w.shape[0])
     raise ValueError(f"unknown op {name}")
+
+
+def accumulator_bits(program: list[dict], input_size, tensors: dict, residual_bits: int) -> dict[str, int]:
+    """Worst-case signed bits of each op's widest intermediate (before shift/saturation).
+
+    Bounds are analytic (|x| <= max over the data type's range), so an
+    implementation with accumulators this wide can never overflow. Keyed by
+    the op's output buffer (the first one for quantize2).
+    """
+    shapes = infer_shapes(program, input_size, tensors)
+    res_max = 2 ** (residual_bits - 1)
+    bound: dict[str, int] = {"image": 255}
+    bits = {}
+
+    def mx(name):
+        return int(np.abs(tensors[name]).max()) if tensors[name].size else 0
+
+    for op in program:
+        kind, out = op["op"], op["output"]
+        if kind in ("binary_conv", "frac_conv"):
+            taps = int(op["in_channels"]) * int(op["kernel"]) ** 2
+            b = taps if kind == "binary_conv" else 3 * taps
+        elif kind == "thermometer" or kind in ("quantize2", "sign_bit"):
+            b = 1
+        elif kind == "scale_shift":
+            b = mx(op["mul"]) * bound[op["input"]] + mx(op["add"])
+        elif kind == "avgpool2_dup":
+            b = 4 * bound[op["input"]]
+        elif kind == "block_post":
+            a = bound[op["input"]]
+            b = max(mx(op["pos_mul"]) * a + mx(op["pos_add"]), mx(op["neg_mul"]) * a + mx(op["neg_add"])) \
+                + mx(op["sc_mul"]) * bound[op["shortcut"]]
+        elif kind == "global_sum_pool":
+            s = shapes[op["input"]]
+            b = bound[op["input"]] * s[2] * s[3]
+        elif kind == "linear":
+            b = mx(op["weight"]) * bound[op["input"]] * tensors[op["weight"]].shape[1] + mx(op["bias"])
+        else:
+            raise ValueError(kind)
+        one_bit = kind in ("thermometer", "quantize2", "sign_bit")  # 0/1 planes
+        bits[out if isinstance(out, str) else out[0]] = 1 if one_bit else int(b).bit_length() + 1
+        after = min(b, res_max) if kind in ("scale_shift", "block_post") else b
+        for o in (out if isinstance(out, list) else [out]):
+            bound[o] = after
+    return bits

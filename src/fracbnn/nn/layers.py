@@ -97,6 +97,78 @@ class GateCounter:
         self.__init__()
 
 
+class _FracConvFn(torch.autograd.Function):
+    """The "frac" mode of FracConv2d (2-bit input quantizer included) as one autograd node.
+
+    Same values and gradients as :meth:`FracConv2d._frac_reference` (the
+    composition of the STE pieces), but cheaper to train:
+
+    * the two convolutions share sign(W), so the input gradients of the MSB
+      and full passes are summed BEFORE one transposed convolution (the
+      reference runs two);
+    * masks are kept as 0/1 floats built with sign/clamp and applied by
+      multiplication: on CPU, bool tensors, ``torch.where`` and bool->float
+      casts cost several times a float multiply.
+
+    Input x (pre-quantization), w = sign(W), theta (1, C, 1, 1). With
+    xq = Q2(x) (exactly the ActivationQuantizer(2) formula), M = sign(xq),
+    z = out_msb = (2/3) conv(M, w), f = out_full = conv(xq, w), m = [z > theta]:
+      y = z + m (f - z)                      (bit-identical to the reference)
+    and, with g = dL/dy, s = sigmoid(5 (z - theta)):
+      d          = g (f - z) 5 s (1 - s) [x m with sparse back-propagation]
+      dL/df      = g m,   dL/dz = g (1 - m) + d,   dL/dtheta = -sum(d)
+      dL/dxq     = conv_T((2/3) dL/dz + dL/df, w)        (dM/dxq = 1, straight-through)
+      dL/dx      = dL/dxq [|x| < 1]
+      dL/dw      = corr(M, (2/3) dL/dz) + corr(xq, dL/df)
+    Returns y and the 0/1 float gate mask (no gradient).
+    """
+
+    @staticmethod
+    def forward(ctx, x, w, theta, stride, padding, dilation, groups, sparse):
+        step = 2.0 / 3.0  # ActivationQuantizer(2): 2 / (2^k - 1)
+        xq = torch.round((x.clamp(-1.0, 1.0) + 1.0) / step) * step - 1.0
+        inside = (1.0 - x.abs()).sign_().clamp_(min=0)  # 1 where -1 < x < 1, else 0
+        msb = torch.sign(xq)  # the levels are never 0, so this is +-1
+        out_full = F.conv2d(xq, w, None, stride, padding, dilation, groups)
+        out_msb = F.conv2d(msb, w, None, stride, padding, dilation, groups) * (2.0 / 3.0)
+        mask = (out_msb - theta).sign_().clamp_(min=0)  # 1 where out_msb > theta
+        diff = out_full - out_msb
+        out = out_msb + mask * diff
+        ctx.save_for_backward(xq, inside, w, theta, out_msb, diff, mask)
+        ctx.conf = (stride, padding, dilation, groups, sparse)
+        ctx.mark_non_differentiable(mask)
+        return out, mask
+
+    @staticmethod
+    def backward(ctx, grad, _grad_mask):
+        xq, inside, w, theta, out_msb, diff, mask = ctx.saved_tensors
+        stride, padding, dilation, groups, sparse = ctx.conf
+        g_full = grad * mask
+        s = torch.sigmoid(5.0 * (out_msb - theta))
+        d = grad * diff * (5.0 * s * (1.0 - s))
+        if sparse:
+            d = d * mask
+        g_msb = (grad - g_full + d) * (2.0 / 3.0)
+        grad_x = grad_w = grad_theta = None
+        conv_args = (None, _pair(stride), _pair(padding), _pair(dilation), False, [0, 0], groups)
+        if ctx.needs_input_grad[0]:
+            grad_xq = torch.ops.aten.convolution_backward(g_msb + g_full, xq, w, *conv_args,
+                                                          [True, False, False])[0]
+            grad_x = grad_xq * inside
+        if ctx.needs_input_grad[1]:
+            msb = torch.sign(xq)
+            grad_w = torch.ops.aten.convolution_backward(g_msb, msb, w, *conv_args, [False, True, False])[1]
+            grad_w = grad_w + torch.ops.aten.convolution_backward(g_full, xq, w, *conv_args,
+                                                                  [False, True, False])[1]
+        if ctx.needs_input_grad[2]:
+            grad_theta = -d.sum(dim=(0, 2, 3)).view_as(theta)
+        return grad_x, grad_w, grad_theta, None, None, None, None, None
+
+
+def _pair(v):
+    return list(v) if isinstance(v, (tuple, list)) else [v, v]
+
+
 class FracConv2d(nn.Conv2d):
     """Fractional-activation convolution (``PGBinaryConv2d`` in the paper).
 
@@ -109,7 +181,11 @@ class FracConv2d(nn.Conv2d):
       LSB part (1/3) conv(L, sign W) only where out_msb > theta (step 3).
 
     theta is one learnable threshold per output channel (init -1.0).
+    Training uses the fused :class:`_FracConvFn` (set ``fused = False`` on a
+    layer or the class for the plain autograd composition; same maths).
     """
+
+    fused = True
 
     def __init__(
         self,
@@ -145,16 +221,33 @@ class FracConv2d(nn.Conv2d):
         self._mode = value
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._mode == "frac" and self._can_fuse(x):
+            out, open_ = _FracConvFn.apply(x, self.weight_quantizer(self.weight),
+                                           self.threshold.view(1, -1, 1, 1).to(x.dtype), self.stride,
+                                           self.padding, self.dilation, self.groups, self.gate.sparse_backprop)
+            self.gate_counter.add(open_)
+            return out
         xq = self.input_quantizer(x)
         if self._mode == "float":
             out = self._conv_forward(xq, self.weight, self.bias)
             self.gate_counter.add_dense(out.numel(), out.device)
             return out
         w = self.weight_quantizer(self.weight)
-        out_full = self._conv_forward(xq, w, self.bias)
         if self._mode == "binary":
+            out_full = self._conv_forward(xq, w, self.bias)
             self.gate_counter.add_dense(out_full.numel(), out_full.device)
             return out_full
+        return self._frac_reference(xq, w)
+
+    def _can_fuse(self, x: torch.Tensor) -> bool:
+        return (self.fused and self.bias is None and self.padding_mode == "zeros"
+                and not isinstance(self.padding, str) and x.is_floating_point()
+                and getattr(self.input_quantizer, "precision", None) == 2
+                and not torch.is_autocast_enabled(x.device.type))
+
+    def _frac_reference(self, xq: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """The gated convolution composed from autograd ops (also the path under autocast)."""
+        out_full = self._conv_forward(xq, w, self.bias)
         # The MSB plane of a 2-bit code is sign(x); for the quantized levels
         # this sign has gradient 1 (all levels lie inside the STE clip).
         msb = torch.where(xq >= 0, 1.0, -1.0).to(xq.dtype) + (xq - xq.detach())

@@ -38,14 +38,14 @@ except ImportError as e:  # pragma: no cover - depends on the build
     _IMPORT_ERROR = e
 
 #: Must equal FB_ABI_VERSION in _kernels/fastkernels.c (a stale build is refused).
-ABI_VERSION = 1
+ABI_VERSION = 2
 
 # step kinds and post ops (same numbers as the C enums)
 THERMO, QCONV, POOLFC = 1, 2, 3
 POST_SCALE_SHIFT, POST_BLOCK = 1, 2
 SC_NONE, SC_DIRECT, SC_POOLDUP = 0, 1, 2
 _ARRAYS = ("wbits", "gate", "mul", "add", "sign", "thr", "pos_mul", "pos_add", "neg_mul", "neg_add", "sc_mul",
-           "lut", "level_of", "fc_w", "fc_b")
+           "lut", "level_of", "fc_w", "fc_b", "row_cls", "col_cls", "corr", "nvalid")
 _MAX_CHANNELS = 512
 BUILD_HINT = ("reinstall fracbnn with a C compiler available (`pip install -e .` in the source tree, "
               "gcc/clang needed), or use the golden engine")
@@ -100,6 +100,41 @@ def pack_window_weights(w_bits: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.packbits(padded, axis=-1, bitorder="little").view("<u8").astype(np.uint64))
 
 
+def border_tables(w_bits: np.ndarray, h: int, w: int, stride: int, padding: int):
+    """Zero-padding correction of the kernels, per border class of output pixel.
+
+    The kernels gather windows from bit planes with a ring of ``padding``
+    zero pixels; at a padded tap the XOR with the weights then counts the
+    weight's one-bits as disagreements. An output pixel's class is decided by
+    how many window rows/columns fall outside the image at each side; per
+    class this returns the valid bit count and, per output channel, the
+    weight ones on its padded taps (subtracted by the kernels):
+    (row_cls (Ho,), col_cls (Wo,), corr (classes, O), nvalid (classes,), ncc), all int32.
+    """
+    o, cin, k, _ = w_bits.shape
+    ones = np.asarray(w_bits, np.int64).sum(axis=1)  # (O, K, K) one-bits per tap
+
+    def classes(size, n_out):
+        spans = [(max(0, padding - i * stride), max(0, i * stride - padding + k - size)) for i in range(n_out)]
+        kinds = sorted(set(spans))
+        return np.array([kinds.index(sp) for sp in spans], np.int32), kinds
+
+    ho, wo = (h + 2 * padding - k) // stride + 1, (w + 2 * padding - k) // stride + 1
+    row_cls, rows = classes(h, ho)
+    col_cls, cols = classes(w, wo)
+    corr = np.zeros((len(rows), len(cols), o), np.int32)
+    nvalid = np.zeros((len(rows), len(cols)), np.int32)
+    for a, (top, bottom) in enumerate(rows):
+        valid_u = (np.arange(k) >= top) & (np.arange(k) < k - bottom)
+        for b, (left, right) in enumerate(cols):
+            valid_v = (np.arange(k) >= left) & (np.arange(k) < k - right)
+            valid = valid_u[:, None] & valid_v[None, :]
+            corr[a, b] = (ones * ~valid).sum(axis=(1, 2))
+            nvalid[a, b] = cin * valid.sum()
+    return (row_cls, col_cls, np.ascontiguousarray(corr.reshape(-1, o)), np.ascontiguousarray(nvalid.reshape(-1)),
+            len(cols))
+
+
 def binary_conv(x_bits: np.ndarray, w_bits: np.ndarray, stride: int = 1, padding: int = 0,
                 threads: int | None = None, simd: bool = True) -> np.ndarray:
     """The bare compiled XNOR-popcount convolution: int32 (N, O, Ho, Wo) of the +-1 conv with zero padding.
@@ -113,9 +148,14 @@ def binary_conv(x_bits: np.ndarray, w_bits: np.ndarray, stride: int = 1, padding
     if c2 != c or k != k2:
         raise ValueError(f"weights {w_bits.shape} do not fit input {x_bits.shape}")
     ho, wo = (h + 2 * padding - k) // stride + 1, (w + 2 * padding - k) // stride + 1
+    if ho < 1 or wo < 1:
+        raise ValueError("kernel larger than the padded input")
     out = np.zeros((n, ho, wo, o), np.int32)
-    fk.binary_conv(pack_planes(x_bits), pack_window_weights(w_bits), out,
-                   (n, c, h, w, o, k, stride, padding), int(threads or 0), int(bool(simd)))
+    p = padding
+    ringed = np.pad(np.asarray(x_bits, np.uint8), ((0, 0), (0, 0), (p, p), (p, p)))  # zero bits in the ring
+    row_cls, col_cls, corr, nvalid, ncc = border_tables(w_bits, h, w, stride, padding)
+    fk.binary_conv(pack_planes(ringed), pack_window_weights(w_bits), row_cls, col_cls, corr, nvalid, out,
+                   (n, c, h, w, o, k, stride, padding, ncc), int(threads or 0), int(bool(simd)))
     return out.transpose(0, 3, 1, 2)
 
 
@@ -245,6 +285,7 @@ class _Plan:
                 _no("binary_conv must read a sign_bit plane or the thermometer")
             ints.update(kind=QCONV, qbits=1, frac_bits=0, src=plane["src"])
             arrs["wbits"] = pack_window_weights(wbits)
+            self._border(ints, arrs, wbits, h, w, s, p)
         else:  # frac_conv
             pm, pl = (defs.get(b, {}) for b in conv["input"])
             if not (pm.get("kind") == pl.get("kind") == "plane" and pm["qbits"] == pl["qbits"] == 2
@@ -253,6 +294,7 @@ class _Plan:
                 _no("frac_conv must read the MSB and LSB planes of one quantize2")
             ints.update(kind=QCONV, qbits=2, frac_bits=pm["frac_bits"], src=pm["src"])
             arrs["wbits"] = pack_window_weights(wbits)
+            self._border(ints, arrs, wbits, h, w, s, p)
             if conv["gate_threshold"] is not None:
                 arrs["gate"] = _i64(self.tensors[conv["gate_threshold"]])
                 ints["gate_index"] = len(self.gate_names)
@@ -277,6 +319,12 @@ class _Plan:
             else:
                 _no("block_post shortcut must be a residual buffer or its avgpool2_dup")
         self.steps.append((ints, arrs))
+
+    @staticmethod
+    def _border(ints, arrs, wbits, h, w, s, p):
+        row_cls, col_cls, corr, nvalid, ncc = border_tables(wbits, h, w, s, p)
+        arrs.update(row_cls=row_cls, col_cls=col_cls, corr=corr, nvalid=nvalid)
+        ints["ncc"] = ncc
 
     # -- lowering to the C tuples
     def lower(self):
@@ -312,8 +360,8 @@ class _Plan:
         slot_elems = max(elems) if elems else 1
         max_o = max(ints["O"] for ints, _ in self.steps)
         max_nk = max((ints["K"] ** 2 * ints["Cin"] + 63) // 64 for ints, _ in self.steps if ints["kind"] == QCONV)
-        max_wpp = max(((ints["Cin"] + 63) // 64) * ints["H"] * ints["W"] for ints, _ in self.steps
-                      if ints["kind"] == QCONV)
+        max_wpp = max(((ints["Cin"] + 63) // 64) * (ints["H"] + 2 * ints["pad"]) * (ints["W"] + 2 * ints["pad"])
+                      for ints, _ in self.steps if ints["kind"] == QCONV)
         c, h, w = self.packed.input_size
         ncls = self.steps[-1][0]["ncls"]
         meta = (max(nslots, 1), slot_elems, max_wpp, max(max_o, ncls), max_nk, ncls, len(self.gate_names), c, h, w)
@@ -324,7 +372,7 @@ class _Plan:
                    g("pad"), slot_of.get(ints.get("src"), 0), slot_of.get(ints.get("dst"), 0),
                    slot_of.get(ints.get("sc"), 0), g("qbits"), g("frac_bits"), g("post"), g("shift"), g("bits", 2),
                    g("sc_mode"), g("sc_C"), g("sc_H"), g("sc_W"), g("levels"), g("img_C"), g("ncls"),
-                   g("gate_index", -1), ABI_VERSION)
+                   g("gate_index", -1), ABI_VERSION, g("ncc", 1))
             out.append((tup, tuple(arrs.get(k) for k in _ARRAYS)))
         return meta, out
 

@@ -33,9 +33,13 @@ static inline void FB(bits_append)(uint64_t *dst, const uint64_t *src, int nbits
 }
 
 /* ---- the XNOR-popcount core --------------------------------------------
- * For one output pixel: x (and l) are the gathered window bits, msk has a 1
- * for every bit of a valid (non-padded) tap. The number of disagreeing bits
- * among valid taps is popcount((x ^ w) & msk); S = n_valid - 2 * that.
+ * Bit planes are stored with a ring of ``pad`` zero pixels around the image,
+ * so every window is gathered the same way, without bounds tests. A padded
+ * tap then holds 0 bits, and (x ^ w) counts the weight's ones there as
+ * disagreements; cr[o] (per border class of the output pixel) is exactly
+ * that count, so for the valid taps
+ *     d = popcount(x ^ w) - cr[o],    S = n_valid - 2 d
+ * which is the golden zero-padding semantics (padded taps contribute 0).
  */
 #define FB_DOT_LOOP(NK, EXPR_M, EXPR_L)                                        \
     for (int o = 0; o < O; o++) {                                              \
@@ -45,17 +49,15 @@ static inline void FB(bits_append)(uint64_t *dst, const uint64_t *src, int nbits
             dm += __builtin_popcountll(EXPR_M);                                \
             dl += __builtin_popcountll(EXPR_L);                                \
         }                                                                      \
-        sm[o] = nvalid - 2 * dm;                                               \
-        sl[o] = nvalid - 2 * dl;                                               \
+        sm[o] = nvalid - 2 * (dm - cr[o]);                                     \
+        sl[o] = nvalid - 2 * (dl - cr[o]);                                     \
     }
-#define FB_DOT_BODY(NK)                                                                   \
-    if (two && full) { FB_DOT_LOOP(NK, xm[j] ^ wo[j], xl[j] ^ wo[j]) }                    \
-    else if (two) { FB_DOT_LOOP(NK, (xm[j] ^ wo[j]) & msk[j], (xl[j] ^ wo[j]) & msk[j]) } \
-    else if (full) { FB_DOT_LOOP(NK, xm[j] ^ wo[j], 0) }                                  \
-    else { FB_DOT_LOOP(NK, (xm[j] ^ wo[j]) & msk[j], 0) }
+#define FB_DOT_BODY(NK)                                                        \
+    if (two) { FB_DOT_LOOP(NK, xm[j] ^ wo[j], xl[j] ^ wo[j]) }                 \
+    else { FB_DOT_LOOP(NK, xm[j] ^ wo[j], 0) }
 
-static void FB(dot_planes)(const uint64_t *restrict xm, const uint64_t *restrict xl, const uint64_t *restrict msk,
-                           int full, int two, const uint64_t *restrict wts, int nK, int O, int nvalid,
+static void FB(dot_planes)(const uint64_t *restrict xm, const uint64_t *restrict xl, const int32_t *restrict cr,
+                           int two, const uint64_t *restrict wts, int nK, int O, int nvalid,
                            int32_t *restrict sm, int32_t *restrict sl)
 {
     /* constant trip counts for the common sizes keep the window in registers */
@@ -74,21 +76,17 @@ static void FB(dot_planes)(const uint64_t *restrict xm, const uint64_t *restrict
 /* LSB sums only for the output channels listed in idx (the open gates):
  * acc[o] += S_L(o). The list is built branch-free, so the data-dependent
  * gate costs no branch per output, and closed gates cost no LSB work. */
-#define FB_LDOT_BODY(NK, EXPR)                                                 \
+#define FB_LDOT(NK)                                                            \
     for (int k = 0; k < nopen; k++) {                                          \
         const int o = idx[k];                                                  \
         const uint64_t *wo = wts + (size_t)o * (NK);                           \
         int dl = 0;                                                            \
-        for (int j = 0; j < (NK); j++) dl += __builtin_popcountll(EXPR);       \
-        acc[o] += nvalid - 2 * dl;                                             \
+        for (int j = 0; j < (NK); j++) dl += __builtin_popcountll(xl[j] ^ wo[j]); \
+        acc[o] += nvalid - 2 * (dl - cr[o]);                                   \
     }
-#define FB_LDOT(NK)                                                            \
-    if (full) { FB_LDOT_BODY(NK, xl[j] ^ wo[j]) }                              \
-    else { FB_LDOT_BODY(NK, (xl[j] ^ wo[j]) & msk[j]) }
 
-static void FB(lsb_sparse)(const uint64_t *restrict xl, const uint64_t *restrict msk, int full,
-                           const uint64_t *restrict wts, int nK, const int *restrict idx, int nopen, int nvalid,
-                           int32_t *restrict acc)
+static void FB(lsb_sparse)(const uint64_t *restrict xl, const int32_t *restrict cr, const uint64_t *restrict wts,
+                           int nK, const int *restrict idx, int nopen, int nvalid, int32_t *restrict acc)
 {
     switch (nK) {
     case 1: FB_LDOT(1) break;
@@ -102,67 +100,56 @@ static void FB(lsb_sparse)(const uint64_t *restrict xl, const uint64_t *restrict
     }
 }
 
-/* Window of an interior output pixel (all taps valid): no bounds tests, no mask.
- * CC is the channel count when it is 16, 32 or 64 (taps never straddle words
- * in a way that needs the general append), or 0 for the general case. */
-#define FB_GATHER_INTERIOR(CC)                                                                  \
-    static void FB(gather_in_##CC)(const fb_conv_geom *g, const uint64_t *pm, const uint64_t *pl, \
-                                   int oy, int ox, uint64_t *restrict xm, uint64_t *restrict xl)  \
-    {                                                                                           \
-        const int C = (CC) ? (CC) : g->Cin, K = g->K, W = g->W, wpp = (CC) ? 1 : g->wpp;        \
-        for (int i = 0; i <= g->nK; i++) { xm[i] = 0; if (pl) xl[i] = 0; }                      \
-        int pos = 0;                                                                            \
-        for (int u = 0; u < K; u++) {                                                           \
-            size_t at = ((size_t)(oy * g->stride + u - g->pad) * W + (ox * g->stride - g->pad)) * wpp; \
-            for (int v = 0; v < K; v++, pos += C, at += wpp) {                                  \
-                if ((CC) == 64) {                                                               \
-                    xm[pos >> 6] = pm[at];                                                      \
-                    if (pl) xl[pos >> 6] = pl[at];                                              \
-                } else if (CC) {                                                                \
-                    xm[pos >> 6] |= pm[at] << (pos & 63);                                       \
-                    if (pl) xl[pos >> 6] |= pl[at] << (pos & 63);                               \
-                } else {                                                                        \
-                    FB(bits_append)(xm, pm + at, C, pos);                                       \
-                    if (pl) FB(bits_append)(xl, pl + at, C, pos);                               \
-                }                                                                               \
-            }                                                                                   \
-        }                                                                                       \
+/* Gather the K x K window of output pixel (oy, ox) from the zero-ringed
+ * plane(s) into dense bit vectors (tap-major, channels inside: the order the
+ * weights are packed in). CC is the channel count when it is 16, 32 or 64
+ * (a tap never straddles two words), or 0 for the general bit append. */
+#define FB_GATHER(CC)                                                                             \
+    static void FB(gather_##CC)(const fb_conv_geom *g, const uint64_t *pm, const uint64_t *pl,   \
+                                int oy, int ox, uint64_t *restrict xm, uint64_t *restrict xl)     \
+    {                                                                                             \
+        const int C = (CC) ? (CC) : g->Cin, K = g->K, Wp = g->Wp, wpp = (CC) ? 1 : g->wpp;        \
+        for (int i = 0; i <= g->nK; i++) { xm[i] = 0; if (pl) xl[i] = 0; }                        \
+        int pos = 0;                                                                              \
+        for (int u = 0; u < K; u++) {                                                             \
+            size_t at = ((size_t)(oy * g->stride + u) * Wp + (size_t)ox * g->stride) * wpp;       \
+            for (int v = 0; v < K; v++, pos += C, at += wpp) {                                    \
+                if ((CC) == 64) {                                                                 \
+                    xm[pos >> 6] = pm[at];                                                        \
+                    if (pl) xl[pos >> 6] = pl[at];                                                \
+                } else if (CC) {                                                                  \
+                    xm[pos >> 6] |= pm[at] << (pos & 63);                                         \
+                    if (pl) xl[pos >> 6] |= pl[at] << (pos & 63);                                 \
+                } else {                                                                          \
+                    FB(bits_append)(xm, pm + at, C, pos);                                         \
+                    if (pl) FB(bits_append)(xl, pl + at, C, pos);                                 \
+                }                                                                                 \
+            }                                                                                     \
+        }                                                                                         \
     }
-FB_GATHER_INTERIOR(16)
-FB_GATHER_INTERIOR(32)
-FB_GATHER_INTERIOR(64)
-FB_GATHER_INTERIOR(0)
+FB_GATHER(16)
+FB_GATHER(32)
+FB_GATHER(64)
+FB_GATHER(0)
 
-/* Gather the KxK window of output pixel (oy, ox) from one or two packed planes. */
-static int FB(gather)(const fb_conv_geom *g, const uint64_t *pm, const uint64_t *pl, int oy, int ox,
-                      uint64_t *xm, uint64_t *xl, uint64_t *msk, const uint64_t *ones)
+static inline void FB(gather)(const fb_conv_geom *g, const uint64_t *pm, const uint64_t *pl, int oy, int ox,
+                              uint64_t *xm, uint64_t *xl)
 {
-    int nK = g->nK, C = g->Cin, wpp = g->wpp, nvalid = 0, pos = 0;
-    int iy0 = oy * g->stride - g->pad, ix0 = ox * g->stride - g->pad;
-    if (iy0 >= 0 && ix0 >= 0 && iy0 + g->K <= g->H && ix0 + g->K <= g->W) {
-        if (C == 16) FB(gather_in_16)(g, pm, pl, oy, ox, xm, xl);
-        else if (C == 32) FB(gather_in_32)(g, pm, pl, oy, ox, xm, xl);
-        else if (C == 64) FB(gather_in_64)(g, pm, pl, oy, ox, xm, xl);
-        else FB(gather_in_0)(g, pm, pl, oy, ox, xm, xl);
-        return g->K * g->K * C;
+    switch (g->Cin) {
+    case 16: FB(gather_16)(g, pm, pl, oy, ox, xm, xl); break;
+    case 32: FB(gather_32)(g, pm, pl, oy, ox, xm, xl); break;
+    case 64: FB(gather_64)(g, pm, pl, oy, ox, xm, xl); break;
+    default: FB(gather_0)(g, pm, pl, oy, ox, xm, xl); break;
     }
-    memset(xm, 0, (size_t)(nK + 1) * sizeof(uint64_t));
-    if (pl) memset(xl, 0, (size_t)(nK + 1) * sizeof(uint64_t));
-    memset(msk, 0, (size_t)(nK + 1) * sizeof(uint64_t));
-    for (int u = 0; u < g->K; u++) {
-        int iy = oy * g->stride + u - g->pad;
-        for (int v = 0; v < g->K; v++, pos += C) {
-            int ix = ox * g->stride + v - g->pad;
-            if (iy < 0 || iy >= g->H || ix < 0 || ix >= g->W) continue;
-            size_t at = ((size_t)iy * g->W + ix) * wpp;
-            FB(bits_append)(xm, pm + at, C, pos);
-            if (pl) FB(bits_append)(xl, pl + at, C, pos);
-            FB(bits_append)(msk, ones, C, pos);
-            nvalid += C;
-        }
-    }
-    return nvalid;
 }
+
+/* border class of output pixel (oy, ox): its padded-tap correction and valid bit count */
+#define FB_BORDER(g, oy, ox, cr, nvalid)                                       \
+    do {                                                                       \
+        int ci_ = (g)->row_cls[oy] * (g)->ncc + (g)->col_cls[ox];              \
+        cr = (g)->corr + (size_t)ci_ * (g)->O;                                 \
+        nvalid = (g)->nvalid[ci_];                                             \
+    } while (0)
 
 /* ---- the primitive: plain packed binary convolution (tests, tools) ---- */
 
@@ -171,20 +158,23 @@ static void FB(binconv_rows)(const fb_conv_geom *g, const uint64_t *planes, cons
 {
     for (int oy = oy0; oy < oy1; oy++)
         for (int ox = 0; ox < g->Wo; ox++) {
-            int nvalid = FB(gather)(g, planes, NULL, oy, ox, s->xm, s->xl, s->msk, s->ones);
-            int full = nvalid == g->K * g->K * g->Cin;
+            const int32_t *cr;
+            int nvalid;
+            FB_BORDER(g, oy, ox, cr, nvalid);
+            FB(gather)(g, planes, NULL, oy, ox, s->xm, s->xl);
             int32_t *dst = out + ((size_t)oy * g->Wo + ox) * g->O;
-            FB(dot_planes)(s->xm, s->xl, s->msk, full, 0, wts, g->nK, g->O, nvalid, dst, s->sl);
+            FB(dot_planes)(s->xm, s->xl, cr, 0, wts, g->nK, g->O, nvalid, dst, s->sl);
         }
 }
 
 /* ---- quantization of a residual buffer into packed bit planes ---------- */
 
-static void FB(quantize_pixels)(const fb_step *st, const int64_t *src, uint64_t *pm, uint64_t *pl, int p0, int p1)
+/* n pixels from src (HWC int64) into consecutive pixels of pm / pl */
+static void FB(quantize_pixels)(const fb_step *st, const int64_t *src, uint64_t *pm, uint64_t *pl, int n_pix)
 {
     const int C = st->g.Cin, wpp = st->g.wpp, two = st->qbits == 2;
     const int64_t b = (int64_t)((uint64_t)1 << (st->frac_bits + 1));
-    for (int p = p0; p < p1; p++) {
+    for (int p = 0; p < n_pix; p++) {
         const int64_t *restrict r = src + (size_t)p * C;
         uint64_t *restrict dm = pm + (size_t)p * wpp, *restrict dl = pl + (size_t)p * wpp;
         for (int w = 0; w < wpp; w++) {
@@ -221,6 +211,27 @@ static void FB(quantize_pixels)(const fb_step *st, const int64_t *src, uint64_t 
             }
             dm[w] = m;
         }
+    }
+}
+
+/* Padded plane rows [yp0, yp1): the zero ring, and the quantized residual inside it. */
+static void FB(quantize_rows)(const fb_step *st, const int64_t *src, uint64_t *pm, uint64_t *pl, int yp0, int yp1)
+{
+    const fb_conv_geom *g = &st->g;
+    const int wpp = g->wpp, pad = g->pad, W = g->W, Wp = g->Wp, two = st->qbits == 2;
+    for (int yp = yp0; yp < yp1; yp++) {
+        uint64_t *rm = pm + (size_t)yp * Wp * wpp, *rl = pl + (size_t)yp * Wp * wpp;
+        if (yp < pad || yp >= pad + g->H) {
+            memset(rm, 0, (size_t)Wp * wpp * sizeof(uint64_t));
+            if (two) memset(rl, 0, (size_t)Wp * wpp * sizeof(uint64_t));
+            continue;
+        }
+        for (int x = 0; x < pad; x++)
+            for (int w = 0; w < wpp; w++) {
+                rm[(size_t)x * wpp + w] = rm[(size_t)(pad + W + x) * wpp + w] = 0;
+                if (two) rl[(size_t)x * wpp + w] = rl[(size_t)(pad + W + x) * wpp + w] = 0;
+            }
+        FB(quantize_pixels)(st, src + (size_t)(yp - pad) * W * g->Cin, rm + (size_t)pad * wpp, rl + (size_t)pad * wpp, W);
     }
 }
 
@@ -290,19 +301,21 @@ static void FB(qconv_rows)(const fb_step *st, const uint64_t *pm, const uint64_t
                            int64_t *dst, int oy0, int oy1, fb_scratch *s, int64_t *gate_open)
 {
     const fb_conv_geom *g = &st->g;
-    const int O = g->O, Wo = g->Wo, two = st->qbits == 2, kfull = g->K * g->K * g->Cin;
+    const int O = g->O, Wo = g->Wo, two = st->qbits == 2;
     const int64_t *gate = st->gate;
     int64_t opened = 0;
     for (int oy = oy0; oy < oy1; oy++) {
         for (int ox = 0; ox < Wo; ox++) {
             int32_t *restrict acc = s->rowacc + (size_t)ox * O;
             const int32_t *restrict sm = s->sm, *restrict sl = s->sl;
-            int nvalid = FB(gather)(g, pm, two ? pl : NULL, oy, ox, s->xm, s->xl, s->msk, s->ones);
-            int full = nvalid == kfull;
+            const int32_t *cr;
+            int nvalid;
+            FB_BORDER(g, oy, ox, cr, nvalid);
+            FB(gather)(g, pm, two ? pl : NULL, oy, ox, s->xm, s->xl);
             if (two && gate && st->sparse_lsb) {
                 /* A = 2 S_M + open * S_L, open = S_M > gate threshold: the MSB pass for
                  * every output, the LSB pass only for the open ones (sparse) */
-                FB(dot_planes)(s->xm, s->xl, s->msk, full, 0, st->wbits, g->nK, O, nvalid, s->sm, s->sl);
+                FB(dot_planes)(s->xm, s->xl, cr, 0, st->wbits, g->nK, O, nvalid, s->sm, s->sl);
                 int nopen = 0;
                 for (int o = 0; o < O; o++) {
                     int open = (int64_t)sm[o] > gate[o];
@@ -311,10 +324,10 @@ static void FB(qconv_rows)(const fb_step *st, const uint64_t *pm, const uint64_t
                     acc[o] = 2 * sm[o];
                 }
                 opened += nopen;
-                FB(lsb_sparse)(s->xl, s->msk, full, st->wbits, g->nK, s->idx, nopen, nvalid, acc);
+                FB(lsb_sparse)(s->xl, cr, st->wbits, g->nK, s->idx, nopen, nvalid, acc);
                 continue;
             }
-            FB(dot_planes)(s->xm, s->xl, s->msk, full, two, st->wbits, g->nK, O, nvalid, s->sm, s->sl);
+            FB(dot_planes)(s->xm, s->xl, cr, two, st->wbits, g->nK, O, nvalid, s->sm, s->sl);
             if (!two) {
                 for (int o = 0; o < O; o++) acc[o] = sm[o];
             } else if (!gate) {
@@ -341,26 +354,49 @@ static void FB(thermo_rows)(const fb_step *st, const uint8_t *img, int64_t *dst,
     const int O = g->O, K = g->K, L = st->levels, Ci = st->img_C, Wo = g->Wo;
     const size_t plane = (size_t)g->H * g->W;
     const int32_t *restrict lut = st->lut, *restrict level_of = st->level_of;
+    const size_t tap_stride = (size_t)L * O; /* table entries between neighbouring taps */
     for (int oy = oy0; oy < oy1; oy++) {
         for (int ox = 0; ox < Wo; ox++) {
             int32_t *restrict acc = s->rowacc + (size_t)ox * O;
+            const int iy0 = oy * g->stride - g->pad, ix0 = ox * g->stride - g->pad;
+            /* the valid taps: a sub-rectangle [u0, u1) x [v0, v1) of the window */
+            const int u0 = iy0 < 0 ? -iy0 : 0, v0 = ix0 < 0 ? -ix0 : 0;
+            const int u1 = iy0 + K > g->H ? g->H - iy0 : K, v1 = ix0 + K > g->W ? g->W - ix0 : K;
+#ifdef FB_USE_AVX2
+            if (O % 8 == 0 && O <= 32) {
+                /* accumulators stay in registers: up to 4 x 8 output channels */
+                __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
+                for (int c = 0; c < Ci; c++)
+                    for (int u = u0; u < u1; u++) {
+                        const uint8_t *row = img + c * plane + (size_t)(iy0 + u) * g->W + ix0;
+                        const int32_t *tu = lut + (((size_t)c * K + u) * K) * tap_stride;
+                        for (int v = v0; v < v1; v++) {
+                            const int32_t *t = tu + v * tap_stride + (size_t)level_of[row[v]] * O;
+                            a0 = _mm256_add_epi32(a0, _mm256_loadu_si256((const __m256i *)t));
+                            if (O > 8) a1 = _mm256_add_epi32(a1, _mm256_loadu_si256((const __m256i *)(t + 8)));
+                            if (O > 16) a2 = _mm256_add_epi32(a2, _mm256_loadu_si256((const __m256i *)(t + 16)));
+                            if (O > 24) a3 = _mm256_add_epi32(a3, _mm256_loadu_si256((const __m256i *)(t + 24)));
+                        }
+                    }
+                _mm256_storeu_si256((__m256i *)acc, a0);
+                if (O > 8) _mm256_storeu_si256((__m256i *)(acc + 8), a1);
+                if (O > 16) _mm256_storeu_si256((__m256i *)(acc + 16), a2);
+                if (O > 24) _mm256_storeu_si256((__m256i *)(acc + 24), a3);
+                continue;
+            }
+#endif
             for (int o = 0; o < O; o++) acc[o] = 0;
-            for (int u = 0; u < K; u++) {
-                int iy = oy * g->stride + u - g->pad;
-                if (iy < 0 || iy >= g->H) continue;
-                for (int v = 0; v < K; v++) {
-                    int ix = ox * g->stride + v - g->pad;
-                    if (ix < 0 || ix >= g->W) continue;
-                    for (int c = 0; c < Ci; c++) {
-                        int n = level_of[img[c * plane + (size_t)iy * g->W + ix]];
-                        const int32_t *restrict t = lut + ((((size_t)c * K + u) * K + v) * L + n) * O;
+            for (int c = 0; c < Ci; c++)
+                for (int u = u0; u < u1; u++) {
+                    const uint8_t *row = img + c * plane + (size_t)(iy0 + u) * g->W + ix0;
+                    const int32_t *tu = lut + (((size_t)c * K + u) * K) * tap_stride;
+                    for (int v = v0; v < v1; v++) {
+                        const int32_t *restrict t = tu + v * tap_stride + (size_t)level_of[row[v]] * O;
                         for (int o = 0; o < O; o++) acc[o] += t[o];
                     }
                 }
-            }
         }
-        const int64_t *scrow = NULL;
-        FB(post_row)(st, s->rowacc, dst + (size_t)oy * Wo * O, scrow, Wo);
+        FB(post_row)(st, s->rowacc, dst + (size_t)oy * Wo * O, NULL, Wo);
     }
 }
 
@@ -403,8 +439,9 @@ static unsigned long long FB(popcount_loop)(const uint64_t *p, size_t n, long lo
 }
 
 #undef FB_DOT_BODY
+#undef FB_DOT_LOOP
 #undef FB_LDOT
-#undef FB_LDOT_BODY
+#undef FB_BORDER
 #undef FB
 #undef FB_CAT
 #undef FB_CAT2

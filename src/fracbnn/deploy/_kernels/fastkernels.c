@@ -33,16 +33,20 @@
 #endif
 
 /* Bump when the plan layout changes; fast.py refuses a stale build. */
-#define FB_ABI_VERSION 1
+#define FB_ABI_VERSION 2
 
 enum { FB_STEP_THERMO = 1, FB_STEP_QCONV = 2, FB_STEP_POOLFC = 3 };
 enum { FB_POST_SCALE_SHIFT = 1, FB_POST_BLOCK = 2 };
 
 typedef struct {
     int Cin, H, W, O, Ho, Wo, K, stride, pad;
-    int wpp; /* 64-bit words per pixel of an input bit plane */
-    int nK;  /* 64-bit words of one gathered window (K*K*Cin bits) */
-    uint64_t ones[8]; /* Cin one-bits, as wpp words (Cin <= 512) */
+    int wpp;    /* 64-bit words per pixel of an input bit plane */
+    int nK;     /* 64-bit words of one gathered window (K*K*Cin bits) */
+    int Hp, Wp; /* plane size with its ring of pad zero pixels */
+    /* border classes: output pixel (y, x) has class row_cls[y] * ncc + col_cls[x]; per class the
+     * number of valid window bits and, per output channel, the weight ones on padded taps */
+    int ncc;
+    const int32_t *row_cls, *col_cls, *corr, *nvalid;
 } fb_conv_geom;
 
 typedef struct {
@@ -66,8 +70,7 @@ typedef struct {
 } fb_step;
 
 typedef struct {
-    uint64_t *xm, *xl, *msk;
-    const uint64_t *ones;
+    uint64_t *xm, *xl;
     int32_t *sm, *sl, *acc;
     int *idx;        /* output channels whose gate is open */
     int32_t *rowacc; /* one output row of accumulators, Wo x O */
@@ -111,7 +114,7 @@ typedef struct {
 typedef struct {
     const char *name;
     void (*binconv_rows)(const fb_conv_geom *, const uint64_t *, const uint64_t *, int32_t *, int, int, fb_scratch *);
-    void (*quantize_pixels)(const fb_step *, const int64_t *, uint64_t *, uint64_t *, int, int);
+    void (*quantize_rows)(const fb_step *, const int64_t *, uint64_t *, uint64_t *, int, int);
     void (*qconv_rows)(const fb_step *, const uint64_t *, const uint64_t *, const int64_t *, int64_t *, int, int,
                        fb_scratch *, int64_t *);
     void (*thermo_rows)(const fb_step *, const uint8_t *, int64_t *, int, int, fb_scratch *);
@@ -119,11 +122,11 @@ typedef struct {
     unsigned long long (*popcount_loop)(const uint64_t *, size_t, long long, int);
 } fb_kernels;
 
-static const fb_kernels KERNELS_GENERIC = {"generic", binconv_rows_generic, quantize_pixels_generic,
+static const fb_kernels KERNELS_GENERIC = {"generic", binconv_rows_generic, quantize_rows_generic,
                                            qconv_rows_generic, thermo_rows_generic, pool_linear_generic,
                                            popcount_loop_generic};
 #ifdef FB_HAVE_AVX2
-static const fb_kernels KERNELS_AVX2 = {"avx2+popcnt", binconv_rows_avx2, quantize_pixels_avx2, qconv_rows_avx2,
+static const fb_kernels KERNELS_AVX2 = {"avx2+popcnt", binconv_rows_avx2, quantize_rows_avx2, qconv_rows_avx2,
                                         thermo_rows_avx2, pool_linear_avx2, popcount_loop_avx2};
 #endif
 
@@ -164,17 +167,15 @@ static int scratch_alloc(fb_scratch *s, int max_nK, int max_O, int max_row)
     size_t nw = (size_t)max_nK + 2;
     s->xm = calloc(nw, sizeof(uint64_t));
     s->xl = calloc(nw, sizeof(uint64_t));
-    s->msk = calloc(nw, sizeof(uint64_t));
     s->sm = calloc((size_t)max_O + 1, sizeof(int32_t));
     s->sl = calloc((size_t)max_O + 1, sizeof(int32_t));
     s->acc = calloc((size_t)max_O + 1, sizeof(int32_t));
-    s->ones = NULL;
-    return s->xm && s->xl && s->msk && s->sm && s->sl && s->acc && s->rowacc && s->scrow && s->idx;
+    return s->xm && s->xl && s->sm && s->sl && s->acc && s->rowacc && s->scrow && s->idx;
 }
 
 static void scratch_free(fb_scratch *s)
 {
-    free(s->xm); free(s->xl); free(s->msk); free(s->sm); free(s->sl); free(s->acc);
+    free(s->xm); free(s->xl); free(s->sm); free(s->sl); free(s->acc);
     free(s->rowacc); free(s->scrow); free(s->idx);
 }
 
@@ -209,7 +210,6 @@ static void run_image(const fb_plan *pl, const fb_kernels *kr, fb_work *w, fb_sc
     for (int i = 0; i < pl->nsteps; i++) {
         const fb_step *st = &pl->steps[i];
         const fb_conv_geom *g = &st->g;
-        s->ones = g->ones;
         if (st->kind == FB_STEP_THERMO) {
             int64_t *dst = slot(pl, w, st->dst_slot);
             if (rowpar) {
@@ -226,18 +226,17 @@ static void run_image(const fb_plan *pl, const fb_kernels *kr, fb_work *w, fb_sc
             int64_t *dst = slot(pl, w, st->dst_slot);
             int64_t opened = 0;
             int64_t *gp = (gates && st->gate_index >= 0) ? &opened : NULL;
-            int npix = g->H * g->W;
             if (rowpar) {
 #ifdef _OPENMP
 #pragma omp for schedule(static)
 #endif
-                for (int y = 0; y < g->H; y++) kr->quantize_pixels(st, src, w->pm, w->pl, y * g->W, (y + 1) * g->W);
+                for (int y = 0; y < g->Hp; y++) kr->quantize_rows(st, src, w->pm, w->pl, y, y + 1);
 #ifdef _OPENMP
 #pragma omp for schedule(static)
 #endif
                 for (int oy = 0; oy < g->Ho; oy++) kr->qconv_rows(st, w->pm, w->pl, sc, dst, oy, oy + 1, s, gp);
             } else {
-                kr->quantize_pixels(st, src, w->pm, w->pl, 0, npix);
+                kr->quantize_rows(st, src, w->pm, w->pl, 0, g->Hp);
                 kr->qconv_rows(st, w->pm, w->pl, sc, dst, 0, g->Ho, s, gp);
             }
             if (gp) {
@@ -282,14 +281,14 @@ static void plan_capsule_destructor(PyObject *cap)
 }
 
 /* Integer fields of one step, in this order (fast.py builds the same tuple). */
-#define FB_NINTS 27
+#define FB_NINTS 28
 
 /* Array fields of one step, in this order; None where unused. Item sizes are
  * checked so a wrong dtype from Python cannot be misread. */
 static const struct { const char *name; int itemsize; } ARRAY_FIELDS[] = {
     {"wbits", 8}, {"gate", 8}, {"mul", 8}, {"add", 8}, {"sign", 8}, {"thr", 8}, {"pos_mul", 8},
     {"pos_add", 8}, {"neg_mul", 8}, {"neg_add", 8}, {"sc_mul", 8}, {"lut", 4}, {"level_of", 4},
-    {"fc_w", 8}, {"fc_b", 8},
+    {"fc_w", 8}, {"fc_b", 8}, {"row_cls", 4}, {"col_cls", 4}, {"corr", 4}, {"nvalid", 4},
 };
 #define FB_NARRAYS ((int)(sizeof(ARRAY_FIELDS) / sizeof(ARRAY_FIELDS[0])))
 
@@ -361,6 +360,7 @@ static PyObject *py_make_plan(PyObject *self, PyObject *args)
         st->bits = (int)v[17]; st->sc_mode = (int)v[18]; st->sc_C = (int)v[19]; st->sc_H = (int)v[20];
         st->sc_W = (int)v[21]; st->levels = (int)v[22]; st->img_C = (int)v[23]; st->ncls = (int)v[24];
         st->gate_index = (int)v[25];
+        g->ncc = (int)v[27];
         st->sparse_lsb = 0; /* dense by default: faster on CPUs unless most gates are closed */
         if (v[26] != FB_ABI_VERSION) {
             PyErr_SetString(PyExc_ValueError, "plan was built for another kernel version");
@@ -378,10 +378,8 @@ static PyObject *py_make_plan(PyObject *self, PyObject *args)
         }
         g->wpp = (g->Cin + 63) / 64;
         g->nK = (g->K * g->K * g->Cin + 63) / 64;
-        for (int wd = 0; wd < 8; wd++) {
-            int c0 = wd * 64;
-            g->ones[wd] = c0 >= g->Cin ? 0 : (g->Cin - c0 >= 64 ? ~(uint64_t)0 : (((uint64_t)1 << (g->Cin - c0)) - 1));
-        }
+        g->Hp = g->H + 2 * g->pad;
+        g->Wp = g->W + 2 * g->pad;
         const void *ptr[FB_NARRAYS];
         for (int k = 0; k < FB_NARRAYS; k++) {
             PyObject *a = PyTuple_GET_ITEM(arrs, k);
@@ -395,9 +393,12 @@ static PyObject *py_make_plan(PyObject *self, PyObject *args)
         st->wbits = ptr[0]; st->gate = ptr[1]; st->mul = ptr[2]; st->add = ptr[3]; st->sign = ptr[4];
         st->thr = ptr[5]; st->pos_mul = ptr[6]; st->pos_add = ptr[7]; st->neg_mul = ptr[8]; st->neg_add = ptr[9];
         st->sc_mul = ptr[10]; st->lut = ptr[11]; st->level_of = ptr[12]; st->fc_w = ptr[13]; st->fc_b = ptr[14];
+        g->row_cls = ptr[15]; g->col_cls = ptr[16]; g->corr = ptr[17]; g->nvalid = ptr[18];
         int ok = 1;
         if (st->kind == FB_STEP_THERMO) ok = st->lut && st->level_of;
-        else if (st->kind == FB_STEP_QCONV) ok = st->wbits != NULL && (st->qbits == 1 || st->qbits == 2);
+        else if (st->kind == FB_STEP_QCONV)
+            ok = st->wbits != NULL && (st->qbits == 1 || st->qbits == 2) && g->row_cls && g->col_cls && g->corr &&
+                 g->nvalid && g->ncc >= 1;
         else if (st->kind == FB_STEP_POOLFC) ok = st->fc_w && st->fc_b;
         else ok = 0;
         if (st->kind != FB_STEP_POOLFC) {
@@ -523,20 +524,22 @@ static PyObject *py_forward(PyObject *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
-/* binary_conv(x_words (N,H,W,wpp) u64, w_words (O,nK) u64, out (N,Ho,Wo,O) i32, geometry tuple
- *             (N, Cin, H, W, O, K, stride, pad), threads, allow_simd)
- * The bare XNOR-popcount convolution with exact zero padding (tests and tools). */
+/* binary_conv(x_words (N,Hp,Wp,wpp) u64 with a zero ring of pad pixels, w_words (O,nK) u64,
+ *             row_cls i32 (Ho), col_cls i32 (Wo), corr i32 (classes,O), nvalid i32 (classes),
+ *             out (N,Ho,Wo,O) i32, geometry (N, Cin, H, W, O, K, stride, pad, ncc), threads, allow_simd)
+ * The bare XNOR-popcount convolution with exact zero padding, on the engine's own code path. */
 static PyObject *py_binary_conv(PyObject *self, PyObject *args)
 {
-    PyObject *xo, *wo, *oo;
+    PyObject *xo, *wo, *oo, *rco, *cco, *cro, *nvo;
     int N, threads, allow_simd;
     fb_conv_geom g;
     (void)self;
     memset(&g, 0, sizeof(g));
-    if (!PyArg_ParseTuple(args, "OOO(iiiiiiii)ii", &xo, &wo, &oo, &N, &g.Cin, &g.H, &g.W, &g.O, &g.K, &g.stride,
-                          &g.pad, &threads, &allow_simd))
+    if (!PyArg_ParseTuple(args, "OOOOOOO(iiiiiiiii)ii", &xo, &wo, &rco, &cco, &cro, &nvo, &oo, &N, &g.Cin, &g.H,
+                          &g.W, &g.O, &g.K, &g.stride, &g.pad, &g.ncc, &threads, &allow_simd))
         return NULL;
-    if (N < 0 || g.Cin < 1 || g.Cin > 512 || g.H < 1 || g.W < 1 || g.O < 1 || g.K < 1 || g.stride < 1 || g.pad < 0) {
+    if (N < 0 || g.Cin < 1 || g.Cin > 512 || g.H < 1 || g.W < 1 || g.O < 1 || g.K < 1 || g.stride < 1 || g.pad < 0 ||
+        g.ncc < 1) {
         PyErr_SetString(PyExc_ValueError, "binary_conv: bad geometry (Cin must be 1..512)");
         return NULL;
     }
@@ -548,29 +551,36 @@ static PyObject *py_binary_conv(PyObject *self, PyObject *args)
     }
     g.wpp = (g.Cin + 63) / 64;
     g.nK = (g.K * g.K * g.Cin + 63) / 64;
-    for (int wd = 0; wd < 8; wd++) {
-        int c0 = wd * 64;
-        g.ones[wd] = c0 >= g.Cin ? 0 : (g.Cin - c0 >= 64 ? ~(uint64_t)0 : (((uint64_t)1 << (g.Cin - c0)) - 1));
+    g.Hp = g.H + 2 * g.pad;
+    g.Wp = g.W + 2 * g.pad;
+    PyObject *objs[7] = {xo, wo, rco, cco, cro, nvo, oo};
+    Py_buffer v[7];
+    int got = 0, err = 0;
+    for (; got < 7; got++) {
+        int flags = PyBUF_C_CONTIGUOUS | (got == 6 ? PyBUF_WRITABLE : 0);
+        if (PyObject_GetBuffer(objs[got], &v[got], flags) < 0) { err = 1; break; }
     }
-    Py_buffer x, w, o;
-    if (PyObject_GetBuffer(xo, &x, PyBUF_C_CONTIGUOUS) < 0) return NULL;
-    if (PyObject_GetBuffer(wo, &w, PyBUF_C_CONTIGUOUS) < 0) { PyBuffer_Release(&x); return NULL; }
-    if (PyObject_GetBuffer(oo, &o, PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE) < 0) {
-        PyBuffer_Release(&x); PyBuffer_Release(&w);
-        return NULL;
-    }
-    size_t xin = (size_t)g.H * g.W * g.wpp, oimg = (size_t)g.Ho * g.Wo * g.O;
-    int err = 0;
-    if ((size_t)x.len != (size_t)N * xin * 8 || (size_t)w.len != (size_t)g.O * g.nK * 8 ||
-        (size_t)o.len != (size_t)N * oimg * 4) {
-        PyErr_SetString(PyExc_ValueError, "binary_conv: buffer sizes do not match the geometry");
-        err = 1;
+    size_t xin = (size_t)g.Hp * g.Wp * g.wpp, oimg = (size_t)g.Ho * g.Wo * g.O;
+    if (!err) {
+        int ncls = (int)(v[5].len / 4);
+        if ((size_t)v[0].len != (size_t)N * xin * 8 || (size_t)v[1].len != (size_t)g.O * g.nK * 8 ||
+            v[2].len != (Py_ssize_t)g.Ho * 4 || v[3].len != (Py_ssize_t)g.Wo * 4 ||
+            v[4].len != (Py_ssize_t)ncls * g.O * 4 || (size_t)v[6].len != (size_t)N * oimg * 4) {
+            PyErr_SetString(PyExc_ValueError, "binary_conv: buffer sizes do not match the geometry");
+            err = 1;
+        } else {
+            const int32_t *rc = v[2].buf, *cc = v[3].buf;
+            for (int i = 0; i < g.Ho && !err; i++) err = rc[i] < 0 || (rc[i] + 1) * g.ncc > ncls;
+            for (int i = 0; i < g.Wo && !err; i++) err = cc[i] < 0 || cc[i] >= g.ncc;
+            if (err) PyErr_SetString(PyExc_ValueError, "binary_conv: border class out of range");
+        }
     }
     const fb_kernels *kr = select_kernels(allow_simd);
     int nt = resolve_threads(threads), alloc_fail = 0;
     if (!err) {
-        const uint64_t *xp = x.buf, *wp = w.buf;
-        int32_t *op = o.buf;
+        const uint64_t *xp = v[0].buf, *wp = v[1].buf;
+        int32_t *op = v[6].buf;
+        g.row_cls = v[2].buf; g.col_cls = v[3].buf; g.corr = v[4].buf; g.nvalid = v[5].buf;
         Py_BEGIN_ALLOW_THREADS
 #ifdef _OPENMP
 #pragma omp parallel num_threads(nt)
@@ -578,7 +588,6 @@ static PyObject *py_binary_conv(PyObject *self, PyObject *args)
         {
             fb_scratch s;
             int ok = scratch_alloc(&s, g.nK, g.O, g.Wo * g.O);
-            s.ones = g.ones;
             if (!ok) {
 #ifdef _OPENMP
 #pragma omp atomic write
@@ -596,7 +605,7 @@ static PyObject *py_binary_conv(PyObject *self, PyObject *args)
         Py_END_ALLOW_THREADS
         if (alloc_fail) { PyErr_NoMemory(); err = 1; }
     }
-    PyBuffer_Release(&x); PyBuffer_Release(&w); PyBuffer_Release(&o);
+    for (int i = 0; i < got; i++) PyBuffer_Release(&v[i]);
     if (err) return NULL;
     Py_RETURN_NONE;
 }

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 from pathlib import Path
 
 import yaml
@@ -91,6 +92,20 @@ STEP_KEYS = {
 FREE_DICTS = {("model", "kwargs"), ("distill", "teacher")}
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML 1.1 reads ``1e-3`` as a string; recipes mean the number (as YAML 1.2 does)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"))
+
+
+def yaml_load(text: str):
+    return yaml.load(text, Loader=_Loader)
+
+
 class ConfigError(FracBNNError):
     """A recipe file or override is malformed; the message names the key."""
 
@@ -110,7 +125,7 @@ def read_yaml(path: str | os.PathLike) -> dict:
     if not path.is_file():
         raise ConfigError(f"recipe {path} not found; see configs/ for examples")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml_load(path.read_text())
     except yaml.YAMLError as e:
         raise ConfigError(f"{path} is not valid YAML: {str(e).splitlines()[0]}") from None
     if data is None:
@@ -146,7 +161,7 @@ def apply_override(cfg: dict, item: str) -> None:
         raise ConfigError(f"override {item!r} must look like KEY=VALUE, e.g. optim.lr=5e-4")
     key, raw = item.split("=", 1)
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = yaml_load(raw) if raw.strip() else None
     except yaml.YAMLError:
         value = raw
     parts = key.strip().split(".")

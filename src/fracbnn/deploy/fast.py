@@ -45,7 +45,7 @@ THERMO, QCONV, POOLFC = 1, 2, 3
 POST_SCALE_SHIFT, POST_BLOCK = 1, 2
 SC_NONE, SC_DIRECT, SC_POOLDUP = 0, 1, 2
 _ARRAYS = ("wbits", "gate", "mul", "add", "sign", "thr", "pos_mul", "pos_add", "neg_mul", "neg_add", "sc_mul",
-           "lut", "level_of", "fc_w", "fc_b", "row_cls", "col_cls", "corr", "nvalid")
+           "lut", "level_of", "fc_w", "fc_b", "row_cls", "col_cls", "corr", "nvalid", "wbits_t")
 _MAX_CHANNELS = 512
 BUILD_HINT = ("reinstall fracbnn with a C compiler available (`pip install -e .` in the source tree, "
               "gcc/clang needed), or use the golden engine")
@@ -322,6 +322,9 @@ class _Plan:
 
     @staticmethod
     def _border(ints, arrs, wbits, h, w, s, p):
+        if arrs["wbits"].shape[0] % 4 == 0:  # 4 channels interleaved, for the AVX2 dot product
+            o, nk = arrs["wbits"].shape
+            arrs["wbits_t"] = np.ascontiguousarray(arrs["wbits"].reshape(o // 4, 4, nk).transpose(0, 2, 1))
         row_cls, col_cls, corr, nvalid, ncc = border_tables(wbits, h, w, s, p)
         arrs.update(row_cls=row_cls, col_cls=col_cls, corr=corr, nvalid=nvalid)
         ints["ncc"] = ncc

@@ -73,6 +73,56 @@ static void FB(dot_planes)(const uint64_t *restrict xm, const uint64_t *restrict
     }
 }
 
+#ifdef FB_USE_AVX2
+/* Byte-wise popcount of 32 bytes: two 4-bit table lookups (vpshufb). */
+static inline __m256i FB(popcnt8)(__m256i v, __m256i table, __m256i low4)
+{
+    __m256i lo = _mm256_and_si256(v, low4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low4);
+    return _mm256_add_epi8(_mm256_shuffle_epi8(table, lo), _mm256_shuffle_epi8(table, hi));
+}
+
+/* Same sums as dot_planes, 4 output channels per 256-bit vector. Weights are
+ * in the 4-channel interleaved order wT[((o/4) * nK + j) * 4 + o % 4], so a
+ * load gives word j of 4 channels; the window word is broadcast. Byte counts
+ * are folded into 64-bit lanes (vpsadbw) before they could overflow. */
+static void FB(dot4)(const uint64_t *restrict xm, const uint64_t *restrict xl, const int32_t *restrict cr, int two,
+                     const uint64_t *restrict wT, int nK, int O, int nvalid, int32_t *restrict sm,
+                     int32_t *restrict sl)
+{
+    const __m256i table = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4,
+                                           0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
+    const __m256i low4 = _mm256_set1_epi8(0x0f), zero = _mm256_setzero_si256();
+    const __m256i pick = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
+    const __m128i nv = _mm_set1_epi32(nvalid);
+    for (int ob = 0; ob < O; ob += 4) {
+        const __m256i *w = (const __m256i *)(wT + (size_t)ob * nK);
+        __m256i tm = zero, tl = zero;
+        for (int j0 = 0; j0 < nK; j0 += 31) { /* at most 31 * 8 = 248 per byte */
+            const int j1 = j0 + 31 < nK ? j0 + 31 : nK;
+            __m256i am = zero, al = zero;
+            for (int j = j0; j < j1; j++) {
+                __m256i wj = _mm256_loadu_si256(w + j);
+                am = _mm256_add_epi8(am, FB(popcnt8)(_mm256_xor_si256(wj, _mm256_set1_epi64x((long long)xm[j])),
+                                                     table, low4));
+                if (two)
+                    al = _mm256_add_epi8(al, FB(popcnt8)(_mm256_xor_si256(wj, _mm256_set1_epi64x((long long)xl[j])),
+                                                         table, low4));
+            }
+            tm = _mm256_add_epi64(tm, _mm256_sad_epu8(am, zero));
+            if (two) tl = _mm256_add_epi64(tl, _mm256_sad_epu8(al, zero));
+        }
+        /* 4 counts in the low 32 bits of each 64-bit lane -> S = n_valid - 2 (d - cr) */
+        const __m128i c4 = _mm_loadu_si128((const __m128i *)(cr + ob));
+        __m128i dm = _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(tm, pick));
+        _mm_storeu_si128((__m128i *)(sm + ob), _mm_sub_epi32(nv, _mm_slli_epi32(_mm_sub_epi32(dm, c4), 1)));
+        if (two) {
+            __m128i dl = _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(tl, pick));
+            _mm_storeu_si128((__m128i *)(sl + ob), _mm_sub_epi32(nv, _mm_slli_epi32(_mm_sub_epi32(dl, c4), 1)));
+        }
+    }
+}
+#endif
+
 /* LSB sums only for the output channels listed in idx (the open gates):
  * acc[o] += S_L(o). The list is built branch-free, so the data-dependent
  * gate costs no branch per output, and closed gates cost no LSB work. */
@@ -315,7 +365,12 @@ static void FB(qconv_rows)(const fb_step *st, const uint64_t *pm, const uint64_t
             if (two && gate && st->sparse_lsb) {
                 /* A = 2 S_M + open * S_L, open = S_M > gate threshold: the MSB pass for
                  * every output, the LSB pass only for the open ones (sparse) */
-                FB(dot_planes)(s->xm, s->xl, cr, 0, st->wbits, g->nK, O, nvalid, s->sm, s->sl);
+#ifdef FB_USE_AVX2
+                if (st->wbits_t)
+                    FB(dot4)(s->xm, s->xl, cr, 0, st->wbits_t, g->nK, O, nvalid, s->sm, s->sl);
+                else
+#endif
+                    FB(dot_planes)(s->xm, s->xl, cr, 0, st->wbits, g->nK, O, nvalid, s->sm, s->sl);
                 int nopen = 0;
                 for (int o = 0; o < O; o++) {
                     int open = (int64_t)sm[o] > gate[o];
@@ -327,7 +382,12 @@ static void FB(qconv_rows)(const fb_step *st, const uint64_t *pm, const uint64_t
                 FB(lsb_sparse)(s->xl, cr, st->wbits, g->nK, s->idx, nopen, nvalid, acc);
                 continue;
             }
-            FB(dot_planes)(s->xm, s->xl, cr, two, st->wbits, g->nK, O, nvalid, s->sm, s->sl);
+#ifdef FB_USE_AVX2
+            if (st->wbits_t)
+                FB(dot4)(s->xm, s->xl, cr, two, st->wbits_t, g->nK, O, nvalid, s->sm, s->sl);
+            else
+#endif
+                FB(dot_planes)(s->xm, s->xl, cr, two, st->wbits, g->nK, O, nvalid, s->sm, s->sl);
             if (!two) {
                 for (int o = 0; o < O; o++) acc[o] = sm[o];
             } else if (!gate) {

@@ -61,6 +61,7 @@ typedef struct {
     int gate_index;                /* QCONV: index into the gate counters, -1 none */
     int sparse_lsb;                /* QCONV: skip the LSB pass where the gate is closed */
     const uint64_t *wbits;
+    const uint64_t *wbits_t; /* same, 4 output channels interleaved (O % 4 == 0), or NULL */
     const int64_t *gate;
     const int64_t *mul, *add;
     const int64_t *sign, *thr, *pos_mul, *pos_add, *neg_mul, *neg_add, *sc_mul;
@@ -288,7 +289,7 @@ static void plan_capsule_destructor(PyObject *cap)
 static const struct { const char *name; int itemsize; } ARRAY_FIELDS[] = {
     {"wbits", 8}, {"gate", 8}, {"mul", 8}, {"add", 8}, {"sign", 8}, {"thr", 8}, {"pos_mul", 8},
     {"pos_add", 8}, {"neg_mul", 8}, {"neg_add", 8}, {"sc_mul", 8}, {"lut", 4}, {"level_of", 4},
-    {"fc_w", 8}, {"fc_b", 8}, {"row_cls", 4}, {"col_cls", 4}, {"corr", 4}, {"nvalid", 4},
+    {"fc_w", 8}, {"fc_b", 8}, {"row_cls", 4}, {"col_cls", 4}, {"corr", 4}, {"nvalid", 4}, {"wbits_t", 8},
 };
 #define FB_NARRAYS ((int)(sizeof(ARRAY_FIELDS) / sizeof(ARRAY_FIELDS[0])))
 
@@ -394,6 +395,11 @@ static PyObject *py_make_plan(PyObject *self, PyObject *args)
         st->thr = ptr[5]; st->pos_mul = ptr[6]; st->pos_add = ptr[7]; st->neg_mul = ptr[8]; st->neg_add = ptr[9];
         st->sc_mul = ptr[10]; st->lut = ptr[11]; st->level_of = ptr[12]; st->fc_w = ptr[13]; st->fc_b = ptr[14];
         g->row_cls = ptr[15]; g->col_cls = ptr[16]; g->corr = ptr[17]; g->nvalid = ptr[18];
+        st->wbits_t = ptr[19];
+        if (st->wbits_t && g->O % 4 != 0) {
+            PyErr_Format(PyExc_ValueError, "step %zd: interleaved weights need a multiple of 4 channels", i);
+            goto fail;
+        }
         int ok = 1;
         if (st->kind == FB_STEP_THERMO) ok = st->lut && st->level_of;
         else if (st->kind == FB_STEP_QCONV)

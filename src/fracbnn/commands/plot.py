@@ -74,6 +74,7 @@ def _series(records, key, scale=1.0):
 
 def _accuracy(plt, records, out):
     fig, ax = plt.subplots(figsize=(7, 4))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     x = _x(records)
     for key, label in (("train_top1", "train top-1"), ("val_top1", "test top-1"), ("val_top5", "test top-5")):
         ax.plot(x, _series(records, key, 100), marker="o", ms=3, label=label)
@@ -86,6 +87,7 @@ def _accuracy(plt, records, out):
 
 def _loss(plt, records, out):
     fig, ax = plt.subplots(figsize=(7, 4))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     x = _x(records)
     ax.plot(x, _series(records, "train_loss"), marker="o", ms=3, label="train loss")
     ax.plot(x, _series(records, "val_loss"), marker="o", ms=3, label="test loss")
@@ -123,8 +125,15 @@ def _sparsity(plt, records, out):
     ax1.grid(axis="y", alpha=0.3)
     ax2.plot(_x(gated), [100 * sum(r["sparsity"].values()) / len(r["sparsity"]) for r in gated], marker="o", ms=3)
     ax2.set(xlabel="epoch (all steps)", ylabel="mean LSB sparsity (%)", title="Mean sparsity", ylim=(0, 100))
+    ax2.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax2.grid(alpha=0.3)
     return _save(plt, fig, out / "sparsity.png")
+
+
+def MaxNLocator(**kwargs):  # noqa: N802 (imported lazily with matplotlib)
+    from matplotlib.ticker import MaxNLocator as locator
+
+    return locator(**kwargs)
 
 
 def _save(plt, fig, path):

@@ -5,7 +5,7 @@ Examples:
   fracbnn train --resume --out runs/c10                          # continue a killed run
   fracbnn train --config configs/cifar10-fracbnn.yaml --steps step3-frac \\
       --init runs/c10/step2-binary/final.pt --out runs/c10-g02 --set gate.target=0.2
-  torchrun --nproc_per_node 2 -m fracbnn train --config ... --out runs/ddp   # data parallel
+  torchrun --nproc_per_node 2 -m fracbnn.cli train --config ... --out runs/ddp   # data parallel
 
 Overrides (--set KEY=VALUE, repeatable) use dotted keys, e.g. optim.lr=5e-4,
 data.batch_size=64, steps.*.epochs=2, steps.step3-frac.gate_target=0.2.

@@ -51,8 +51,8 @@ def run(args) -> int:
         overrides.append(f"steps.*.epochs={args.epochs}")
     if args.deterministic:
         overrides.append("deterministic=true")
-    if args.no_progress:
-        overrides.append("runtime.progress=false")
+    # display-only settings: also allowed with --resume (they do not change the training)
+    display = ["runtime.progress=false"] if args.no_progress else []
 
     if args.resume:
         if not args.out:
@@ -63,11 +63,11 @@ def run(args) -> int:
         if args.config or overrides:
             raise FracBNNError("--resume continues a run with its saved recipe; drop --config and overrides "
                                "(start a new --out to change them)")
-        cfg = load_recipe(saved)
+        cfg = load_recipe(saved, display)
     else:
         if not args.config:
             raise FracBNNError("give a recipe with --config configs/<recipe>.yaml (or --resume --out RUN_DIR)")
-        cfg = load_recipe(args.config, overrides)
+        cfg = load_recipe(args.config, overrides + display)
     out = args.out
     if out is None:
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:

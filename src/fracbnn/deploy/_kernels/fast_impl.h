@@ -295,6 +295,33 @@ static inline int64_t FB(round_shift_sat)(uint64_t acc, int shift, int64_t lo, i
     return v < lo ? lo : (v > hi ? hi : v);
 }
 
+#ifdef FB_USE_AVX2
+/* Low 64 bits of x * y per lane (two's-complement wrap, like numpy int64):
+ * lo*lo + ((hi(x)*lo(y) + lo(x)*hi(y)) << 32) with 32x32->64 multiplies. */
+static inline __m256i FB(mul64)(__m256i x, __m256i y)
+{
+    __m256i cross = _mm256_add_epi64(_mm256_mul_epu32(_mm256_srli_epi64(x, 32), y),
+                                     _mm256_mul_epu32(x, _mm256_srli_epi64(y, 32)));
+    return _mm256_add_epi64(_mm256_mul_epu32(x, y), _mm256_slli_epi64(cross, 32));
+}
+
+/* block_post for 4 channels: the scalar formula of post_row, lane by lane. */
+static inline __m256i FB(block_post4)(__m256i a, __m256i sign, __m256i thr, __m256i pm, __m256i pa, __m256i nm,
+                                      __m256i na, __m256i scm, __m256i sc, __m256i half, __m128i cnt,
+                                      __m128i cnt_fill, int shift, __m256i lo, __m256i hi)
+{
+    __m256i pos = _mm256_cmpgt_epi64(FB(mul64)(sign, a), thr);
+    __m256i m = _mm256_blendv_epi8(nm, pm, pos), b = _mm256_blendv_epi8(na, pa, pos);
+    __m256i v = _mm256_add_epi64(_mm256_add_epi64(FB(mul64)(m, a), b), _mm256_add_epi64(FB(mul64)(scm, sc), half));
+    if (shift > 0) { /* arithmetic shift right: logical shift, then the sign bits filled in */
+        __m256i neg = _mm256_cmpgt_epi64(_mm256_setzero_si256(), v);
+        v = _mm256_or_si256(_mm256_srl_epi64(v, cnt), _mm256_sll_epi64(neg, cnt_fill));
+    }
+    v = _mm256_blendv_epi8(v, lo, _mm256_cmpgt_epi64(lo, v));
+    return _mm256_blendv_epi8(v, hi, _mm256_cmpgt_epi64(v, hi));
+}
+#endif
+
 /* Post op over one output row: acc (Wo x O) -> dst (Wo x O); scrow is the
  * shortcut row (Wo x O, already expanded for avgpool2_dup) or NULL. */
 static void FB(post_row)(const fb_step *st, const int32_t *restrict acc, int64_t *restrict dst,
@@ -316,6 +343,23 @@ static void FB(post_row)(const fb_step *st, const int32_t *restrict acc, int64_t
     const int64_t *restrict sign = st->sign, *restrict thr = st->thr, *restrict pm = st->pos_mul,
                   *restrict pa = st->pos_add, *restrict nm = st->neg_mul, *restrict na = st->neg_add,
                   *restrict scm = st->sc_mul;
+#ifdef FB_USE_AVX2
+    if (O % 4 == 0) {
+        const __m256i vhalf = _mm256_set1_epi64x((long long)half), vlo = _mm256_set1_epi64x(lo),
+                      vhi = _mm256_set1_epi64x(hi);
+        const __m128i cnt = _mm_cvtsi32_si128(shift), cnt_fill = _mm_cvtsi32_si128(64 - shift);
+        for (int x = 0; x < Wo; x++, acc += O, dst += O, scrow += O)
+            for (int o = 0; o < O; o += 4) {
+#define LD(p) _mm256_loadu_si256((const __m256i *)((p) + o))
+                __m256i a = _mm256_cvtepi32_epi64(_mm_loadu_si128((const __m128i *)(acc + o)));
+                __m256i r = FB(block_post4)(a, LD(sign), LD(thr), LD(pm), LD(pa), LD(nm), LD(na), LD(scm), LD(scrow),
+                                            vhalf, cnt, cnt_fill, shift, vlo, vhi);
+#undef LD
+                _mm256_storeu_si256((__m256i *)(dst + o), r);
+            }
+        return;
+    }
+#endif
     for (int x = 0; x < Wo; x++, acc += O, dst += O, scrow += O)
         for (int o = 0; o < O; o++) {
             int64_t a = acc[o];

@@ -121,14 +121,16 @@ typedef struct {
     void (*thermo_rows)(const fb_step *, const uint8_t *, int64_t *, int, int, fb_scratch *);
     void (*pool_linear)(const fb_step *, const int64_t *, int64_t *, int64_t *);
     unsigned long long (*popcount_loop)(const uint64_t *, size_t, long long, int);
+    unsigned long long (*popcount_loop_vec)(const uint64_t *, size_t, long long, int); /* NULL: none */
 } fb_kernels;
 
 static const fb_kernels KERNELS_GENERIC = {"generic", binconv_rows_generic, quantize_rows_generic,
                                            qconv_rows_generic, thermo_rows_generic, pool_linear_generic,
-                                           popcount_loop_generic};
+                                           popcount_loop_generic, NULL};
 #ifdef FB_HAVE_AVX2
 static const fb_kernels KERNELS_AVX2 = {"avx2+popcnt", binconv_rows_avx2, quantize_rows_avx2, qconv_rows_avx2,
-                                        thermo_rows_avx2, pool_linear_avx2, popcount_loop_avx2};
+                                        thermo_rows_avx2, pool_linear_avx2, popcount_loop_avx2,
+                                        popcount_loop_vec_avx2};
 #endif
 
 static const fb_kernels *select_kernels(int allow_simd)
@@ -621,9 +623,9 @@ static PyObject *py_popcount_loop(PyObject *self, PyObject *args)
 {
     PyObject *bo;
     long long repeats;
-    int threads, allow_simd;
+    int threads, allow_simd, vec = 0;
     (void)self;
-    if (!PyArg_ParseTuple(args, "OLii", &bo, &repeats, &threads, &allow_simd)) return NULL;
+    if (!PyArg_ParseTuple(args, "OLii|p", &bo, &repeats, &threads, &allow_simd, &vec)) return NULL;
     Py_buffer b;
     if (PyObject_GetBuffer(bo, &b, PyBUF_C_CONTIGUOUS) < 0) return NULL;
     const uint64_t *p = b.buf;
@@ -631,8 +633,12 @@ static PyObject *py_popcount_loop(PyObject *self, PyObject *args)
     int nt = resolve_threads(threads);
     const fb_kernels *kr = select_kernels(allow_simd);
     unsigned long long total = 0;
+    if (vec && !kr->popcount_loop_vec) {
+        PyBuffer_Release(&b);
+        Py_RETURN_NONE; /* no vector popcount in this kernel set */
+    }
     Py_BEGIN_ALLOW_THREADS
-    total = kr->popcount_loop(p, n, repeats, nt);
+    total = vec ? kr->popcount_loop_vec(p, n, repeats, nt) : kr->popcount_loop(p, n, repeats, nt);
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&b);
     return PyLong_FromUnsignedLongLong(total);
@@ -668,7 +674,7 @@ static PyMethodDef METHODS[] = {
     {"make_plan", py_make_plan, METH_VARARGS, "Compile a step list into an opaque plan."},
     {"forward", py_forward, METH_VARARGS, "Run a plan on uint8 images, writing int64 logits."},
     {"binary_conv", py_binary_conv, METH_VARARGS, "Packed XNOR-popcount convolution with exact zero padding."},
-    {"popcount_loop", py_popcount_loop, METH_VARARGS, "Tight XOR+popcount loop over a word buffer (timing)."},
+    {"popcount_loop", py_popcount_loop, METH_VARARGS, "Tight XOR+popcount loop over a word buffer (timing); vec=True: the AVX2 table popcount."},
     {"set_sparse", py_set_sparse, METH_VARARGS, "Sparse (skip closed-gate LSB work) or dense gated convs."},
     {"info", py_info, METH_NOARGS, "Build facts: ABI version, OpenMP, kernel set chosen on this CPU."},
     {NULL, NULL, 0, NULL},

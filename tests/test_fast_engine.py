@@ -92,6 +92,18 @@ def test_binary_conv_threads_agree():
     np.testing.assert_array_equal(fast.binary_conv(x, wt, 1, 1, threads=1), fast.binary_conv(x, wt, 1, 1, threads=2))
 
 
+@needs_ext
+@pytest.mark.parametrize("vec", [False, True])
+def test_popcount_loops_count_bits(vec):
+    """The timing loops of benchmarks/engine_speed.py really count bits (one pass, key 0)."""
+    words = np.random.default_rng(3).integers(0, 2**63, 256, dtype=np.int64).view(np.uint64)
+    want = int(np.unpackbits(words.view(np.uint8)).sum())
+    got = fast.kernels().popcount_loop(words, 1, 1, 1, vec)
+    if vec and got is None:
+        pytest.skip("no AVX2 kernels on this CPU")
+    assert got == want
+
+
 def test_thermometer_table_is_the_conv():
     """Summing table entries per tap and colour gives exactly the conv over the thermometer bits."""
     rng = np.random.default_rng(2)

@@ -84,7 +84,7 @@ def main():
     from fracbnn.hw.csim import run_csim
     from fracbnn.hw.generate import config_from_project, default_images, generate_project
     from fracbnn.hw.layers import ConvLayer
-    from fracbnn.hw.report import build_report, format_report
+    from fracbnn.hw.report import build_report, format_report, measured
 
     images, origin = default_images(args.images)
     calib = default_images(64, split="train")[0]  # channel order from training images, disjoint from the test set

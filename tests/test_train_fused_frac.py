@@ -41,3 +41,18 @@ def test_fused_is_used_and_reference_under_autocast():
     assert "FracConvFn" in type(conv(x).grad_fn).__name__
     conv.fused = False
     assert "FracConvFn" not in type(conv(x).grad_fn).__name__
+
+
+@pytest.mark.parametrize("resolution", [1, 3, 8, 16, 255])
+def test_thermometer_lookup_equals_per_bit_definition(resolution):
+    """The table lookup used for speed gives exactly the per-bit definition, uint8 and float input."""
+    from fracbnn.quant.thermometer import bits_per_channel, thermometer_bits, thermometer_level
+
+    p = torch.arange(256, dtype=torch.uint8).view(1, 1, 16, 16).repeat(2, 3, 1, 1)
+    p[1] = p[1].flip(-1)
+    t = bits_per_channel(resolution)
+    n = thermometer_level(p.long(), resolution)
+    ref = ((torch.arange(t).view(1, 1, t, 1, 1) < n.unsqueeze(2)).float() * 2 - 1).view(2, 3 * t, 16, 16)
+    assert torch.equal(thermometer_bits(p, resolution), ref)
+    assert torch.equal(thermometer_bits(p.float() / 255, resolution), ref)
+    assert thermometer_bits(p, resolution, dtype=torch.float64).dtype == torch.float64

@@ -10,7 +10,7 @@ import torch
 from fracbnn.deploy import export_model
 from fracbnn.deploy.golden import GoldenEngine
 from fracbnn.hw.csim import run_csim
-from fracbnn.hw.generate import config_from_project, generate_project, load_project
+from fracbnn.hw.generate import config_from_project, generate_project
 from fracbnn.hw.layers import ConvLayer
 from fracbnn.hw.perf_model import cycle_model
 from fracbnn.hw.report import compare_with_csim, measured

@@ -280,6 +280,9 @@ def generate_project(packed, out_dir: str | Path, *, cfg: HwConfig | None = None
     stats = lsb_tile_stats(packed, prog, cfg, images)
     rows = _layer_rows(prog, cfg)
     clock = BOARDS[board]["clock_mhz"]
+    # a regenerated project must not keep the previous model's csim results or binary
+    (out / "csim_result.json").unlink(missing_ok=True)
+    shutil.rmtree(out / "build", ignore_errors=True)
     src = out / "src"
     src.mkdir(parents=True, exist_ok=True)
     (out / "host").mkdir(exist_ok=True)

@@ -204,41 +204,109 @@ static inline int64_t *slot(const fb_plan *pl, fb_work *w, int i) { return w->sl
 
 /* ---- running a plan ----------------------------------------------------- */
 
-/* Run image ``img`` through all steps. Inside an OpenMP parallel region with
- * ``rowpar`` set, every step's rows are shared among the team (all threads
- * must call this together); otherwise the calling thread does everything. */
-static void run_image(const fb_plan *pl, const fb_kernels *kr, fb_work *w, fb_scratch *s, const uint8_t *img,
-                      int64_t *logits, int64_t *gates, int rowpar)
+/* ---- sharing one image among threads ------------------------------------
+ * With few images, the threads share every layer. Instead of a barrier per
+ * layer (which, when other processes compete for the cores, waits for a
+ * descheduled thread's whole time slice), each layer is a "phase" whose rows
+ * are claimed one at a time from an atomic counter; a thread starts a phase
+ * once every row of the previous phase is *done*. A thread that is not
+ * running holds no row, so nobody waits for it; only a row in progress can
+ * delay the others. Phases follow each other in program order, so every read
+ * of a buffer finishes before the buffer is written again (as with barriers).
+ */
+#if defined(__GNUC__) || defined(__clang__)
+#define FB_HAVE_PHASES 1
+#if defined(__unix__) || defined(__APPLE__)
+#include <sched.h>
+#define FB_YIELD() sched_yield()
+#else
+#define FB_YIELD() ((void)0)
+#endif
+#if defined(__x86_64__) || defined(__i386__)
+#define FB_PAUSE() __builtin_ia32_pause()
+#else
+#define FB_PAUSE() ((void)0)
+#endif
+
+typedef struct {
+    int *claim, *done, *total; /* per phase of the whole batch */
+} fb_sync;
+
+static void phase_wait(const fb_sync *y, int ph)
 {
+    if (ph == 0) return;
+    int spins = 0;
+    while (__atomic_load_n(&y->done[ph - 1], __ATOMIC_ACQUIRE) < y->total[ph - 1]) {
+        if (++spins > 4000) FB_YIELD(); /* let a preempted row holder run */
+        else FB_PAUSE();
+    }
+}
+
+/* for each unit r of phase ph claimed by this thread: BODY */
+#define FB_PHASE(y, ph, BODY)                                                           \
+    do {                                                                                \
+        phase_wait(y, ph);                                                              \
+        for (int r_; (r_ = __atomic_fetch_add(&(y)->claim[ph], 1, __ATOMIC_RELAXED)) < (y)->total[ph];) { \
+            BODY;                                                                       \
+            __atomic_fetch_add(&(y)->done[ph], 1, __ATOMIC_RELEASE);                    \
+        }                                                                               \
+        (ph)++;                                                                         \
+    } while (0)
+
+/* phases of one image: THERMO rows; QCONV plane rows then output rows; POOLFC one unit */
+static int phases_per_image(const fb_plan *pl) {
+    int n = 0;
+    for (int i = 0; i < pl->nsteps; i++) n += pl->steps[i].kind == FB_STEP_QCONV ? 2 : 1;
+    return n;
+}
+
+static void phase_totals(const fb_plan *pl, int *total)
+{
+    int k = 0;
+    for (int i = 0; i < pl->nsteps; i++) {
+        const fb_step *st = &pl->steps[i];
+        if (st->kind == FB_STEP_THERMO) total[k++] = st->g.Ho;
+        else if (st->kind == FB_STEP_QCONV) { total[k++] = st->g.Hp; total[k++] = st->g.Ho; }
+        else total[k++] = 1;
+    }
+}
+#endif
+
+/* Run image ``img`` through all steps. With ``y`` (threads sharing the image,
+ * phases from ``ph0``) every thread of the team calls this; otherwise the
+ * calling thread does everything. */
+static void run_image(const fb_plan *pl, const fb_kernels *kr, fb_work *w, fb_scratch *s, const uint8_t *img,
+                      int64_t *logits, int64_t *gates, void *sync, int ph0)
+{
+    int ph = ph0;
+    (void)ph;
+#ifdef FB_HAVE_PHASES
+    const fb_sync *y = sync;
+#else
+    (void)sync;
+#endif
     for (int i = 0; i < pl->nsteps; i++) {
         const fb_step *st = &pl->steps[i];
         const fb_conv_geom *g = &st->g;
         if (st->kind == FB_STEP_THERMO) {
             int64_t *dst = slot(pl, w, st->dst_slot);
-            if (rowpar) {
-#ifdef _OPENMP
-#pragma omp for schedule(static)
+#ifdef FB_HAVE_PHASES
+            if (y) { FB_PHASE(y, ph, kr->thermo_rows(st, img, dst, r_, r_ + 1, s)); continue; }
 #endif
-                for (int oy = 0; oy < g->Ho; oy++) kr->thermo_rows(st, img, dst, oy, oy + 1, s);
-            } else {
-                kr->thermo_rows(st, img, dst, 0, g->Ho, s);
-            }
+            kr->thermo_rows(st, img, dst, 0, g->Ho, s);
         } else if (st->kind == FB_STEP_QCONV) {
             const int64_t *src = slot(pl, w, st->src_slot);
             const int64_t *sc = st->sc_mode ? slot(pl, w, st->sc_slot) : NULL;
             int64_t *dst = slot(pl, w, st->dst_slot);
             int64_t opened = 0;
             int64_t *gp = (gates && st->gate_index >= 0) ? &opened : NULL;
-            if (rowpar) {
-#ifdef _OPENMP
-#pragma omp for schedule(static)
+#ifdef FB_HAVE_PHASES
+            if (y) {
+                FB_PHASE(y, ph, kr->quantize_rows(st, src, w->pm, w->pl, r_, r_ + 1));
+                FB_PHASE(y, ph, kr->qconv_rows(st, w->pm, w->pl, sc, dst, r_, r_ + 1, s, gp));
+            } else
 #endif
-                for (int y = 0; y < g->Hp; y++) kr->quantize_rows(st, src, w->pm, w->pl, y, y + 1);
-#ifdef _OPENMP
-#pragma omp for schedule(static)
-#endif
-                for (int oy = 0; oy < g->Ho; oy++) kr->qconv_rows(st, w->pm, w->pl, sc, dst, oy, oy + 1, s, gp);
-            } else {
+            {
                 kr->quantize_rows(st, src, w->pm, w->pl, 0, g->Hp);
                 kr->qconv_rows(st, w->pm, w->pl, sc, dst, 0, g->Ho, s, gp);
             }
@@ -250,14 +318,10 @@ static void run_image(const fb_plan *pl, const fb_kernels *kr, fb_work *w, fb_sc
             }
         } else if (st->kind == FB_STEP_POOLFC) {
             const int64_t *src = slot(pl, w, st->src_slot);
-            if (rowpar) {
-#ifdef _OPENMP
-#pragma omp single
+#ifdef FB_HAVE_PHASES
+            if (y) { FB_PHASE(y, ph, kr->pool_linear(st, src, logits, w->pooled)); continue; }
 #endif
-                kr->pool_linear(st, src, logits, w->pooled);
-            } else {
-                kr->pool_linear(st, src, logits, w->pooled);
-            }
+            kr->pool_linear(st, src, logits, w->pooled);
         }
     }
 }
@@ -471,6 +535,9 @@ static PyObject *py_forward(PyObject *self, PyObject *args)
         /* Many images: one image per thread at a time (no barriers, all in
          * cache). Few images: the threads share every layer's rows. */
         int by_image = N >= 4 * (Py_ssize_t)nt || nt == 1;
+#ifndef FB_HAVE_PHASES
+        by_image = 1; /* without the phase counters, threads take whole images */
+#endif
         Py_BEGIN_ALLOW_THREADS
         if (by_image) {
 #ifdef _OPENMP
@@ -490,15 +557,23 @@ static PyObject *py_forward(PyObject *self, PyObject *args)
 #pragma omp for schedule(dynamic, 1)
 #endif
                 for (Py_ssize_t n = 0; n < N; n++)
-                    if (ok) run_image(pl, kr, &w, &s, px + (size_t)n * img_bytes, lg + (size_t)n * pl->ncls, gates, 0);
+                    if (ok) run_image(pl, kr, &w, &s, px + (size_t)n * img_bytes, lg + (size_t)n * pl->ncls, gates, NULL, 0);
                 work_free(&w);
                 scratch_free(&s);
             }
-        } else {
+        }
+#ifdef FB_HAVE_PHASES
+        else {
             fb_work w;
-            if (!work_alloc(&w, pl)) {
+            int nph = phases_per_image(pl);
+            fb_sync y;
+            y.claim = calloc((size_t)N * nph + 1, sizeof(int));
+            y.done = calloc((size_t)N * nph + 1, sizeof(int));
+            y.total = calloc((size_t)N * nph + 1, sizeof(int));
+            if (!work_alloc(&w, pl) || !y.claim || !y.done || !y.total) {
                 alloc_fail = 1;
             } else {
+                for (Py_ssize_t n = 0; n < N; n++) phase_totals(pl, y.total + (size_t)n * nph);
 #ifdef _OPENMP
 #pragma omp parallel num_threads(nt)
 #endif
@@ -511,14 +586,17 @@ static PyObject *py_forward(PyObject *self, PyObject *args)
 #endif
                         alloc_fail = 1;
                     }
-                    /* every thread must take part in the worksharing loops */
+                    /* a thread that cannot run must still not block the others: it simply claims nothing */
                     for (Py_ssize_t n = 0; n < N && ok; n++)
-                        run_image(pl, kr, &w, &s, px + (size_t)n * img_bytes, lg + (size_t)n * pl->ncls, gates, 1);
+                        run_image(pl, kr, &w, &s, px + (size_t)n * img_bytes, lg + (size_t)n * pl->ncls, gates, &y,
+                                  (int)(n * nph));
                     scratch_free(&s);
                 }
             }
             work_free(&w);
+            free(y.claim); free(y.done); free(y.total);
         }
+#endif
         Py_END_ALLOW_THREADS
         if (alloc_fail) {
             PyErr_NoMemory();

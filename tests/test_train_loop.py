@@ -46,8 +46,10 @@ def test_three_steps_chain_schedule_and_regulariser(tmp_path):
         {"name": "s1", "conv_mode": "float", "epochs": 2, "weight_decay": 1e-5},
         {"name": "s2", "conv_mode": "binary", "epochs": 0},
         {"name": "s3", "conv_mode": "frac", "epochs": 1, "gate_target": 0.5, "gate_weight": 10.0, "lr": 0.05},
-    ])
+    ], runtime={"keep_epoch_checkpoints": True})
     res = train(cfg, tmp_path)
+    assert load_checkpoint(tmp_path / "s1" / "epoch_001.pt")["epoch"] == 1
+    assert load_checkpoint(tmp_path / "s1" / "epoch_002.pt")["epoch"] == 2
     s1 = load_checkpoint(tmp_path / "s1" / "final.pt")
     s2 = load_checkpoint(tmp_path / "s2" / "final.pt")
     s3 = load_checkpoint(tmp_path / "s3" / "final.pt")

@@ -85,6 +85,26 @@ static inline __m256i FB(popcnt8)(__m256i v, __m256i table, __m256i low4)
  * in the 4-channel interleaved order wT[((o/4) * nK + j) * 4 + o % 4], so a
  * load gives word j of 4 channels; the window word is broadcast. Byte counts
  * are folded into 64-bit lanes (vpsadbw) before they could overflow. */
+/* one group of 4 output channels over NK window words (NK <= 31: byte counts cannot overflow) */
+#define FB_DOT4_BODY(NK)                                                                                      \
+    {                                                                                                         \
+        __m256i bm[(NK) > 0 ? (NK) : 1], bl[(NK) > 0 ? (NK) : 1];                                            \
+        for (int j = 0; j < (NK); j++) {                                                                      \
+            bm[j] = _mm256_set1_epi64x((long long)xm[j]);                                                     \
+            bl[j] = two ? _mm256_set1_epi64x((long long)xl[j]) : zero;                                        \
+        }                                                                                                     \
+        for (int ob = 0; ob < O; ob += 4) {                                                                   \
+            const __m256i *w = (const __m256i *)(wT + (size_t)ob * (NK));                                     \
+            __m256i am = zero, al = zero;                                                                     \
+            for (int j = 0; j < (NK); j++) {                                                                  \
+                __m256i wj = _mm256_loadu_si256(w + j);                                                       \
+                am = _mm256_add_epi8(am, FB(popcnt8)(_mm256_xor_si256(wj, bm[j]), table, low4));              \
+                if (two) al = _mm256_add_epi8(al, FB(popcnt8)(_mm256_xor_si256(wj, bl[j]), table, low4));     \
+            }                                                                                                 \
+            FB_DOT4_STORE(_mm256_sad_epu8(am, zero), _mm256_sad_epu8(al, zero));                              \
+        }                                                                                                     \
+    }
+
 static void FB(dot4)(const uint64_t *restrict xm, const uint64_t *restrict xl, const int32_t *restrict cr, int two,
                      const uint64_t *restrict wT, int nK, int O, int nvalid, int32_t *restrict sm,
                      int32_t *restrict sl)
@@ -94,6 +114,27 @@ static void FB(dot4)(const uint64_t *restrict xm, const uint64_t *restrict xl, c
     const __m256i low4 = _mm256_set1_epi8(0x0f), zero = _mm256_setzero_si256();
     const __m256i pick = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
     const __m128i nv = _mm_set1_epi32(nvalid);
+    /* 4 counts in the low 32 bits of each 64-bit lane -> S = n_valid - 2 (d - cr) */
+#define FB_DOT4_STORE(TM, TL)                                                                                  \
+    do {                                                                                                       \
+        const __m128i c4 = _mm_loadu_si128((const __m128i *)(cr + ob));                                        \
+        __m128i dm = _mm256_castsi256_si128(_mm256_permutevar8x32_epi32((TM), pick));                          \
+        _mm_storeu_si128((__m128i *)(sm + ob), _mm_sub_epi32(nv, _mm_slli_epi32(_mm_sub_epi32(dm, c4), 1)));   \
+        if (two) {                                                                                             \
+            __m128i dl = _mm256_castsi256_si128(_mm256_permutevar8x32_epi32((TL), pick));                      \
+            _mm_storeu_si128((__m128i *)(sl + ob), _mm_sub_epi32(nv, _mm_slli_epi32(_mm_sub_epi32(dl, c4), 1))); \
+        }                                                                                                      \
+    } while (0)
+    switch (nK) { /* constant trip counts: broadcasts and loop stay in registers */
+    case 1: FB_DOT4_BODY(1) return;
+    case 2: FB_DOT4_BODY(2) return;
+    case 3: FB_DOT4_BODY(3) return;
+    case 4: FB_DOT4_BODY(4) return;
+    case 5: FB_DOT4_BODY(5) return;
+    case 9: FB_DOT4_BODY(9) return;
+    case 18: FB_DOT4_BODY(18) return;
+    default: break;
+    }
     for (int ob = 0; ob < O; ob += 4) {
         const __m256i *w = (const __m256i *)(wT + (size_t)ob * nK);
         __m256i tm = zero, tl = zero;
@@ -111,15 +152,9 @@ static void FB(dot4)(const uint64_t *restrict xm, const uint64_t *restrict xl, c
             tm = _mm256_add_epi64(tm, _mm256_sad_epu8(am, zero));
             if (two) tl = _mm256_add_epi64(tl, _mm256_sad_epu8(al, zero));
         }
-        /* 4 counts in the low 32 bits of each 64-bit lane -> S = n_valid - 2 (d - cr) */
-        const __m128i c4 = _mm_loadu_si128((const __m128i *)(cr + ob));
-        __m128i dm = _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(tm, pick));
-        _mm_storeu_si128((__m128i *)(sm + ob), _mm_sub_epi32(nv, _mm_slli_epi32(_mm_sub_epi32(dm, c4), 1)));
-        if (two) {
-            __m128i dl = _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(tl, pick));
-            _mm_storeu_si128((__m128i *)(sl + ob), _mm_sub_epi32(nv, _mm_slli_epi32(_mm_sub_epi32(dl, c4), 1)));
-        }
+        FB_DOT4_STORE(tm, tl);
     }
+#undef FB_DOT4_STORE
 }
 #endif
 
@@ -578,6 +613,7 @@ static unsigned long long FB(popcount_loop_vec)(const uint64_t *p, size_t n, lon
 #endif
 
 #undef FB_DOT_BODY
+#undef FB_DOT4_BODY
 #undef FB_DOT_LOOP
 #undef FB_LDOT
 #undef FB_BORDER

@@ -55,6 +55,7 @@ def main(argv=None) -> int:
 
     from ..checkpoint import model_from_checkpoint
     from ..data import load_dataset
+    from ..errors import FracBNNError
     from .engines import get_engine
     from .export import FixedPoint, export_model
 
@@ -84,7 +85,13 @@ def main(argv=None) -> int:
         if key in widths:
             continue
         f, b, pfrac = (int(v) for v in w.split(","))
-        packed = export_model(model, FixedPoint(f, b, pfrac))
+        try:
+            packed = export_model(model, FixedPoint(f, b, pfrac))
+        except FracBNNError as e:  # e.g. widths whose accumulators would not fit int64
+            widths[key] = {"frac_bits": f, "residual_bits": b, "param_frac_bits": pfrac, "error": str(e)}
+            res_path.write_text(json.dumps(results, indent=1))
+            print(f"F={f} B={b} P={pfrac}: not exportable: {e}", flush=True)
+            continue
         fbnn = out / f"model_F{f}_B{b}_P{pfrac}.fbnn"
         packed.save(fbnn)
         t0 = time.time()

@@ -39,9 +39,9 @@ class UnsupportedModelError(FracBNNError):
 class FixedPoint:
     """Widths of the integer model; defaults chosen from the agreement study (docs/deploy-format.md)."""
 
-    frac_bits: int = 8        # F: fraction bits of the residual stream
-    residual_bits: int = 16   # B: total bits (with sign) of the residual stream, saturating
-    param_frac_bits: int = 16  # P: fraction bits of the folded per-channel coefficients
+    frac_bits: int = 22        # F: fraction bits of the residual stream
+    residual_bits: int = 27    # B: total bits (with sign) of the residual stream, saturating (|x| < 16)
+    param_frac_bits: int = 24  # P: fraction bits of the folded per-channel coefficients
 
     def check(self) -> "FixedPoint":
         if not 0 <= self.frac_bits <= 24:
@@ -235,6 +235,10 @@ def export_model(model: nn.Module, fx: FixedPoint | None = None, *, class_names=
         "accumulator_bits": accumulator_bits(b.program, (C, H, W), b.tensors, fx.residual_bits),
         "source": source or {},
     }
+    widest = max(meta["accumulator_bits"].items(), key=lambda kv: kv[1])
+    if widest[1] > 64:
+        raise UnsupportedModelError(f"with these widths the op writing {widest[0]} needs a {widest[1]}-bit "
+                                    "accumulator (int64 holds 64 with the sign); lower --param-frac-bits or --residual-bits")
     packed = PackedModel(meta, b.tensors)
     packed.validate()
     return packed

@@ -80,7 +80,8 @@ def thermometer_bits(images: torch.Tensor, resolution: int = 8, dtype=torch.floa
     t = table.shape[1]
     out = torch.nn.functional.embedding(to_pixels(images), table)  # (N, C, H, W, T)
     n, c, h, w = images.shape
-    return out.permute(0, 1, 4, 2, 3).reshape(n, c * t, h, w)
+    # contiguous NCHW (reshape alone returns a channels-last view when C == 1)
+    return out.permute(0, 1, 4, 2, 3).contiguous().view(n, c * t, h, w)
 
 
 class ThermometerEncoder(nn.Module):

@@ -56,3 +56,4 @@ def test_thermometer_lookup_equals_per_bit_definition(resolution):
     assert torch.equal(thermometer_bits(p, resolution), ref)
     assert torch.equal(thermometer_bits(p.float() / 255, resolution), ref)
     assert thermometer_bits(p, resolution, dtype=torch.float64).dtype == torch.float64
+    assert thermometer_bits(p[:, :1], resolution).is_contiguous()  # 1 channel: no channels-last view

@@ -148,3 +148,18 @@ def test_checkpoint_loading_refuses_pickled_code(tmp_path):
     torch.save({"format": "fracbnn.checkpoint", "version": 1, "x": Evil()}, tmp_path / "evil.pt")
     with pytest.raises(CheckpointError, match="unsafe"):
         load_checkpoint(tmp_path / "evil.pt")
+
+
+def test_float_input_layer_on_single_channel_images():
+    model = create_model("resnet20-fp", in_channels=1).eval()
+    assert model(torch.randint(0, 256, (2, 1, 8, 8), dtype=torch.uint8)).shape == (2, 10)
+
+
+def test_summary_of_checkpoint_uses_recorded_sparsity(tmp_path, capsys):
+    model = create_model("resnet20-fracbnn", width=0.5)
+    names = [n for n, m in model.named_modules() if isinstance(m, FracConv2d)]
+    path = save_checkpoint(tmp_path / "a.pt", model, results={"sparsity": {n: 0.75 for n in names}})
+    assert cli_main(["summary", str(path), "--json"]) == 0
+    totals = json.loads(capsys.readouterr().out)["totals"]
+    assert totals["lsb_bmacs"] == pytest.approx(0.25 * totals["msb_bmacs"], rel=1e-6)
+    assert totals["effective_activation_bits"] == pytest.approx(1.25)

@@ -118,15 +118,19 @@ def _row(name: str, m: nn.Module, out: torch.Tensor, density: dict[str, float], 
 
 
 @torch.no_grad()
-def summarize(model: nn.Module, input_size: tuple | None = None, lsb_density: float | None = None) -> Summary:
+def summarize(model: nn.Module, input_size: tuple | None = None, lsb_density: float | None = None,
+              layer_densities: dict[str, float] | None = None) -> Summary:
     """Count bits and operations of ``model`` for one image.
 
     ``lsb_density`` overrides the LSB density of every gated layer; when None,
-    measured gate statistics are used where present, else 1.0.
+    per-layer densities come from ``layer_densities`` (e.g. recorded in a
+    checkpoint), then from the model's own gate statistics, else 1.0.
     """
     input_size = tuple(input_size or getattr(model, "input_size", (3, 32, 32)))
     measured = {} if lsb_density is not None else {
         k: v["density"] for k, v in gate_statistics(model, all_reduce=False).items() if v["total"] > 0}
+    if lsb_density is None and layer_densities:
+        measured.update(layer_densities)
     default_density = 1.0 if lsb_density is None else float(lsb_density)
     if not 0.0 <= default_density <= 1.0:
         raise ValueError(f"lsb_density must be in [0, 1], got {lsb_density}")

@@ -28,15 +28,24 @@ def run(args) -> int:
 
     if args.lsb_density is not None and not 0.0 <= args.lsb_density <= 1.0:
         raise FracBNNError(f"--lsb-density must be between 0 and 1, got {args.lsb_density}")
+    densities = None
     if args.model in list_models():
         kwargs = {k: v for k, v in (("num_classes", args.num_classes), ("width", args.width)) if v is not None}
         model = create_model(args.model, **kwargs)
     elif os.path.exists(args.model):
-        from ..checkpoint import model_from_checkpoint
+        from ..checkpoint import load_checkpoint, model_from_checkpoint
 
-        model = model_from_checkpoint(args.model)
+        ckpt = load_checkpoint(args.model)
+        model = model_from_checkpoint(ckpt)
+        densities = recorded_densities(ckpt)
     else:
         raise FracBNNError(f"{args.model!r} is neither a model name ({', '.join(list_models())}) nor a file")
-    s = summarize(model, input_size=args.input_size, lsb_density=args.lsb_density)
+    s = summarize(model, input_size=args.input_size, lsb_density=args.lsb_density, layer_densities=densities)
     print(s.to_json() if args.json else s.format_table())
     return 0
+
+
+def recorded_densities(ckpt: dict) -> dict[str, float] | None:
+    """Per-layer LSB densities measured at the end of training (``results.sparsity``), if any."""
+    sparsity = (ckpt.get("results") or {}).get("sparsity") or {}
+    return {name: 1.0 - float(v) for name, v in sparsity.items()} or None

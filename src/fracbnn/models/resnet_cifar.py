@@ -106,8 +106,8 @@ class CifarResNet(nn.Module):
         act_bits: int = 1,
         threshold_init: float = -1.0,
         sparse_backprop: bool = True,
-        mean=CIFAR_MEAN,
-        std=CIFAR_STD,
+        mean=None,
+        std=None,
     ):
         super().__init__()
         if input_layer not in INPUT_LAYERS:
@@ -120,6 +120,11 @@ class CifarResNet(nn.Module):
             self.stem = BinaryConv2d(self.encoder.out_channels, widths[0], 3, 1, 1)
             self.stem.is_input_layer = True
         else:
+            # CIFAR statistics for RGB; a neutral 0.5 / 0.25 for other channel counts
+            if mean is None:
+                mean = CIFAR_MEAN if in_channels == 3 else (0.5,) * in_channels
+            if std is None:
+                std = CIFAR_STD if in_channels == 3 else (0.25,) * in_channels
             self.encoder = NormalizedImage(mean, std)
             self.stem = nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False)
         self.stem_bn = nn.BatchNorm2d(widths[0])

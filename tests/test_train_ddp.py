@@ -21,7 +21,7 @@ import pytest
 import torch
 import yaml
 
-from fracbnn.checkpoint import load_checkpoint, model_from_checkpoint
+from fracbnn.checkpoint import load_checkpoint
 from fracbnn.models import create_model
 from fracbnn.train import load_recipe, train
 

@@ -66,7 +66,6 @@ def hw_program(packed) -> HwProgram:
     t = packed.tensors
     shapes = packed.validate()
     prog = packed.program
-    ops = {op["output"] if isinstance(op["output"], str) else op["output"][0]: op for op in prog}
     by_input = {}
     for op in prog:
         for b in (op["input"] if isinstance(op["input"], list) else [op["input"]]):

@@ -24,14 +24,12 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-class FrozenTeacher(nn.Module):
-    """Normalises uint8 / [0, 1] images, runs ``net`` without gradients, always in eval mode."""
+class FrozenModel(nn.Module):
+    """Wraps ``net`` for use as a teacher: no gradients, always in eval mode."""
 
-    def __init__(self, net: nn.Module, mean=IMAGENET_MEAN, std=IMAGENET_STD):
+    def __init__(self, net: nn.Module):
         super().__init__()
         self.net = net
-        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
         for p in self.net.parameters():
             p.requires_grad_(False)
         super().train(False)
@@ -41,11 +39,23 @@ class FrozenTeacher(nn.Module):
         return super().train(False)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return self.net(images)
+
+
+class FrozenTeacher(FrozenModel):
+    """A frozen float network that first normalises uint8 / [0, 1] images with mean/std."""
+
+    def __init__(self, net: nn.Module, mean=IMAGENET_MEAN, std=IMAGENET_STD):
+        super().__init__(net)
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = images.to(self.mean.dtype)
         if images.dtype == torch.uint8:
             x = x / 255.0
-        with torch.no_grad():
-            return self.net((x - self.mean) / self.std)
+        return super().forward((x - self.mean) / self.std)
 
 
 def _import_torchvision():

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import FracBNNError
+from ..models.teachers import FrozenModel
 
 
 def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0
@@ -47,24 +48,6 @@ class TrainingLoss(nn.Module):
                 teacher_logits = self.teacher(images)
             loss = loss + (1 - self.alpha) * distillation_loss(logits, teacher_logits, self.temperature)
         return loss
-
-
-class FrozenModel(nn.Module):
-    """A fracbnn checkpoint as a teacher: no gradients, always in eval mode."""
-
-    def __init__(self, net: nn.Module):
-        super().__init__()
-        self.net = net
-        for p in self.net.parameters():
-            p.requires_grad_(False)
-        super().train(False)
-
-    def train(self, mode: bool = True):
-        return super().train(False)
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            return self.net(images)
 
 
 def build_teacher(spec: dict | None, device: torch.device) -> nn.Module | None:

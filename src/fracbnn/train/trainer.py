@@ -288,7 +288,6 @@ class Trainer:
                 m.threshold.requires_grad_(m.mode == "frac")
         gated = mode == "frac" and step["gate_target"] is not None and n_frac > 0
 
-        d = cfg["data"]
         loader = self.make_train_loader(i)
         test_loader = self.make_test_loader()
         epochs = step["epochs"]

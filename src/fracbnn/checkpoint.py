@@ -51,13 +51,18 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, **extra) -> Path:
     return atomic_torch_save(payload, path)
 
 
-def atomic_torch_save(obj, path: str | os.PathLike) -> Path:
+def atomic_write(path: str | os.PathLike, write) -> Path:
+    """Call ``write(file)`` on a temporary file beside ``path``, fsync, then rename it over ``path``.
+
+    A crash or kill at any moment leaves either the old file or the new one,
+    never a partial file; the temporary file is removed on failure.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -65,6 +70,10 @@ def atomic_torch_save(obj, path: str | os.PathLike) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def atomic_torch_save(obj, path: str | os.PathLike) -> Path:
+    return atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:

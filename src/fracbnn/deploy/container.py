@@ -25,11 +25,11 @@ import hashlib
 import json
 import os
 import struct
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from ..checkpoint import atomic_write
 from ..errors import FracBNNError
 
 MAGIC = b"FBNN\x00\r\n\x1a"
@@ -68,19 +68,7 @@ def write_container(path: str | os.PathLike, meta: dict, tensors: dict[str, np.n
     head += b"\0" * _pad(len(head))
     payload = head + b"".join(blobs)
     payload += hashlib.sha256(payload).digest()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(payload)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, lambda f: f.write(payload))
 
 
 def read_container(path: str | os.PathLike) -> tuple[dict, dict[str, np.ndarray]]:

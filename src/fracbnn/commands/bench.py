@@ -19,8 +19,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
+    from ..deploy import fast
     from ..deploy.cli import bench_engines
-    from ..deploy.engines import EngineError, get_engine
     from ..errors import FracBNNError
 
     if args.batch_size < 1 or args.batches < 1:
@@ -28,10 +28,6 @@ def run(args) -> int:
     if args.engines:
         engines = [e.strip() for e in args.engines.split(",") if e.strip()]
     else:
-        engines = ["golden"]
-        try:
-            get_engine("fast")
-            engines.append("fast")
-        except EngineError:
-            pass
+        # the fast engine is listed only when its compiled extension is importable
+        engines = ["golden"] + (["fast"] if fast.available() else [])
     return bench_engines(args.model, engines, args.batch_size, args.batches, as_json=args.json)

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError, FracBNNError
+from .resnet_cifar import NormalizedImage
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -48,14 +49,10 @@ class FrozenTeacher(FrozenModel):
 
     def __init__(self, net: nn.Module, mean=IMAGENET_MEAN, std=IMAGENET_STD):
         super().__init__(net)
-        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
+        self.normalize = NormalizedImage(mean, std)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        x = images.to(self.mean.dtype)
-        if images.dtype == torch.uint8:
-            x = x / 255.0
-        return super().forward((x - self.mean) / self.std)
+        return super().forward(self.normalize(images))
 
 
 def _import_torchvision():

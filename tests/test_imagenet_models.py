@@ -14,7 +14,8 @@ from torch import nn
 from fracbnn.checkpoint import model_from_checkpoint, save_checkpoint
 from fracbnn.data.imagenet import PCA_EIGVAL, PCA_EIGVEC, PCALighting, pca_lighting
 from fracbnn.models import create_model, list_models
-from fracbnn.models.reactnet import REACTNET_A_BLOCKS, ReActBlock, make_conv
+from fracbnn.models.reactnet import REACTNET_A_BLOCKS, ReActBlock
+from fracbnn.models.resnet_cifar import make_block_conv
 from fracbnn.models.teachers import FrozenTeacher
 from fracbnn.nn import BinaryConv2d, FracConv2d, set_conv_mode
 from fracbnn.summary import summarize
@@ -80,7 +81,7 @@ def test_block_follows_spec_formula(cin, cout, stride):
     torch.manual_seed(1)
 
     def factory(i, o, k, s):
-        return make_conv("frac", i, o, k, s)
+        return make_block_conv("frac", i, o, s, kernel=k)
 
     block = ReActBlock(cin, cout, stride, factory)
     for m in block.modules():  # non-trivial BN statistics and RPReLU parameters

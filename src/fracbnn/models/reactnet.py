@@ -25,10 +25,10 @@ import torch
 from torch import nn
 
 from ..errors import FracBNNError
-from ..nn import BinaryConv2d, FracConv2d, RPReLU
-from ..quant import ActivationQuantizer, ThermometerEncoder
+from ..nn import RPReLU
+from ..quant import ActivationQuantizer
 from .registry import register_model
-from .resnet_cifar import BLOCK_CONVS, INPUT_LAYERS, NormalizedImage
+from .resnet_cifar import check_model_options, make_block_conv, make_input_layer
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -51,20 +51,6 @@ class ChannelDuplicate(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.cat((x, x), dim=1)
-
-
-def make_conv(kind: str, cin: int, cout: int, kernel: int, stride: int, *, frac_mode: str = "frac",
-              act_bits: int = 1, threshold_init: float = -1.0, sparse_backprop: bool = True) -> nn.Module:
-    """A block convolution of the given kind; padding keeps 'same' size at stride 1."""
-    pad = kernel // 2
-    if kind == "frac":
-        return FracConv2d(cin, cout, kernel, stride, pad, mode=frac_mode, threshold_init=threshold_init,
-                          sparse_backprop=sparse_backprop)
-    if kind == "binary":
-        return BinaryConv2d(cin, cout, kernel, stride, pad, input_quantizer=ActivationQuantizer(act_bits))
-    if kind == "float":
-        return nn.Conv2d(cin, cout, kernel, stride, pad, bias=False)
-    raise ValueError(f"unknown block conv {kind!r}; choose one of {', '.join(BLOCK_CONVS)}")
 
 
 def _shortcut_quantizer(bits: int) -> nn.Module:
@@ -119,10 +105,7 @@ class ReActNet(nn.Module):
         std=IMAGENET_STD,
     ):
         super().__init__()
-        if input_layer not in INPUT_LAYERS:
-            raise ValueError(f"unknown input layer {input_layer!r}; choose one of {', '.join(INPUT_LAYERS)}")
-        if block_conv not in BLOCK_CONVS:
-            raise ValueError(f"unknown block conv {block_conv!r}; choose one of {', '.join(BLOCK_CONVS)}")
+        check_model_options(input_layer, block_conv)
         if not 0 <= int(shortcut_bits) <= 8:
             raise ValueError(f"shortcut_bits must be 0 (float shortcut) or 1..8, got {shortcut_bits}")
 
@@ -130,18 +113,13 @@ class ReActNet(nn.Module):
             return max(1, int(round(c * width)))
 
         stem_out = w(STEM_CHANNELS)
-        if input_layer == "thermometer":
-            self.encoder = ThermometerEncoder(resolution, in_channels)
-            self.stem = BinaryConv2d(self.encoder.out_channels, stem_out, 3, 2, 1)
-            self.stem.is_input_layer = True
-        else:
-            self.encoder = NormalizedImage(mean, std)
-            self.stem = nn.Conv2d(in_channels, stem_out, 3, 2, 1, bias=False)
+        self.encoder, self.stem = make_input_layer(input_layer, in_channels, stem_out, 2, resolution, mean, std)
         self.stem_bn = nn.BatchNorm2d(stem_out)
 
         def conv_factory(cin, cout, kernel, stride):
-            return make_conv(block_conv, cin, cout, kernel, stride, frac_mode=frac_mode, act_bits=act_bits,
-                             threshold_init=threshold_init, sparse_backprop=sparse_backprop)
+            return make_block_conv(block_conv, cin, cout, stride, kernel=kernel, frac_mode=frac_mode,
+                                   act_bits=act_bits, threshold_init=threshold_init,
+                                   sparse_backprop=sparse_backprop)
 
         blocks = []
         for cin, cout, stride in REACTNET_A_BLOCKS:

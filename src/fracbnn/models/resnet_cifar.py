@@ -51,16 +51,35 @@ class NormalizedImage(nn.Module):
         return (x - self.mean) / self.std
 
 
-def make_block_conv(kind: str, cin: int, cout: int, stride: int, *, frac_mode: str = "frac",
+def check_model_options(input_layer: str, block_conv: str) -> None:
+    if input_layer not in INPUT_LAYERS:
+        raise ValueError(f"unknown input layer {input_layer!r}; choose one of {', '.join(INPUT_LAYERS)}")
+    if block_conv not in BLOCK_CONVS:
+        raise ValueError(f"unknown block conv {block_conv!r}; choose one of {', '.join(BLOCK_CONVS)}")
+
+
+def make_input_layer(input_layer: str, in_channels: int, out_channels: int, stride: int, resolution: int,
+                     mean, std) -> tuple[nn.Module, nn.Module]:
+    """(encoder, stem conv): thermometer bits + binary 3x3 conv, or normalised RGB + float 3x3 conv."""
+    if input_layer == "thermometer":
+        encoder = ThermometerEncoder(resolution, in_channels)
+        stem = BinaryConv2d(encoder.out_channels, out_channels, 3, stride, 1)
+        stem.is_input_layer = True
+        return encoder, stem
+    return NormalizedImage(mean, std), nn.Conv2d(in_channels, out_channels, 3, stride, 1, bias=False)
+
+
+def make_block_conv(kind: str, cin: int, cout: int, stride: int, *, kernel: int = 3, frac_mode: str = "frac",
                     act_bits: int = 1, threshold_init: float = -1.0, sparse_backprop: bool = True) -> nn.Module:
-    """The 3x3 convolution used inside residual blocks, by kind."""
+    """A convolution inside a residual block, by kind; padding keeps 'same' size at stride 1."""
+    pad = kernel // 2
     if kind == "frac":
-        return FracConv2d(cin, cout, 3, stride, 1, mode=frac_mode, threshold_init=threshold_init,
+        return FracConv2d(cin, cout, kernel, stride, pad, mode=frac_mode, threshold_init=threshold_init,
                           sparse_backprop=sparse_backprop)
     if kind == "binary":
-        return BinaryConv2d(cin, cout, 3, stride, 1, input_quantizer=ActivationQuantizer(act_bits))
+        return BinaryConv2d(cin, cout, kernel, stride, pad, input_quantizer=ActivationQuantizer(act_bits))
     if kind == "float":
-        return nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        return nn.Conv2d(cin, cout, kernel, stride, pad, bias=False)
     raise ValueError(f"unknown block conv {kind!r}; choose one of {', '.join(BLOCK_CONVS)}")
 
 
@@ -110,23 +129,14 @@ class CifarResNet(nn.Module):
         std=None,
     ):
         super().__init__()
-        if input_layer not in INPUT_LAYERS:
-            raise ValueError(f"unknown input layer {input_layer!r}; choose one of {', '.join(INPUT_LAYERS)}")
-        if block_conv not in BLOCK_CONVS:
-            raise ValueError(f"unknown block conv {block_conv!r}; choose one of {', '.join(BLOCK_CONVS)}")
+        check_model_options(input_layer, block_conv)
         widths = [max(1, int(round(w * width))) for w in (16, 32, 64)]
-        if input_layer == "thermometer":
-            self.encoder = ThermometerEncoder(resolution, in_channels)
-            self.stem = BinaryConv2d(self.encoder.out_channels, widths[0], 3, 1, 1)
-            self.stem.is_input_layer = True
-        else:
-            # CIFAR statistics for RGB; a neutral 0.5 / 0.25 for other channel counts
-            if mean is None:
-                mean = CIFAR_MEAN if in_channels == 3 else (0.5,) * in_channels
-            if std is None:
-                std = CIFAR_STD if in_channels == 3 else (0.25,) * in_channels
-            self.encoder = NormalizedImage(mean, std)
-            self.stem = nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False)
+        # CIFAR statistics for RGB; a neutral 0.5 / 0.25 for other channel counts
+        if mean is None:
+            mean = CIFAR_MEAN if in_channels == 3 else (0.5,) * in_channels
+        if std is None:
+            std = CIFAR_STD if in_channels == 3 else (0.25,) * in_channels
+        self.encoder, self.stem = make_input_layer(input_layer, in_channels, widths[0], 1, resolution, mean, std)
         self.stem_bn = nn.BatchNorm2d(widths[0])
 
         def conv_factory(cin, cout, stride):

@@ -163,3 +163,14 @@ def test_summary_of_checkpoint_uses_recorded_sparsity(tmp_path, capsys):
     totals = json.loads(capsys.readouterr().out)["totals"]
     assert totals["lsb_bmacs"] == pytest.approx(0.25 * totals["msb_bmacs"], rel=1e-6)
     assert totals["effective_activation_bits"] == pytest.approx(1.25)
+
+
+def test_densities_applied_to_rows_equal_a_fresh_summary():
+    from fracbnn.summary import summary_totals, with_lsb_densities
+
+    model = create_model("resnet20-fracbnn", width=0.5)
+    names = [n for n, m in model.named_modules() if isinstance(m, FracConv2d)]
+    dens = {n: (i % 5) / 5 for i, n in enumerate(names)}
+    later = summary_totals(with_lsb_densities(summarize(model, lsb_density=1.0).rows, dens))
+    assert later == summarize(model, layer_densities=dens).totals
+    assert later["effective_activation_bits"] < 2.0

@@ -156,12 +156,28 @@ def summarize(model: nn.Module, input_size: tuple | None = None, lsb_density: fl
                 m.gate_counter._counts = saved_counts[name]
 
     rows = [_row(name, m, out, measured, default_density) for name, m, out in records]
-    totals = _totals(rows)
+    totals = summary_totals(rows)
     return Summary(rows=rows, totals=totals, model_name=getattr(model, "spec", {}).get("name", type(model).__name__),
                    input_size=input_size)
 
 
-def _totals(rows: list[dict]) -> dict:
+def with_lsb_densities(rows: list[dict], densities: dict[str, float]) -> list[dict]:
+    """Rows of gated ("frac" mode) layers re-counted at the given per-layer LSB densities.
+
+    Lets a caller that summarised a model once (e.g. the trainer) apply
+    densities measured later without another pass through the model.
+    """
+    out = []
+    for r in rows:
+        if r.get("mode") == "frac" and r["name"] in densities:
+            d = float(densities[r["name"]])
+            r = {**r, "lsb_density": d, "lsb_bmacs": int(round(r["msb_bmacs"] * d))}
+        out.append(r)
+    return out
+
+
+def summary_totals(rows: list[dict]) -> dict:
+    """Network totals of summary rows (the keys documented in docs/summary.md)."""
     binary_bits = sum(r["weight_bits"] for r in rows)
     float_params = sum(r["float_params"] for r in rows)
     input_bmacs = sum(r["msb_bmacs"] + r["lsb_bmacs"] for r in rows if r["input_layer"])

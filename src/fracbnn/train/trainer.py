@@ -33,14 +33,13 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from ..checkpoint import load_checkpoint, load_state_dict_strict, save_checkpoint
+from ..checkpoint import atomic_write, load_checkpoint, load_state_dict_strict, save_checkpoint
 from ..errors import FracBNNError
 from ..nn import FracConv2d, gate_regularizer, reset_gate_statistics, set_conv_mode
 from .config import write_recipe
@@ -132,38 +131,24 @@ def resolve_flag(value, device: torch.device) -> bool:
 
 
 def body_effective_bits(summary_rows: list[dict], gate: dict) -> float:
-    """Average activation bits of the binary layers after the input layer, from measured gate densities.
+    """Effective activation bits (fracbnn.summary's rule) at the measured gate densities.
 
-    Same rule as ``fracbnn.summary`` (1 + LSB BMACs / MSB BMACs), but with the
-    densities summed over every process and the whole test set.
+    ``gate`` comes from gate_statistics after evaluation, i.e. summed over every
+    process and the whole test set.
     """
-    msb = lsb = 0.0
-    for r in summary_rows:
-        if r["input_layer"] or not r["msb_bmacs"]:
-            continue
-        msb += r["msb_bmacs"]
-        if r.get("mode") == "frac" and r["name"] in gate and gate[r["name"]]["total"]:
-            lsb += r["msb_bmacs"] * gate[r["name"]]["density"]
-        else:
-            lsb += r["lsb_bmacs"]
-    return 1.0 + lsb / msb if msb else 32.0
+    from ..summary import summary_totals, with_lsb_densities
+
+    densities = {k: v["density"] for k, v in gate.items() if v.get("total")}
+    return summary_totals(with_lsb_densities(summary_rows, densities))["effective_activation_bits"]
 
 
 def atomic_copy(src: Path, dst: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
-    os.close(fd)
-    try:
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, dst)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with open(src, "rb") as f_src:
+        atomic_write(dst, lambda f: shutil.copyfileobj(f_src, f))
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: f.write(text.encode()))
 
 
 # ---------------------------------------------------------------- the trainer

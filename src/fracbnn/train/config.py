@@ -291,16 +291,7 @@ def dump_yaml(cfg: dict) -> str:
 
 def write_recipe(cfg: dict, path: str | os.PathLike) -> Path:
     """Write the resolved recipe atomically."""
-    import tempfile
+    from ..checkpoint import atomic_write
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(dump_yaml(cfg))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    text = dump_yaml(cfg).encode()
+    return atomic_write(path, lambda f: f.write(text))

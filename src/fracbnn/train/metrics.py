@@ -13,6 +13,8 @@ import os
 import sys
 from pathlib import Path
 
+from ..checkpoint import atomic_write
+
 METRICS_FILE = "metrics.jsonl"
 
 
@@ -63,9 +65,8 @@ class MetricsLogger:
                 continue  # later steps are being redone too
             keep.append(r)
         if len(keep) != len(records):
-            tmp = self.path.with_suffix(".jsonl.tmp")
-            tmp.write_text("".join(json.dumps(r) + "\n" for r in keep))
-            os.replace(tmp, self.path)
+            text = "".join(json.dumps(r) + "\n" for r in keep).encode()
+            atomic_write(self.path, lambda f: f.write(text))
 
     def close(self) -> None:
         if self._tb is not None:

@@ -39,12 +39,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..checkpoint import (
-    atomic_write,
-    load_checkpoint,
-    load_state_dict_strict,
-    save_checkpoint,
-)
+from ..checkpoint import atomic_write, load_checkpoint, load_state_dict_strict, save_checkpoint
 from ..errors import FracBNNError
 from ..nn import FracConv2d, gate_regularizer, reset_gate_statistics, set_conv_mode
 from .config import write_recipe
@@ -52,12 +47,7 @@ from .distill import TrainingLoss, build_teacher
 from .distributed import DistContext, convert_batchnorm, setup_distributed
 from .evaluate import autocast_context, evaluate, topk_correct
 from .metrics import MetricsLogger
-from .reproducibility import (
-    capture_rng_state,
-    restore_rng_state,
-    seed_everything,
-    set_deterministic,
-)
+from .reproducibility import capture_rng_state, restore_rng_state, seed_everything, set_deterministic
 
 CONFIG_FILE = "config.yaml"
 RESULTS_FILE = "results.json"

@@ -1,10 +1,12 @@
-"""Build of the optional compiled extension (the fast CPU inference engine).
+"""Build of the optional compiled extensions.
 
-All package metadata lives in pyproject.toml; this file only declares the C
-extension ``fracbnn.deploy._fastkernels``. It is optional: when no C compiler
-is available the build prints a warning and fracbnn installs without it (the
-golden engine and everything else still work; ``FastEngine`` then says how
-to build it). OpenMP is used when the compiler supports ``-fopenmp``; the
+All package metadata lives in pyproject.toml; this file only declares two C
+extensions: ``fracbnn.deploy._fastkernels`` (the fast CPU inference engine)
+and ``fracbnn.nn._trainops`` (fused CPU kernels for training FracBNN
+layers). Both are optional: when no C compiler is available the build prints
+a warning and fracbnn installs without them (the golden engine and the
+plain-PyTorch training path still work; ``FastEngine`` then says how to
+build it). OpenMP is used when the compiler supports ``-fopenmp``; the
 kernels pick AVX2/POPCNT code at run time, so no ``-march=native`` is needed
 and the built wheel runs on any CPU of its architecture.
 """
@@ -17,6 +19,7 @@ from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 KERNELS = os.path.join("src", "fracbnn", "deploy", "_kernels")
+TRAIN_KERNELS = os.path.join("src", "fracbnn", "nn", "_kernels")
 
 
 def _compiles(compiler, flags) -> bool:
@@ -47,6 +50,10 @@ class BuildFastKernels(build_ext):
             print("fracbnn: building the fast engine WITHOUT OpenMP (single-threaded)", file=sys.stderr)
         for ext in self.extensions:
             ext.extra_compile_args = base + (omp if use_omp else [])
+            if ext.name == "fracbnn.nn._trainops" and ctype != "msvc":
+                # lets gcc/clang vectorise the kernels' compare-and-select loops; no value changes
+                # (no reassociation, no fast-math), only FP exception flags are not preserved
+                ext.extra_compile_args.append("-fno-trapping-math")
             ext.extra_link_args = (omp if use_omp and ctype != "msvc" else [])
         super().build_extensions()
 
@@ -58,7 +65,12 @@ setup(
             sources=[os.path.join(KERNELS, "fastkernels.c")],
             depends=[os.path.join(KERNELS, "fast_impl.h")],
             optional=True,
-        )
+        ),
+        Extension(
+            "fracbnn.nn._trainops",
+            sources=[os.path.join(TRAIN_KERNELS, "trainops.c")],
+            optional=True,
+        ),
     ],
     cmdclass={"build_ext": BuildFastKernels},
 )

@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from .nn import BinaryConv2d, FracConv2d, RPReLU, gate_statistics
+from .nn import cpu_ops
 from .quant import ThermometerEncoder
 
 _ROW_TYPES = (nn.Conv2d, nn.Linear, nn.BatchNorm2d, RPReLU, ThermometerEncoder, nn.AdaptiveAvgPool2d,
@@ -146,7 +147,8 @@ def summarize(model: nn.Module, input_size: tuple | None = None, lsb_density: fl
         model.eval()
         param = next(model.parameters(), None)
         device = param.device if param is not None else torch.device("cpu")
-        model(torch.zeros((1, *input_size), dtype=torch.uint8, device=device))
+        with cpu_ops.disabled():  # the plain path calls every module (the fused input layer skips the encoder)
+            model(torch.zeros((1, *input_size), dtype=torch.uint8, device=device))
     finally:
         for h in hooks:
             h.remove()

@@ -28,7 +28,7 @@ from ..errors import FracBNNError
 from ..nn import RPReLU
 from ..quant import ActivationQuantizer
 from .registry import register_model
-from .resnet_cifar import check_model_options, make_block_conv, make_input_layer
+from .resnet_cifar import check_model_options, input_layer_forward, make_block_conv, make_input_layer
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -133,7 +133,7 @@ class ReActNet(nn.Module):
         if images.dim() == 4 and (images.shape[-1] % 32 or images.shape[-2] % 32):
             raise InputSizeError(f"ReActNet needs image sides that are multiples of 32 (e.g. 224), "
                                  f"got {tuple(images.shape[-2:])}")
-        x = self.stem_bn(self.stem(self.encoder(images)))
+        x = self.stem_bn(input_layer_forward(self.encoder, self.stem, images))
         x = self.blocks(x)
         return self.fc(torch.flatten(self.pool(x), 1))
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..nn import BinaryConv2d, FracConv2d, RPReLU
+from ..nn import BinaryConv2d, FracConv2d, RPReLU, ThermometerConv2d
 from ..quant import ActivationQuantizer, ThermometerEncoder
 from .registry import register_model
 
@@ -63,10 +63,15 @@ def make_input_layer(input_layer: str, in_channels: int, out_channels: int, stri
     """(encoder, stem conv): thermometer bits + binary 3x3 conv, or normalised RGB + float 3x3 conv."""
     if input_layer == "thermometer":
         encoder = ThermometerEncoder(resolution, in_channels)
-        stem = BinaryConv2d(encoder.out_channels, out_channels, 3, stride, 1)
-        stem.is_input_layer = True
-        return encoder, stem
+        return encoder, ThermometerConv2d(encoder, out_channels, 3, stride, 1)
     return NormalizedImage(mean, std), nn.Conv2d(in_channels, out_channels, 3, stride, 1, bias=False)
+
+
+def input_layer_forward(encoder: nn.Module, stem: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """Stem output from images: the thermometer stem encodes itself (see ThermometerConv2d)."""
+    if isinstance(stem, ThermometerConv2d):
+        return stem(images)
+    return stem(encoder(images).to(stem.weight.dtype))
 
 
 def make_block_conv(kind: str, cin: int, cout: int, stride: int, *, kernel: int = 3, frac_mode: str = "frac",
@@ -163,8 +168,7 @@ class CifarResNet(nn.Module):
                 nn.init.kaiming_normal_(m.weight)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        x = self.encoder(images).to(self.stem.weight.dtype)
-        x = self.stem_bn(self.stem(x))
+        x = self.stem_bn(input_layer_forward(self.encoder, self.stem, images))
         x = self.stages(x)
         return self.fc(torch.flatten(self.pool(x), 1))
 

@@ -11,6 +11,7 @@ from .layers import (
     reset_gate_statistics,
     set_conv_mode,
 )
+from .input_layer import ThermometerConv2d
 
 __all__ = [
     "CONV_MODES",
@@ -18,6 +19,7 @@ __all__ = [
     "FracConv2d",
     "GateCounter",
     "RPReLU",
+    "ThermometerConv2d",
     "gate_regularizer",
     "gate_statistics",
     "reset_gate_statistics",

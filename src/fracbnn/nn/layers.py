@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import cpu_ops
 from ..quant import ActivationQuantizer, BinaryWeight, PrecisionGate
 
 #: Modes of :class:`FracConv2d`, one per step of the training recipe.
@@ -63,6 +64,12 @@ class GateCounter:
         acc = self._accumulator(mask.device)
         acc[0].add_(mask.sum(dtype=torch.int64))
         acc[1].add_(mask.numel())
+
+    def add_count(self, opened: torch.Tensor, total: int) -> None:
+        """``opened`` of ``total`` outputs had an open gate (``opened``: int64 tensor, any device)."""
+        acc = self._accumulator(opened.device)
+        acc[0].add_(opened)
+        acc[1].add_(total)
 
     def add_dense(self, n: int, device: torch.device) -> None:
         """All ``n`` outputs computed at full precision (non-gated modes)."""
@@ -120,11 +127,25 @@ class _FracConvFn(torch.autograd.Function):
       dL/dxq     = conv_T((2/3) dL/dz + dL/df, w)        (dM/dxq = 1, straight-through)
       dL/dx      = dL/dxq [|x| < 1]
       dL/dw      = corr(M, (2/3) dL/dz) + corr(xq, dL/df)
-    Returns y and the 0/1 float gate mask (no gradient).
+    Returns y and the number of open gates (int64 tensor, no gradient).
+
+    On float32 NCHW CPU tensors the element-wise parts run as fused C kernels
+    (:mod:`fracbnn.nn.cpu_ops`, same formulas); elsewhere as PyTorch ops.
     """
 
     @staticmethod
     def forward(ctx, x, w, theta, stride, padding, dilation, groups, sparse):
+        ctx.conf = (stride, padding, dilation, groups, sparse)
+        ctx.kernels = cpu_ops.usable(x, w, theta)
+        if ctx.kernels:  # same values from fused CPU kernels (fracbnn.nn.cpu_ops)
+            xq, msb, inside = cpu_ops.frac_quantize(x)
+            z_raw = F.conv2d(msb, w, None, stride, padding, dilation, groups).contiguous()
+            full = F.conv2d(xq, w, None, stride, padding, dilation, groups).contiguous()
+            out, opened = cpu_ops.frac_gate_forward(z_raw, full, theta)  # full now holds full - z
+            ctx.save_for_backward(xq, msb, inside, w, theta, z_raw, full)
+            opened = torch.tensor(opened, dtype=torch.int64)
+            ctx.mark_non_differentiable(opened)
+            return out, opened
         step = 2.0 / 3.0  # ActivationQuantizer(2): 2 / (2^k - 1)
         xq = torch.round((x.clamp(-1.0, 1.0) + 1.0) / step) * step - 1.0
         inside = (1.0 - x.abs()).sign_().clamp_(min=0)  # 1 where -1 < x < 1, else 0
@@ -135,22 +156,36 @@ class _FracConvFn(torch.autograd.Function):
         diff = out_full - out_msb
         out = out_msb + mask * diff
         ctx.save_for_backward(xq, inside, w, theta, out_msb, diff, mask)
-        ctx.conf = (stride, padding, dilation, groups, sparse)
-        ctx.mark_non_differentiable(mask)
-        return out, mask
+        opened = mask.sum(dtype=torch.int64)
+        ctx.mark_non_differentiable(opened)
+        return out, opened
 
     @staticmethod
-    def backward(ctx, grad, _grad_mask):
-        xq, inside, w, theta, out_msb, diff, mask = ctx.saved_tensors
+    def backward(ctx, grad, _grad_opened):
         stride, padding, dilation, groups, sparse = ctx.conf
+        conv_args = (None, _pair(stride), _pair(padding), _pair(dilation), False, [0, 0], groups)
+        grad_x = grad_w = grad_theta = None
+        if ctx.kernels:
+            xq, msb, inside, w, theta, z_raw, diff = ctx.saved_tensors
+            taps = w.shape[1] * w.shape[2] * w.shape[3]
+            g_in, g_msb, g_full, dtheta = cpu_ops.frac_gate_backward(grad, z_raw, diff, theta, taps, sparse)
+            if ctx.needs_input_grad[0]:
+                grad_xq = torch.ops.aten.convolution_backward(g_in, xq, w, *conv_args, [True, False, False])[0]
+                grad_x = cpu_ops.mask_multiply_(grad_xq.contiguous(), inside)
+            if ctx.needs_input_grad[1]:
+                grad_w = torch.ops.aten.convolution_backward(g_msb, msb, w, *conv_args, [False, True, False])[1]
+                grad_w = grad_w + torch.ops.aten.convolution_backward(g_full, xq, w, *conv_args,
+                                                                      [False, True, False])[1]
+            if ctx.needs_input_grad[2]:
+                grad_theta = -dtheta.view_as(theta)
+            return grad_x, grad_w, grad_theta, None, None, None, None, None
+        xq, inside, w, theta, out_msb, diff, mask = ctx.saved_tensors
         g_full = grad * mask
         s = torch.sigmoid(5.0 * (out_msb - theta))
         d = grad * diff * (5.0 * s * (1.0 - s))
         if sparse:
             d = d * mask
         g_msb = (grad - g_full + d) * (2.0 / 3.0)
-        grad_x = grad_w = grad_theta = None
-        conv_args = (None, _pair(stride), _pair(padding), _pair(dilation), False, [0, 0], groups)
         if ctx.needs_input_grad[0]:
             grad_xq = torch.ops.aten.convolution_backward(g_msb + g_full, xq, w, *conv_args,
                                                           [True, False, False])[0]
@@ -222,10 +257,10 @@ class FracConv2d(nn.Conv2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self._mode == "frac" and self._can_fuse(x):
-            out, open_ = _FracConvFn.apply(x, self.weight_quantizer(self.weight),
-                                           self.threshold.view(1, -1, 1, 1).to(x.dtype), self.stride,
-                                           self.padding, self.dilation, self.groups, self.gate.sparse_backprop)
-            self.gate_counter.add(open_)
+            out, opened = _FracConvFn.apply(x, self.weight_quantizer(self.weight),
+                                            self.threshold.view(1, -1, 1, 1).to(x.dtype), self.stride,
+                                            self.padding, self.dilation, self.groups, self.gate.sparse_backprop)
+            self.gate_counter.add_count(opened, out.numel())
             return out
         xq = self.input_quantizer(x)
         if self._mode == "float":

@@ -68,6 +68,7 @@ DEFAULTS: dict = {
         "amp": "auto",  # auto (CUDA only) | true | false
         "channels_last": "auto",  # auto (CUDA only) | true | false
         "threads": None,  # torch CPU threads; null leaves torch's default
+        "keep_freed_memory": "auto",  # auto (CPU only) | true | false: see fracbnn.train.allocator
         "checkpoint_every": 200,  # batches between mid-epoch checkpoints; 0: epoch ends only
         "keep_epoch_checkpoints": False,  # also keep epoch_XXX.pt besides last.pt
         "progress": True,

@@ -42,6 +42,7 @@ from torch import nn
 from ..checkpoint import atomic_write, load_checkpoint, load_state_dict_strict, save_checkpoint
 from ..errors import FracBNNError
 from ..nn import FracConv2d, gate_regularizer, reset_gate_statistics, set_conv_mode
+from .allocator import keep_freed_memory
 from .config import write_recipe
 from .distill import TrainingLoss, build_teacher
 from .distributed import DistContext, convert_batchnorm, setup_distributed
@@ -188,6 +189,9 @@ class Trainer:
         cfg = self.cfg
         if cfg["runtime"]["threads"]:
             torch.set_num_threads(int(cfg["runtime"]["threads"]))
+        keep = cfg["runtime"].get("keep_freed_memory", "auto")
+        if (self.device.type == "cpu") if keep in ("auto", None) else bool(keep):
+            keep_freed_memory()
         seed_everything(cfg["seed"])
         set_deterministic(cfg["deterministic"], self.device)
         self.train_ds, self.test_ds = load_data(cfg)

@@ -1,0 +1,160 @@
+"""Python side of the optional fused CPU training kernels (``fracbnn.nn._trainops``).
+
+Why: on a CPU, a FracBNN training step spent about as long in chains of
+small PyTorch element-wise ops (quantize, gate, masks, their gradients) and
+in the 96-channel thermometer input convolution as in all the block
+convolutions. The C kernels do each chain in one pass and compute the input
+layer as a table lookup (see ``_kernels/trainops.c``). The maths is the same
+as the PyTorch composition; tests compare the two on random inputs
+(tests/test_train_cpu_kernels.py).
+
+The kernels are used only for float32, C-contiguous (NCHW) CPU tensors and
+when the extension was built; everything else takes the plain PyTorch path.
+``FRACBNN_NO_TRAIN_KERNELS=1`` in the environment, or :func:`set_enabled`,
+turns them off (e.g. to compare speed or results).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+import numpy as np
+import torch
+
+try:  # optional at install time (see setup.py)
+    from . import _trainops as _ops
+except ImportError:  # pragma: no cover - depends on the build
+    _ops = None
+
+#: Must equal ABI_VERSION in _kernels/trainops.c (a stale build is ignored).
+ABI_VERSION = 1
+
+_enabled = os.environ.get("FRACBNN_NO_TRAIN_KERNELS", "") in ("", "0")
+if _ops is not None and _ops.info()["abi"] != ABI_VERSION:  # pragma: no cover - stale build
+    _ops = None
+
+#: 2/3 as float32: the MSB weight of a 2-bit code, as PyTorch applies it to float32 tensors.
+_TWO_THIRDS = float(np.float32(2.0 / 3.0))
+
+
+def built() -> bool:
+    """True if the compiled kernels are importable."""
+    return _ops is not None
+
+
+def enabled() -> bool:
+    return _ops is not None and _enabled
+
+
+def set_enabled(flag: bool) -> bool:
+    """Turn the kernels on or off for this process; returns the previous setting."""
+    global _enabled
+    old, _enabled = _enabled, bool(flag)
+    return old
+
+
+@contextlib.contextmanager
+def disabled():
+    """Run a block on the plain PyTorch path (e.g. so that every submodule's forward hook fires)."""
+    old = set_enabled(False)
+    try:
+        yield
+    finally:
+        set_enabled(old)
+
+
+def usable(*tensors: torch.Tensor) -> bool:
+    """True if the kernels can run on these tensors (CPU, float32, NCHW-contiguous)."""
+    return enabled() and all(
+        t.device.type == "cpu" and t.dtype == torch.float32 and t.is_contiguous() for t in tensors
+    )
+
+
+def _threads() -> int:
+    return max(1, torch.get_num_threads())
+
+
+def _np(t: torch.Tensor) -> np.ndarray:
+    return t.detach().numpy().reshape(-1)
+
+
+# ---------------------------------------------------------------- gated conv
+
+
+def frac_quantize(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(xq, msb, inside): 2-bit levels, their sign plane and the STE window (uint8)."""
+    xq, msb = torch.empty_like(x), torch.empty_like(x)
+    inside = torch.empty(x.shape, dtype=torch.uint8)
+    _ops.frac_quantize(_np(x), _np(xq), _np(msb), _np(inside), x.numel(), _threads())
+    return xq, msb, inside
+
+
+def frac_gate_forward(z_raw: torch.Tensor, full: torch.Tensor, theta: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """out = z + [z > theta] (full - z) with z = (2/3) z_raw; ``full`` becomes full - z IN PLACE.
+
+    Returns (out, number of open gates).
+    """
+    n, c = z_raw.shape[:2]
+    out = torch.empty_like(z_raw)
+    opened = _ops.frac_gate_forward(_np(z_raw), _np(full), _np(out), _np(theta.reshape(-1).contiguous()),
+                                    n, c, z_raw[0, 0].numel(), _threads())
+    return out, opened
+
+
+def gate_slope_table(theta: torch.Tensor, k: int) -> torch.Tensor:
+    """(C, 2k+1) table of 5 s (1 - s), s = sigmoid(5 (z - theta_c)) for z = (2/3) j, j = -k..k.
+
+    The MSB convolution sums +-1 products, so its raw value is an integer j
+    with |j| <= k (k = taps per output); the kernel reads the slope from here
+    instead of evaluating exp per element.
+    """
+    z = torch.arange(-k, k + 1, dtype=torch.float32) * _TWO_THIRDS
+    s = torch.sigmoid(5.0 * (z.view(1, -1) - theta.detach().reshape(-1, 1)))
+    return (5.0 * s * (1.0 - s)).contiguous()
+
+
+def frac_gate_backward(grad, z_raw, diff, theta, k: int, sparse: bool):
+    """(g_in, g_msb, g_full, dtheta) of the gated combination; see trainops.c."""
+    n, c = z_raw.shape[:2]
+    grad = grad.contiguous()
+    g_in, g_msb, g_full = torch.empty_like(grad), torch.empty_like(grad), torch.empty_like(grad)
+    dtheta = torch.empty((n, c), dtype=torch.float32)
+    theta_flat = theta.detach().reshape(-1).contiguous()
+    _ops.frac_gate_backward(_np(grad), _np(z_raw), _np(diff), _np(theta_flat), _np(gate_slope_table(theta, k)),
+                            _np(g_in), _np(g_msb), _np(g_full), _np(dtheta), n, c, z_raw[0, 0].numel(), k,
+                            int(bool(sparse)), _threads())
+    return g_in, g_msb, g_full, dtheta.sum(dim=0)
+
+
+def mask_multiply_(grad: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """grad *= mask (uint8 0/1), in place; returns grad."""
+    _ops.mask_multiply(_np(grad), _np(mask), grad.numel(), _threads())
+    return grad
+
+
+# ------------------------------------------------------ thermometer input conv
+
+
+def _geometry(pixels: torch.Tensor, weight: torch.Tensor, stride: int, padding: int):
+    n, c, h, w = pixels.shape
+    o, k = weight.shape[0], weight.shape[-1]
+    ho, wo = (h + 2 * padding - k) // stride + 1, (w + 2 * padding - k) // stride + 1
+    return (n, c, h, w, o, k, stride, padding, ho, wo)
+
+
+def thermo_conv_forward(pixels: torch.Tensor, table: torch.Tensor, weight_shape, stride: int, padding: int):
+    """conv(thermometer(pixels), w) from the (C, k, k, 256, O) table of per-pixel-value tap sums."""
+    geom = _geometry(pixels, torch.empty(weight_shape, device="meta"), stride, padding)
+    n, o, ho, wo = geom[0], geom[4], geom[8], geom[9]
+    out = torch.empty((n, o, ho, wo), dtype=torch.float32)
+    _ops.thermo_conv_forward(_np(pixels), _np(table), _np(out), geom, _threads())
+    return out
+
+
+def thermo_conv_table_grad(pixels: torch.Tensor, grad: torch.Tensor, table_shape, weight_shape, stride: int,
+                           padding: int) -> torch.Tensor:
+    geom = _geometry(pixels, torch.empty(weight_shape, device="meta"), stride, padding)
+    dtable = torch.empty(table_shape, dtype=torch.float32)
+    _ops.thermo_conv_table_grad(_np(pixels), _np(grad.contiguous()), _np(dtable), geom, _threads())
+    return dtable

@@ -1,0 +1,86 @@
+"""The thermometer input layer: encoder and binary convolution as one module.
+
+Why one module: the thermometer code of a colour is decided by the pixel
+value alone, so the convolution of the 96 bit planes with binary weights is,
+per tap, a lookup of the pixel value in a small table (the dot products of
+every code with that tap's weights). On CPU the lookup (fused C kernel) is
+several times cheaper than encoding 96 planes and convolving them; the result
+is the same integer sum, bit for bit. Elsewhere (CUDA, float64, kernels not
+built) the module encodes and convolves as written.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..quant import ThermometerEncoder
+from ..quant.thermometer import thermometer_bits, thermometer_table, to_pixels
+from . import cpu_ops
+from .layers import BinaryConv2d
+
+
+class _ThermoConvFn(torch.autograd.Function):
+    """conv(thermometer(pixels), w) by table lookup; gradient for w only (pixels are data)."""
+
+    @staticmethod
+    def forward(ctx, pixels, w, resolution, stride, padding):
+        o, _, k, _ = w.shape
+        code = thermometer_table(resolution, torch.float32)  # (256, T): row p = code of pixel value p
+        colors, t = pixels.shape[1], code.shape[1]
+        w6 = w.view(o, colors, t, k, k)
+        table = torch.einsum("pt,octuv->cuvpo", code, w6).contiguous()  # integer sums, exact in float32
+        ctx.save_for_backward(pixels, code)
+        ctx.conf = (w.shape, stride, padding)
+        return cpu_ops.thermo_conv_forward(pixels, table, w.shape, stride, padding)
+
+    @staticmethod
+    def backward(ctx, grad):
+        pixels, code = ctx.saved_tensors
+        w_shape, stride, padding = ctx.conf
+        o, _, k, _ = w_shape
+        colors = pixels.shape[1]
+        dtable = cpu_ops.thermo_conv_table_grad(pixels, grad, (colors, k, k, 256, o), w_shape, stride, padding)
+        grad_w = torch.einsum("pt,cuvpo->octuv", code, dtable).reshape(w_shape)
+        return None, grad_w, None, None, None
+
+
+class ThermometerConv2d(BinaryConv2d):
+    """Images -> thermometer bits -> conv with sign(W): the FracBNN input layer.
+
+    ``encoder`` (a :class:`ThermometerEncoder`) defines the code; its
+    ``out_channels`` are this conv's ``in_channels``. Takes uint8 or [0, 1]
+    float images of shape (N, colours, H, W). Square kernels, integer
+    stride/padding, zero padding, no bias, groups 1.
+    """
+
+    is_input_layer = True
+
+    def __init__(self, encoder: ThermometerEncoder, out_channels: int, kernel_size: int, stride: int = 1,
+                 padding: int = 0, **kwargs):
+        super().__init__(encoder.out_channels, out_channels, kernel_size, stride, padding, **kwargs)
+        self.encoder = encoder
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        w = self.weight_quantizer(self.weight)
+        if self._can_lookup(images, w):
+            pixels = images if images.dtype == torch.uint8 else to_pixels(images).to(torch.uint8)
+            return _ThermoConvFn.apply(pixels.contiguous(), w, self.encoder.resolution, self.stride[0],
+                                       self.padding[0])
+        bits = self.encoder(images).to(w.dtype)
+        return self._conv_forward(bits, w, self.bias)
+
+    def _can_lookup(self, images: torch.Tensor, w: torch.Tensor) -> bool:
+        k, s, p = self.kernel_size, self.stride, self.padding
+        return (cpu_ops.usable(w) and images.device.type == "cpu" and images.dim() == 4
+                and images.shape[1] == self.encoder.in_channels and self.bias is None and self.groups == 1
+                and k[0] == k[1] and s[0] == s[1] and not isinstance(p, str) and p[0] == p[1]
+                and self.dilation == (1, 1) and self.padding_mode == "zeros"
+                and images.shape[2] + 2 * p[0] >= k[0] and images.shape[3] + 2 * p[0] >= k[0]
+                and not torch.is_autocast_enabled("cpu"))
+
+
+def thermometer_conv_reference(images: torch.Tensor, weight_sign: torch.Tensor, resolution: int, stride: int,
+                               padding: int) -> torch.Tensor:
+    """The written-out composition (encode all planes, then convolve), for tests and comparisons."""
+    bits = thermometer_bits(images, resolution, dtype=weight_sign.dtype)
+    return torch.nn.functional.conv2d(bits, weight_sign, None, stride, padding)

@@ -51,9 +51,10 @@ class BuildFastKernels(build_ext):
         for ext in self.extensions:
             ext.extra_compile_args = base + (omp if use_omp else [])
             if ext.name == "fracbnn.nn._trainops" and ctype != "msvc":
-                # lets gcc/clang vectorise the kernels' compare-and-select loops; no value changes
-                # (no reassociation, no fast-math), only FP exception flags are not preserved
-                ext.extra_compile_args.append("-fno-trapping-math")
+                # -fno-trapping-math lets gcc/clang vectorise the compare-and-select loops (only FP
+                # exception flags are not preserved); -ffp-contract=off forbids fused multiply-adds,
+                # which would round differently from PyTorch. No fast-math, no reassociation.
+                ext.extra_compile_args += ["-fno-trapping-math", "-ffp-contract=off"]
             ext.extra_link_args = (omp if use_omp and ctype != "msvc" else [])
         super().build_extensions()
 
@@ -69,6 +70,7 @@ setup(
         Extension(
             "fracbnn.nn._trainops",
             sources=[os.path.join(TRAIN_KERNELS, "trainops.c")],
+            depends=[os.path.join(TRAIN_KERNELS, "train_impl.h")],
             optional=True,
         ),
     ],

@@ -28,7 +28,7 @@ except ImportError:  # pragma: no cover - depends on the build
     _ops = None
 
 #: Must equal ABI_VERSION in _kernels/trainops.c (a stale build is ignored).
-ABI_VERSION = 1
+ABI_VERSION = 2
 
 _enabled = os.environ.get("FRACBNN_NO_TRAIN_KERNELS", "") in ("", "0")
 if _ops is not None and _ops.info()["abi"] != ABI_VERSION:  # pragma: no cover - stale build
@@ -91,7 +91,7 @@ def frac_quantize(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Te
 
 
 def frac_gate_forward(z_raw: torch.Tensor, full: torch.Tensor, theta: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """out = z + [z > theta] (full - z) with z = (2/3) z_raw; ``full`` becomes full - z IN PLACE.
+    """out = z + [z > theta] (full - z) with z = (2/3) z_raw.
 
     Returns (out, number of open gates).
     """
@@ -114,14 +114,14 @@ def gate_slope_table(theta: torch.Tensor, k: int) -> torch.Tensor:
     return (5.0 * s * (1.0 - s)).contiguous()
 
 
-def frac_gate_backward(grad, z_raw, diff, theta, k: int, sparse: bool):
+def frac_gate_backward(grad, z_raw, full, theta, k: int, sparse: bool):
     """(g_in, g_msb, g_full, dtheta) of the gated combination; see trainops.c."""
     n, c = z_raw.shape[:2]
     grad = grad.contiguous()
     g_in, g_msb, g_full = torch.empty_like(grad), torch.empty_like(grad), torch.empty_like(grad)
     dtheta = torch.empty((n, c), dtype=torch.float32)
     theta_flat = theta.detach().reshape(-1).contiguous()
-    _ops.frac_gate_backward(_np(grad), _np(z_raw), _np(diff), _np(theta_flat), _np(gate_slope_table(theta, k)),
+    _ops.frac_gate_backward(_np(grad), _np(z_raw), _np(full), _np(theta_flat), _np(gate_slope_table(theta, k)),
                             _np(g_in), _np(g_msb), _np(g_full), _np(dtheta), n, c, z_raw[0, 0].numel(), k,
                             int(bool(sparse)), _threads())
     return g_in, g_msb, g_full, dtheta.sum(dim=0)

@@ -141,7 +141,7 @@ class _FracConvFn(torch.autograd.Function):
             xq, msb, inside = cpu_ops.frac_quantize(x)
             z_raw = F.conv2d(msb, w, None, stride, padding, dilation, groups).contiguous()
             full = F.conv2d(xq, w, None, stride, padding, dilation, groups).contiguous()
-            out, opened = cpu_ops.frac_gate_forward(z_raw, full, theta)  # full now holds full - z
+            out, opened = cpu_ops.frac_gate_forward(z_raw, full, theta)
             ctx.save_for_backward(xq, msb, inside, w, theta, z_raw, full)
             opened = torch.tensor(opened, dtype=torch.int64)
             ctx.mark_non_differentiable(opened)
@@ -166,9 +166,9 @@ class _FracConvFn(torch.autograd.Function):
         conv_args = (None, _pair(stride), _pair(padding), _pair(dilation), False, [0, 0], groups)
         grad_x = grad_w = grad_theta = None
         if ctx.kernels:
-            xq, msb, inside, w, theta, z_raw, diff = ctx.saved_tensors
+            xq, msb, inside, w, theta, z_raw, full = ctx.saved_tensors
             taps = w.shape[1] * w.shape[2] * w.shape[3]
-            g_in, g_msb, g_full, dtheta = cpu_ops.frac_gate_backward(grad, z_raw, diff, theta, taps, sparse)
+            g_in, g_msb, g_full, dtheta = cpu_ops.frac_gate_backward(grad, z_raw, full, theta, taps, sparse)
             if ctx.needs_input_grad[0]:
                 grad_xq = torch.ops.aten.convolution_backward(g_in, xq, w, *conv_args, [True, False, False])[0]
                 grad_x = cpu_ops.mask_multiply_(grad_xq.contiguous(), inside)

@@ -19,7 +19,7 @@
 #include <omp.h>
 #endif
 
-#define ABI_VERSION 1
+#define ABI_VERSION 2
 
 typedef long long i64;
 
@@ -54,14 +54,74 @@ static void *take(bufset *s, PyObject *obj, int writable, Py_ssize_t itemsize, i
     return s->v[s->n++].buf;
 }
 
+/* --------------------------------------------------------- kernel instances */
+
+typedef struct { i64 N, C, H, W, O, K, stride, pad, Ho, Wo; } thermo_geom;
+
+#define TK_SUFFIX _generic
+#include "train_impl.h"
+#undef TK_SUFFIX
+
+#if (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__))
+#define TK_HAVE_AVX2 1
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx2"))), apply_to = function)
+#else
+#pragma GCC push_options
+#pragma GCC target("avx2")
+#endif
+#define TK_SUFFIX _avx2
+#include "train_impl.h"
+#undef TK_SUFFIX
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
+#pragma GCC pop_options
+#endif
+#endif
+
+typedef struct {
+    const char *name;
+    void (*quantize_range)(const float *, float *, float *, uint8_t *, i64, i64);
+    i64 (*gate_forward_planes)(const float *, const float *, float *, const float *, i64, i64, i64, i64);
+    void (*gate_backward_planes)(const float *, const float *, const float *, const float *, const float *, i64, int,
+                                 float *, float *, float *, float *, i64, i64, i64, i64);
+    void (*mask_range)(float *, const uint8_t *, i64, i64);
+    void (*thermo_forward_rows)(const thermo_geom *, const uint8_t *, const float *, float *, float *, i64, i64);
+    void (*thermo_grad_rows)(const thermo_geom *, const uint8_t *, const float *, float *, float *, i64, i64);
+} kernel_set;
+
+static const kernel_set KERNELS_GENERIC = {"generic", quantize_range_generic, gate_forward_planes_generic,
+                                           gate_backward_planes_generic, mask_range_generic,
+                                           thermo_forward_rows_generic, thermo_grad_rows_generic};
+#ifdef TK_HAVE_AVX2
+static const kernel_set KERNELS_AVX2 = {"avx2", quantize_range_avx2, gate_forward_planes_avx2,
+                                        gate_backward_planes_avx2, mask_range_avx2, thermo_forward_rows_avx2,
+                                        thermo_grad_rows_avx2};
+#endif
+
+static const kernel_set *kernels(void)
+{
+#ifdef TK_HAVE_AVX2
+    static int avx2 = -1;
+    if (avx2 < 0) {
+        __builtin_cpu_init();
+        avx2 = __builtin_cpu_supports("avx2") ? 1 : 0;
+    }
+    if (avx2) return &KERNELS_AVX2;
+#endif
+    return &KERNELS_GENERIC;
+}
+
+/* Element ranges handed to one thread at a time. */
+#define CHUNK 16384
+
 /* ------------------------------------------------- 2-bit input quantization */
 
 /* xq = round((clamp(x, -1, 1) + 1) / step) * step - 1 with step = 2/3 (ties to
  * even, float32 arithmetic as in PyTorch, NaN stays NaN); msb = sign(xq) (the
  * levels are never 0); inside = 1 where -1 < x < 1 (the straight-through
- * window). Adding and subtracting 1.5 * 2^23 rounds a float in [0, 2^22) to the
- * nearest integer, ties to even (the default rounding mode), without a libm
- * call per element. The pass is memory-bound, so the division costs nothing. */
+ * window). */
 static PyObject *frac_quantize(PyObject *self, PyObject *args)
 {
     PyObject *xo, *qo, *mo, *io;
@@ -74,19 +134,13 @@ static PyObject *frac_quantize(PyObject *self, PyObject *args)
     float *msb = xq ? take(&s, mo, 1, 4, n, "msb") : NULL;
     uint8_t *inside = msb ? take(&s, io, 1, 1, n, "inside") : NULL;
     if (!inside) { release_all(&s); return NULL; }
-    const float step = (float)(2.0 / 3.0);
-    const float magic = 12582912.0f;
+    const kernel_set *k = kernels();
+    const i64 nchunks = (n + CHUNK - 1) / CHUNK;
     Py_BEGIN_ALLOW_THREADS
 #pragma omp parallel for schedule(static) num_threads(threads)
-    for (i64 i = 0; i < n; i++) {
-        float v = x[i];
-        float c = v < -1.0f ? -1.0f : v;
-        c = c > 1.0f ? 1.0f : c;
-        float r = (c + 1.0f) / step; /* in [0, 3] */
-        float q = ((r + magic) - magic) * step - 1.0f;
-        xq[i] = q;
-        msb[i] = q >= 0.0f ? 1.0f : -1.0f;
-        inside[i] = (uint8_t)((v > -1.0f) & (v < 1.0f));
+    for (i64 ch = 0; ch < nchunks; ch++) {
+        const i64 i0 = ch * CHUNK, i1 = i0 + CHUNK < n ? i0 + CHUNK : n;
+        k->quantize_range(x, xq, msb, inside, i0, i1);
     }
     Py_END_ALLOW_THREADS
     release_all(&s);
@@ -96,9 +150,8 @@ static PyObject *frac_quantize(PyObject *self, PyObject *args)
 /* ------------------------------------------------------- precision gate fwd */
 
 /* From the raw convolutions Zr = conv(msb, w) and F = conv(xq, w):
- *   z = Zr * (2/3), m = [z > theta_c], out = z + m * (F - z).
- * F is overwritten with diff = F - z (what backward needs); Zr is kept.
- * Returns the number of open gates. */
+ *   z = Zr * (2/3), m = [z > theta_c], out = z + m * (F - z)
+ * (the PyTorch formula, term by term). Returns the number of open gates. */
 static PyObject *frac_gate_forward(PyObject *self, PyObject *args)
 {
     PyObject *zo, *fo, *oo, *to;
@@ -108,29 +161,15 @@ static PyObject *frac_gate_forward(PyObject *self, PyObject *args)
     i64 n = N * C * HW;
     bufset s = {.n = 0};
     const float *zr = take(&s, zo, 0, 4, n, "z_raw");
-    float *f = zr ? take(&s, fo, 1, 4, n, "full") : NULL;
+    const float *f = zr ? take(&s, fo, 0, 4, n, "full") : NULL;
     float *out = f ? take(&s, oo, 1, 4, n, "out") : NULL;
     const float *theta = out ? take(&s, to, 0, 4, C, "theta") : NULL;
     if (!theta) { release_all(&s); return NULL; }
-    const float k = (float)(2.0 / 3.0);
+    const kernel_set *k = kernels();
     i64 opened = 0;
     Py_BEGIN_ALLOW_THREADS
 #pragma omp parallel for schedule(static) num_threads(threads) reduction(+ : opened)
-    for (i64 nc = 0; nc < N * C; nc++) {
-        const float th = theta[nc % C];
-        const float *zp = zr + nc * HW;
-        float *fp = f + nc * HW, *op = out + nc * HW;
-        i64 cnt = 0;
-        for (i64 i = 0; i < HW; i++) {
-            float z = zp[i] * k;
-            float m = z > th ? 1.0f : 0.0f;
-            float d = fp[i] - z;
-            fp[i] = d;
-            op[i] = z + m * d;
-            cnt += z > th;
-        }
-        opened += cnt;
-    }
+    for (i64 nc = 0; nc < N * C; nc++) opened += k->gate_forward_planes(zr, f, out, theta, C, HW, nc, nc + 1);
     Py_END_ALLOW_THREADS
     release_all(&s);
     return PyLong_FromLongLong(opened);
@@ -143,55 +182,32 @@ static PyObject *frac_gate_forward(PyObject *self, PyObject *args)
  * indexed by the integer Zr (Zr is a sum of +-1 products, so it is integral):
  *   d = g diff r [m],  g_full = g m,  g_msb = (2/3) (g (1 - m) + d),
  *   g_in = g_msb + g_full (the transposed convolution's input),
- *   dtheta_part[n, c] = sum over the plane of d.
- * Zr values outside the table get r = 0 (cannot happen for valid inputs). */
+ *   dtheta_part[n, c] = sum over the plane of d. */
 static PyObject *frac_gate_backward(PyObject *self, PyObject *args)
 {
-    PyObject *go, *zo, *dfo, *to, *lo, *gio, *gmo, *gfo, *dto;
+    PyObject *go, *zo, *fo, *to, *lo, *gio, *gmo, *gfo, *dto;
     i64 N, C, HW, K;
     int sparse, threads;
-    if (!PyArg_ParseTuple(args, "OOOOOOOOOLLLLii", &go, &zo, &dfo, &to, &lo, &gio, &gmo, &gfo, &dto, &N, &C, &HW,
+    if (!PyArg_ParseTuple(args, "OOOOOOOOOLLLLii", &go, &zo, &fo, &to, &lo, &gio, &gmo, &gfo, &dto, &N, &C, &HW,
                           &K, &sparse, &threads))
         return NULL;
-    i64 n = N * C * HW, width = 2 * K + 1;
+    i64 n = N * C * HW;
     bufset s = {.n = 0};
     const float *g = take(&s, go, 0, 4, n, "grad");
     const float *zr = g ? take(&s, zo, 0, 4, n, "z_raw") : NULL;
-    const float *diff = zr ? take(&s, dfo, 0, 4, n, "diff") : NULL;
-    const float *theta = diff ? take(&s, to, 0, 4, C, "theta") : NULL;
-    const float *lut = theta ? take(&s, lo, 0, 4, C * width, "slope table") : NULL;
+    const float *full = zr ? take(&s, fo, 0, 4, n, "full") : NULL;
+    const float *theta = full ? take(&s, to, 0, 4, C, "theta") : NULL;
+    const float *lut = theta ? take(&s, lo, 0, 4, C * (2 * K + 1), "slope table") : NULL;
     float *gin = lut ? take(&s, gio, 1, 4, n, "g_in") : NULL;
     float *gmsb = gin ? take(&s, gmo, 1, 4, n, "g_msb") : NULL;
     float *gfull = gmsb ? take(&s, gfo, 1, 4, n, "g_full") : NULL;
     float *dth = gfull ? take(&s, dto, 1, 4, N * C, "dtheta") : NULL;
     if (!dth) { release_all(&s); return NULL; }
-    const float k = (float)(2.0 / 3.0);
+    const kernel_set *k = kernels();
     Py_BEGIN_ALLOW_THREADS
 #pragma omp parallel for schedule(static) num_threads(threads)
-    for (i64 nc = 0; nc < N * C; nc++) {
-        const i64 c = nc % C;
-        const float th = theta[c];
-        const float *tab = lut + c * width;
-        const i64 off = nc * HW;
-        double acc = 0.0;
-        for (i64 i = 0; i < HW; i++) {
-            float zraw = zr[off + i];
-            float z = zraw * k;
-            float m = z > th ? 1.0f : 0.0f;
-            long idx = (long)zraw + (long)K; /* zraw is integral (a sum of +-1 products) */
-            float r = (idx >= 0 && idx < width) ? tab[idx] : 0.0f;
-            float gv = g[off + i];
-            float d = gv * diff[off + i] * r;
-            if (sparse) d *= m;
-            float gf = gv * m;
-            float gm = (gv - gf + d) * k;
-            gfull[off + i] = gf;
-            gmsb[off + i] = gm;
-            gin[off + i] = gm + gf;
-            acc += d;
-        }
-        dth[nc] = (float)acc;
-    }
+    for (i64 nc = 0; nc < N * C; nc++)
+        k->gate_backward_planes(g, zr, full, theta, lut, K, sparse, gin, gmsb, gfull, dth, C, HW, nc, nc + 1);
     Py_END_ALLOW_THREADS
     release_all(&s);
     Py_RETURN_NONE;
@@ -208,9 +224,14 @@ static PyObject *mask_multiply(PyObject *self, PyObject *args)
     float *g = take(&s, go, 1, 4, n, "grad");
     const uint8_t *m = g ? take(&s, mo, 0, 1, n, "mask") : NULL;
     if (!m) { release_all(&s); return NULL; }
+    const kernel_set *k = kernels();
+    const i64 nchunks = (n + CHUNK - 1) / CHUNK;
     Py_BEGIN_ALLOW_THREADS
 #pragma omp parallel for schedule(static) num_threads(threads)
-    for (i64 i = 0; i < n; i++) g[i] = m[i] ? g[i] : 0.0f;
+    for (i64 ch = 0; ch < nchunks; ch++) {
+        const i64 i0 = ch * CHUNK, i1 = i0 + CHUNK < n ? i0 + CHUNK : n;
+        k->mask_range(g, m, i0, i1);
+    }
     Py_END_ALLOW_THREADS
     release_all(&s);
     Py_RETURN_NONE;
@@ -224,14 +245,12 @@ static PyObject *mask_multiply(PyObject *self, PyObject *args)
  * with the weights of that tap. Zero padding contributes nothing.
  *   out[n, o, y, x] = sum_{c,u,v valid} tab[c, u, v, pix[n, c, y*s+u-pad, x*s+v-pad], o]
  */
-typedef struct { i64 N, C, H, W, O, K, stride, pad, Ho, Wo; } thermo_geom;
-
 static int parse_geom(PyObject *t, thermo_geom *g)
 {
     if (!PyArg_ParseTuple(t, "LLLLLLLLLL", &g->N, &g->C, &g->H, &g->W, &g->O, &g->K, &g->stride, &g->pad, &g->Ho,
                           &g->Wo))
         return -1;
-    if (g->O < 1 || g->O > 4096 || g->K < 1 || g->stride < 1 || g->pad < 0) {
+    if (g->O < 1 || g->O > 4096 || g->K < 1 || g->stride < 1 || g->pad < 0 || g->Ho < 1 || g->Wo < 1) {
         PyErr_SetString(PyExc_ValueError, "thermometer conv: bad geometry");
         return -1;
     }
@@ -245,49 +264,24 @@ static PyObject *thermo_conv_forward(PyObject *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "OOOOi", &po, &to, &oo, &go, &threads)) return NULL;
     thermo_geom g;
     if (parse_geom(go, &g) < 0) return NULL;
-    const i64 O = g.O, K = g.K, C = g.C, H = g.H, W = g.W, Ho = g.Ho, Wo = g.Wo;
     bufset s = {.n = 0};
-    const uint8_t *pix = take(&s, po, 0, 1, g.N * C * H * W, "pixels");
-    const float *tab = pix ? take(&s, to, 0, 4, C * K * K * 256 * O, "table") : NULL;
-    float *out = tab ? take(&s, oo, 1, 4, g.N * O * Ho * Wo, "out") : NULL;
+    const uint8_t *pix = take(&s, po, 0, 1, g.N * g.C * g.H * g.W, "pixels");
+    const float *tab = pix ? take(&s, to, 0, 4, g.C * g.K * g.K * 256 * g.O, "table") : NULL;
+    float *out = tab ? take(&s, oo, 1, 4, g.N * g.O * g.Ho * g.Wo, "out") : NULL;
     if (!out) { release_all(&s); return NULL; }
+    const kernel_set *k = kernels();
     int failed = 0;
     Py_BEGIN_ALLOW_THREADS
 #pragma omp parallel num_threads(threads)
     {
-        float *row = malloc(sizeof(float) * (size_t)(Wo * O));
+        float *row = malloc(sizeof(float) * (size_t)(g.Wo * g.O));
         if (!row) {
 #pragma omp atomic write
             failed = 1;
         }
 #pragma omp for schedule(static)
-        for (i64 ny = 0; ny < g.N * Ho; ny++) {
-            if (!row) continue;
-            const i64 nimg = ny / Ho, y = ny % Ho;
-            memset(row, 0, sizeof(float) * (size_t)(Wo * O));
-            for (i64 c = 0; c < C; c++) {
-                const uint8_t *plane = pix + (nimg * C + c) * H * W;
-                for (i64 u = 0; u < K; u++) {
-                    const i64 iy = y * g.stride + u - g.pad;
-                    if (iy < 0 || iy >= H) continue;
-                    const uint8_t *prow = plane + iy * W;
-                    for (i64 v = 0; v < K; v++) {
-                        const float *t = tab + ((c * K + u) * K + v) * 256 * O;
-                        for (i64 x = 0; x < Wo; x++) {
-                            const i64 ix = x * g.stride + v - g.pad;
-                            if (ix < 0 || ix >= W) continue;
-                            const float *e = t + (i64)prow[ix] * O;
-                            float *r = row + x * O;
-                            for (i64 o = 0; o < O; o++) r[o] += e[o];
-                        }
-                    }
-                }
-            }
-            for (i64 o = 0; o < O; o++) {
-                float *dst = out + ((nimg * O + o) * Ho + y) * Wo;
-                for (i64 x = 0; x < Wo; x++) dst[x] = row[x * O + o];
-            }
-        }
+        for (i64 ny = 0; ny < g.N * g.Ho; ny++)
+            if (row) k->thermo_forward_rows(&g, pix, tab, out, row, ny, ny + 1);
         free(row);
     }
     Py_END_ALLOW_THREADS
@@ -298,7 +292,8 @@ static PyObject *thermo_conv_forward(PyObject *self, PyObject *args)
 
 /* Gradient of the table: dtab[c, u, v, p, o] = sum of grad[n, o, y, x] over the
  * outputs whose tap (c, u, v) reads pixel value p. Each thread fills a private
- * table; they are summed at the end (deterministic for a fixed thread count). */
+ * table over a fixed share of the rows; the tables are then summed in thread
+ * order (deterministic for a given thread count). */
 static PyObject *thermo_conv_table_grad(PyObject *self, PyObject *args)
 {
     PyObject *po, *gro, *dto, *go;
@@ -306,63 +301,39 @@ static PyObject *thermo_conv_table_grad(PyObject *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "OOOOi", &po, &gro, &dto, &go, &threads)) return NULL;
     thermo_geom g;
     if (parse_geom(go, &g) < 0) return NULL;
-    const i64 O = g.O, K = g.K, C = g.C, H = g.H, W = g.W, Ho = g.Ho, Wo = g.Wo;
-    const i64 tsize = C * K * K * 256 * O;
+    const i64 tsize = g.C * g.K * g.K * 256 * g.O;
     bufset s = {.n = 0};
-    const uint8_t *pix = take(&s, po, 0, 1, g.N * C * H * W, "pixels");
-    const float *grad = pix ? take(&s, gro, 0, 4, g.N * O * Ho * Wo, "grad") : NULL;
+    const uint8_t *pix = take(&s, po, 0, 1, g.N * g.C * g.H * g.W, "pixels");
+    const float *grad = pix ? take(&s, gro, 0, 4, g.N * g.O * g.Ho * g.Wo, "grad") : NULL;
     float *dtab = grad ? take(&s, dto, 1, 4, tsize, "table grad") : NULL;
     if (!dtab) { release_all(&s); return NULL; }
     if (threads < 1) threads = 1;
     float *priv = calloc((size_t)threads * (size_t)tsize, sizeof(float));
     if (!priv) { release_all(&s); return PyErr_NoMemory(); }
+    const kernel_set *k = kernels();
     int failed = 0;
     Py_BEGIN_ALLOW_THREADS
 #pragma omp parallel num_threads(threads)
     {
-        int tid = 0;
+        int tid = 0, nt = 1;
 #ifdef _OPENMP
         tid = omp_get_thread_num();
+        nt = omp_get_num_threads();
 #endif
-        float *mine = priv + (i64)tid * tsize;
-        float *row = malloc(sizeof(float) * (size_t)(Wo * O));
+        float *row = malloc(sizeof(float) * (size_t)(g.Wo * g.O));
         if (!row) {
 #pragma omp atomic write
             failed = 1;
         }
-#pragma omp for schedule(static)
-        for (i64 ny = 0; ny < g.N * Ho; ny++) {
-            if (!row) continue;
-            const i64 nimg = ny / Ho, y = ny % Ho;
-            for (i64 o = 0; o < O; o++) {
-                const float *src = grad + ((nimg * O + o) * Ho + y) * Wo;
-                for (i64 x = 0; x < Wo; x++) row[x * O + o] = src[x];
-            }
-            for (i64 c = 0; c < C; c++) {
-                const uint8_t *plane = pix + (nimg * C + c) * H * W;
-                for (i64 u = 0; u < K; u++) {
-                    const i64 iy = y * g.stride + u - g.pad;
-                    if (iy < 0 || iy >= H) continue;
-                    const uint8_t *prow = plane + iy * W;
-                    for (i64 v = 0; v < K; v++) {
-                        float *t = mine + ((c * K + u) * K + v) * 256 * O;
-                        for (i64 x = 0; x < Wo; x++) {
-                            const i64 ix = x * g.stride + v - g.pad;
-                            if (ix < 0 || ix >= W) continue;
-                            float *e = t + (i64)prow[ix] * O;
-                            const float *r = row + x * O;
-                            for (i64 o = 0; o < O; o++) e[o] += r[o];
-                        }
-                    }
-                }
-            }
-        }
+        const i64 rows = g.N * g.Ho, per = (rows + nt - 1) / nt;
+        const i64 r0 = (i64)tid * per, r1 = r0 + per < rows ? r0 + per : rows;
+        if (row && r0 < r1) k->thermo_grad_rows(&g, pix, grad, priv + (i64)tid * tsize, row, r0, r1);
         free(row);
 #pragma omp barrier
 #pragma omp for schedule(static)
         for (i64 i = 0; i < tsize; i++) {
             float acc = 0.0f;
-            for (int t = 0; t < threads; t++) acc += priv[(i64)t * tsize + i];
+            for (int t = 0; t < nt; t++) acc += priv[(i64)t * tsize + i];
             dtab[i] = acc;
         }
     }
@@ -380,7 +351,8 @@ static PyObject *info(PyObject *self, PyObject *noargs)
     omp = 1;
     max_threads = omp_get_max_threads();
 #endif
-    return Py_BuildValue("{s:i,s:i,s:i}", "abi", ABI_VERSION, "openmp", omp, "max_threads", max_threads);
+    return Py_BuildValue("{s:i,s:i,s:i,s:s}", "abi", ABI_VERSION, "openmp", omp, "max_threads", max_threads,
+                         "simd", kernels()->name);
 }
 
 static PyMethodDef methods[] = {

@@ -1,0 +1,155 @@
+/*
+ * Loop bodies of the training kernels, included twice by trainops.c: once
+ * for any x86-64/other CPU (TK_SUFFIX _generic) and once compiled for AVX2
+ * (TK_SUFFIX _avx2, chosen at run time). No FMA: a fused multiply-add rounds
+ * once instead of twice and would change results against PyTorch.
+ * Each function works on a range so the caller can split it over threads.
+ */
+#define TK_CAT2(a, b) a##b
+#define TK_CAT(a, b) TK_CAT2(a, b)
+#define TK(name) TK_CAT(name, TK_SUFFIX)
+
+static void TK(quantize_range)(const float *restrict x, float *restrict xq, float *restrict msb,
+                               uint8_t *restrict inside, i64 i0, i64 i1)
+{
+    const float step = (float)(2.0 / 3.0);
+    const float magic = 12582912.0f; /* (r + 1.5 * 2^23) - 1.5 * 2^23 rounds r to nearest, ties to even */
+    for (i64 i = i0; i < i1; i++) {
+        float v = x[i];
+        float c = v < -1.0f ? -1.0f : v;
+        c = c > 1.0f ? 1.0f : c;
+        float r = (c + 1.0f) / step; /* in [0, 3]; NaN stays NaN */
+        float q = ((r + magic) - magic) * step - 1.0f;
+        xq[i] = q;
+        msb[i] = q >= 0.0f ? 1.0f : -1.0f;
+        inside[i] = (uint8_t)((v > -1.0f) & (v < 1.0f));
+    }
+}
+
+static i64 TK(gate_forward_planes)(const float *restrict zr, const float *restrict full, float *restrict out,
+                                   const float *restrict theta, i64 C, i64 HW, i64 nc0, i64 nc1)
+{
+    const float k = (float)(2.0 / 3.0);
+    i64 opened = 0;
+    for (i64 nc = nc0; nc < nc1; nc++) {
+        const float th = theta[nc % C];
+        const i64 off = nc * HW;
+        i64 cnt = 0;
+        for (i64 i = 0; i < HW; i++) {
+            float z = zr[off + i] * k;
+            float m = z > th ? 1.0f : 0.0f;
+            out[off + i] = z + m * (full[off + i] - z);
+            cnt += z > th;
+        }
+        opened += cnt;
+    }
+    return opened;
+}
+
+static void TK(gate_backward_planes)(const float *restrict g, const float *restrict zr, const float *restrict full,
+                                     const float *restrict theta, const float *restrict lut, i64 K, int sparse,
+                                     float *restrict gin, float *restrict gmsb, float *restrict gfull,
+                                     float *restrict dth, i64 C, i64 HW, i64 nc0, i64 nc1)
+{
+    const float k = (float)(2.0 / 3.0);
+    const i64 width = 2 * K + 1;
+    for (i64 nc = nc0; nc < nc1; nc++) {
+        const i64 c = nc % C;
+        const float th = theta[c];
+        const float *tab = lut + c * width + K; /* tab[j] for j = -K..K */
+        const i64 off = nc * HW;
+        float acc = 0.0f;
+#pragma omp simd reduction(+ : acc)
+        for (i64 i = 0; i < HW; i++) {
+            float zraw = zr[off + i];
+            float z = zraw * k;
+            float m = z > th ? 1.0f : 0.0f;
+            int j = (int)zraw; /* integral: a sum of +-1 products, |j| <= K */
+            j = j < -(int)K ? -(int)K : (j > (int)K ? (int)K : j);
+            float gv = g[off + i];
+            float d = gv * (full[off + i] - z) * tab[j];
+            d = sparse ? d * m : d;
+            float gf = gv * m;
+            float gm = (gv - gf + d) * k;
+            gfull[off + i] = gf;
+            gmsb[off + i] = gm;
+            gin[off + i] = gm + gf;
+            acc += d;
+        }
+        dth[nc] = acc;
+    }
+}
+
+static void TK(mask_range)(float *restrict g, const uint8_t *restrict m, i64 i0, i64 i1)
+{
+    for (i64 i = i0; i < i1; i++) g[i] = m[i] ? g[i] : 0.0f;
+}
+
+/* Rows (n, y) of the thermometer conv: out[n, :, y, :] from table rows. */
+static void TK(thermo_forward_rows)(const thermo_geom *g, const uint8_t *restrict pix, const float *restrict tab,
+                                    float *restrict out, float *restrict row, i64 ny0, i64 ny1)
+{
+    const i64 O = g->O, K = g->K, C = g->C, H = g->H, W = g->W, Ho = g->Ho, Wo = g->Wo;
+    for (i64 ny = ny0; ny < ny1; ny++) {
+        const i64 nimg = ny / Ho, y = ny % Ho;
+        memset(row, 0, sizeof(float) * (size_t)(Wo * O));
+        for (i64 c = 0; c < C; c++) {
+            const uint8_t *plane = pix + (nimg * C + c) * H * W;
+            for (i64 u = 0; u < K; u++) {
+                const i64 iy = y * g->stride + u - g->pad;
+                if (iy < 0 || iy >= H) continue;
+                const uint8_t *prow = plane + iy * W;
+                for (i64 v = 0; v < K; v++) {
+                    const float *t = tab + ((c * K + u) * K + v) * 256 * O;
+                    for (i64 x = 0; x < Wo; x++) {
+                        const i64 ix = x * g->stride + v - g->pad;
+                        if (ix < 0 || ix >= W) continue;
+                        const float *e = t + (i64)prow[ix] * O;
+                        float *r = row + x * O;
+                        for (i64 o = 0; o < O; o++) r[o] += e[o];
+                    }
+                }
+            }
+        }
+        for (i64 o = 0; o < O; o++) {
+            float *dst = out + ((nimg * O + o) * Ho + y) * Wo;
+            for (i64 x = 0; x < Wo; x++) dst[x] = row[x * O + o];
+        }
+    }
+}
+
+/* Adds the output gradient of rows (n, y) into the table rows their taps read. */
+static void TK(thermo_grad_rows)(const thermo_geom *g, const uint8_t *restrict pix, const float *restrict grad,
+                                 float *restrict dtab, float *restrict row, i64 ny0, i64 ny1)
+{
+    const i64 O = g->O, K = g->K, C = g->C, H = g->H, W = g->W, Ho = g->Ho, Wo = g->Wo;
+    for (i64 ny = ny0; ny < ny1; ny++) {
+        const i64 nimg = ny / Ho, y = ny % Ho;
+        for (i64 o = 0; o < O; o++) {
+            const float *src = grad + ((nimg * O + o) * Ho + y) * Wo;
+            for (i64 x = 0; x < Wo; x++) row[x * O + o] = src[x];
+        }
+        for (i64 c = 0; c < C; c++) {
+            const uint8_t *plane = pix + (nimg * C + c) * H * W;
+            for (i64 u = 0; u < K; u++) {
+                const i64 iy = y * g->stride + u - g->pad;
+                if (iy < 0 || iy >= H) continue;
+                const uint8_t *prow = plane + iy * W;
+                for (i64 v = 0; v < K; v++) {
+                    float *t = dtab + ((c * K + u) * K + v) * 256 * O;
+                    for (i64 x = 0; x < Wo; x++) {
+                        const i64 ix = x * g->stride + v - g->pad;
+                        if (ix < 0 || ix >= W) continue;
+                        float *e = t + (i64)prow[ix] * O;
+                        const float *r = row + x * O;
+                        for (i64 o = 0; o < O; o++) e[o] += r[o];
+                    }
+                }
+            }
+        }
+    }
+}
+
+#undef TK
+#undef TK_CAT
+#undef TK_CAT2

@@ -28,7 +28,7 @@ except ImportError:  # pragma: no cover - depends on the build
     _ops = None
 
 #: Must equal ABI_VERSION in _kernels/trainops.c (a stale build is ignored).
-ABI_VERSION = 2
+ABI_VERSION = 3
 
 _enabled = os.environ.get("FRACBNN_NO_TRAIN_KERNELS", "") in ("", "0")
 if _ops is not None and _ops.info()["abi"] != ABI_VERSION:  # pragma: no cover - stale build
@@ -136,25 +136,30 @@ def mask_multiply_(grad: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 # ------------------------------------------------------ thermometer input conv
 
 
-def _geometry(pixels: torch.Tensor, weight: torch.Tensor, stride: int, padding: int):
+def _geometry(pixels: torch.Tensor, weight_shape, stride: int, padding: int, levels: int):
     n, c, h, w = pixels.shape
-    o, k = weight.shape[0], weight.shape[-1]
+    o, k = weight_shape[0], weight_shape[-1]
     ho, wo = (h + 2 * padding - k) // stride + 1, (w + 2 * padding - k) // stride + 1
-    return (n, c, h, w, o, k, stride, padding, ho, wo)
+    return (n, c, h, w, o, k, stride, padding, ho, wo, levels)
 
 
-def thermo_conv_forward(pixels: torch.Tensor, table: torch.Tensor, weight_shape, stride: int, padding: int):
-    """conv(thermometer(pixels), w) from the (C, k, k, 256, O) table of per-pixel-value tap sums."""
-    geom = _geometry(pixels, torch.empty(weight_shape, device="meta"), stride, padding)
+def thermo_conv_forward(pixels: torch.Tensor, level_of: torch.Tensor, table: torch.Tensor, weight_shape,
+                        stride: int, padding: int) -> torch.Tensor:
+    """conv(thermometer(pixels), w) from the (C, k, k, L, O) table of per-level tap sums.
+
+    ``pixels``: uint8 NCHW; ``level_of``: uint8 (256,), the table row of each pixel value.
+    """
+    geom = _geometry(pixels, weight_shape, stride, padding, table.shape[3])
     n, o, ho, wo = geom[0], geom[4], geom[8], geom[9]
     out = torch.empty((n, o, ho, wo), dtype=torch.float32)
-    _ops.thermo_conv_forward(_np(pixels), _np(table), _np(out), geom, _threads())
+    _ops.thermo_conv_forward(_np(pixels), _np(level_of), _np(table), _np(out), geom, _threads())
     return out
 
 
-def thermo_conv_table_grad(pixels: torch.Tensor, grad: torch.Tensor, table_shape, weight_shape, stride: int,
-                           padding: int) -> torch.Tensor:
-    geom = _geometry(pixels, torch.empty(weight_shape, device="meta"), stride, padding)
+def thermo_conv_table_grad(pixels: torch.Tensor, level_of: torch.Tensor, grad: torch.Tensor, table_shape,
+                           weight_shape, stride: int, padding: int) -> torch.Tensor:
+    """Gradient of the (C, k, k, L, O) table given the output gradient."""
+    geom = _geometry(pixels, weight_shape, stride, padding, table_shape[3])
     dtable = torch.empty(table_shape, dtype=torch.float32)
-    _ops.thermo_conv_table_grad(_np(pixels), _np(grad.contiguous()), _np(dtable), geom, _threads())
+    _ops.thermo_conv_table_grad(_np(pixels), _np(level_of), _np(grad.contiguous()), _np(dtable), geom, _threads())
     return dtable

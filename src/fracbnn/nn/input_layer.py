@@ -14,9 +14,25 @@ from __future__ import annotations
 import torch
 
 from ..quant import ThermometerEncoder
-from ..quant.thermometer import thermometer_bits, thermometer_table, to_pixels
+from ..quant.thermometer import bits_per_channel, thermometer_bits, thermometer_level, to_pixels
 from . import cpu_ops
 from .layers import BinaryConv2d
+
+
+def _level_code(resolution: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(level_of, code): the level (table row) of each pixel value, uint8 (256,), and the
+    (L, T) +-1 code of each level, for L = T + 1 levels (0..T bits on)."""
+    key = int(resolution)
+    hit = _LEVEL_CODES.get(key)
+    if hit is None:
+        t = bits_per_channel(key)
+        level_of = thermometer_level(torch.arange(256), key).to(torch.uint8)
+        code = (torch.arange(t).view(1, t) < torch.arange(t + 1).view(t + 1, 1)).to(torch.float32) * 2 - 1
+        hit = _LEVEL_CODES[key] = (level_of.contiguous(), code)
+    return hit
+
+
+_LEVEL_CODES: dict = {}
 
 
 class _ThermoConvFn(torch.autograd.Function):
@@ -25,22 +41,20 @@ class _ThermoConvFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, pixels, w, resolution, stride, padding):
         o, _, k, _ = w.shape
-        code = thermometer_table(resolution, torch.float32)  # (256, T): row p = code of pixel value p
+        level_of, code = _level_code(resolution)  # code: (L, T), row l = the bits of level l
         colors, t = pixels.shape[1], code.shape[1]
-        w6 = w.view(o, colors, t, k, k)
-        table = torch.einsum("pt,octuv->cuvpo", code, w6).contiguous()  # integer sums, exact in float32
-        ctx.save_for_backward(pixels, code)
-        ctx.conf = (w.shape, stride, padding)
-        return cpu_ops.thermo_conv_forward(pixels, table, w.shape, stride, padding)
+        table = torch.einsum("lt,octuv->cuvlo", code, w.view(o, colors, t, k, k)).contiguous()  # exact integers
+        ctx.save_for_backward(pixels)
+        ctx.conf = (w.shape, table.shape, resolution, stride, padding)
+        return cpu_ops.thermo_conv_forward(pixels, level_of, table, w.shape, stride, padding)
 
     @staticmethod
     def backward(ctx, grad):
-        pixels, code = ctx.saved_tensors
-        w_shape, stride, padding = ctx.conf
-        o, _, k, _ = w_shape
-        colors = pixels.shape[1]
-        dtable = cpu_ops.thermo_conv_table_grad(pixels, grad, (colors, k, k, 256, o), w_shape, stride, padding)
-        grad_w = torch.einsum("pt,cuvpo->octuv", code, dtable).reshape(w_shape)
+        (pixels,) = ctx.saved_tensors
+        w_shape, table_shape, resolution, stride, padding = ctx.conf
+        level_of, code = _level_code(resolution)
+        dtable = cpu_ops.thermo_conv_table_grad(pixels, level_of, grad, table_shape, w_shape, stride, padding)
+        grad_w = torch.einsum("lt,cuvlo->octuv", code, dtable).reshape(w_shape)
         return None, grad_w, None, None, None
 
 

@@ -19,7 +19,7 @@
 #include <omp.h>
 #endif
 
-#define ABI_VERSION 2
+#define ABI_VERSION 3
 
 typedef long long i64;
 
@@ -56,7 +56,11 @@ static void *take(bufset *s, PyObject *obj, int writable, Py_ssize_t itemsize, i
 
 /* --------------------------------------------------------- kernel instances */
 
-typedef struct { i64 N, C, H, W, O, K, stride, pad, Ho, Wo; } thermo_geom;
+/* Thermometer conv geometry; level_of maps a pixel value to its code's table row (0..L-1). */
+typedef struct {
+    i64 N, C, H, W, O, K, stride, pad, Ho, Wo, L;
+    const uint8_t *level_of;
+} thermo_geom;
 
 #define TK_SUFFIX _generic
 #include "train_impl.h"
@@ -87,8 +91,9 @@ typedef struct {
     void (*gate_backward_planes)(const float *, const float *, const float *, const float *, const float *, i64, int,
                                  float *, float *, float *, float *, i64, i64, i64, i64);
     void (*mask_range)(float *, const uint8_t *, i64, i64);
-    void (*thermo_forward_rows)(const thermo_geom *, const uint8_t *, const float *, float *, float *, i64, i64);
-    void (*thermo_grad_rows)(const thermo_geom *, const uint8_t *, const float *, float *, float *, i64, i64);
+    void (*thermo_forward_rows)(const thermo_geom *, const uint8_t *, const float *, float *, float *, i64 *, i64,
+                                i64);
+    void (*thermo_grad_rows)(const thermo_geom *, const uint8_t *, const float *, float *, float *, i64 *, i64, i64);
 } kernel_set;
 
 static const kernel_set KERNELS_GENERIC = {"generic", quantize_range_generic, gate_forward_planes_generic,
@@ -241,48 +246,72 @@ static PyObject *mask_multiply(PyObject *self, PyObject *args)
 
 /* A thermometer bit plane of colour c is decided by the pixel value alone, so
  * conv(thermometer(pix), w) at a tap (c, u, v) is a row of a table
- * tab[c, u, v, p, :] (p = 0..255) holding the dot products of the code of p
- * with the weights of that tap. Zero padding contributes nothing.
- *   out[n, o, y, x] = sum_{c,u,v valid} tab[c, u, v, pix[n, c, y*s+u-pad, x*s+v-pad], o]
+ * tab[c, u, v, l, :] holding the dot products of the code of level l with the
+ * weights of that tap (l = level_of[pixel], L levels). Zero padding adds nothing.
+ *   out[n, o, y, x] = sum_{c,u,v valid} tab[c, u, v, level_of[pix[n, c, y*s+u-pad, x*s+v-pad]], o]
  */
 static int parse_geom(PyObject *t, thermo_geom *g)
 {
-    if (!PyArg_ParseTuple(t, "LLLLLLLLLL", &g->N, &g->C, &g->H, &g->W, &g->O, &g->K, &g->stride, &g->pad, &g->Ho,
-                          &g->Wo))
+    if (!PyArg_ParseTuple(t, "LLLLLLLLLLL", &g->N, &g->C, &g->H, &g->W, &g->O, &g->K, &g->stride, &g->pad, &g->Ho,
+                          &g->Wo, &g->L))
         return -1;
-    if (g->O < 1 || g->O > 4096 || g->K < 1 || g->stride < 1 || g->pad < 0 || g->Ho < 1 || g->Wo < 1) {
+    if (g->O < 1 || g->O > 4096 || g->K < 1 || g->stride < 1 || g->pad < 0 || g->Ho < 1 || g->Wo < 1 || g->L < 1 ||
+        g->L > 256) {
         PyErr_SetString(PyExc_ValueError, "thermometer conv: bad geometry");
         return -1;
     }
     return 0;
 }
 
+/* level_of must map every byte to a row below L. */
+static int check_levels(const uint8_t *level_of, i64 L)
+{
+    for (int p = 0; p < 256; p++)
+        if (level_of[p] >= L) {
+            PyErr_Format(PyExc_ValueError, "thermometer conv: level_of[%d] = %d is not below %lld", p, level_of[p], L);
+            return -1;
+        }
+    return 0;
+}
+
+typedef struct { float *row; i64 *offs; } thermo_scratch;
+
+static int scratch_alloc(thermo_scratch *sc, const thermo_geom *g)
+{
+    sc->row = malloc(sizeof(float) * (size_t)(g->Wo * g->O));
+    sc->offs = malloc(sizeof(i64) * (size_t)(g->C * g->K * g->K));
+    return sc->row && sc->offs ? 0 : -1;
+}
+
 static PyObject *thermo_conv_forward(PyObject *self, PyObject *args)
 {
-    PyObject *po, *to, *oo, *go;
+    PyObject *po, *lvo, *to, *oo, *go;
     int threads;
-    if (!PyArg_ParseTuple(args, "OOOOi", &po, &to, &oo, &go, &threads)) return NULL;
+    if (!PyArg_ParseTuple(args, "OOOOOi", &po, &lvo, &to, &oo, &go, &threads)) return NULL;
     thermo_geom g;
     if (parse_geom(go, &g) < 0) return NULL;
     bufset s = {.n = 0};
     const uint8_t *pix = take(&s, po, 0, 1, g.N * g.C * g.H * g.W, "pixels");
-    const float *tab = pix ? take(&s, to, 0, 4, g.C * g.K * g.K * 256 * g.O, "table") : NULL;
+    g.level_of = pix ? take(&s, lvo, 0, 1, 256, "level_of") : NULL;
+    const float *tab = g.level_of ? take(&s, to, 0, 4, g.C * g.K * g.K * g.L * g.O, "table") : NULL;
     float *out = tab ? take(&s, oo, 1, 4, g.N * g.O * g.Ho * g.Wo, "out") : NULL;
-    if (!out) { release_all(&s); return NULL; }
+    if (!out || check_levels(g.level_of, g.L) < 0) { release_all(&s); return NULL; }
     const kernel_set *k = kernels();
     int failed = 0;
     Py_BEGIN_ALLOW_THREADS
 #pragma omp parallel num_threads(threads)
     {
-        float *row = malloc(sizeof(float) * (size_t)(g.Wo * g.O));
-        if (!row) {
+        thermo_scratch sc;
+        int ok = scratch_alloc(&sc, &g) == 0;
+        if (!ok) {
 #pragma omp atomic write
             failed = 1;
         }
 #pragma omp for schedule(static)
         for (i64 ny = 0; ny < g.N * g.Ho; ny++)
-            if (row) k->thermo_forward_rows(&g, pix, tab, out, row, ny, ny + 1);
-        free(row);
+            if (ok) k->thermo_forward_rows(&g, pix, tab, out, sc.row, sc.offs, ny, ny + 1);
+        free(sc.row);
+        free(sc.offs);
     }
     Py_END_ALLOW_THREADS
     release_all(&s);
@@ -290,23 +319,24 @@ static PyObject *thermo_conv_forward(PyObject *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
-/* Gradient of the table: dtab[c, u, v, p, o] = sum of grad[n, o, y, x] over the
- * outputs whose tap (c, u, v) reads pixel value p. Each thread fills a private
- * table over a fixed share of the rows; the tables are then summed in thread
- * order (deterministic for a given thread count). */
+/* Gradient of the table: dtab[c, u, v, l, o] = sum of grad[n, o, y, x] over the
+ * outputs whose tap (c, u, v) reads a pixel of level l. Each thread fills a
+ * private table over a fixed share of the rows; the tables are then summed in
+ * thread order (deterministic for a given thread count). */
 static PyObject *thermo_conv_table_grad(PyObject *self, PyObject *args)
 {
-    PyObject *po, *gro, *dto, *go;
+    PyObject *po, *lvo, *gro, *dto, *go;
     int threads;
-    if (!PyArg_ParseTuple(args, "OOOOi", &po, &gro, &dto, &go, &threads)) return NULL;
+    if (!PyArg_ParseTuple(args, "OOOOOi", &po, &lvo, &gro, &dto, &go, &threads)) return NULL;
     thermo_geom g;
     if (parse_geom(go, &g) < 0) return NULL;
-    const i64 tsize = g.C * g.K * g.K * 256 * g.O;
+    const i64 tsize = g.C * g.K * g.K * g.L * g.O;
     bufset s = {.n = 0};
     const uint8_t *pix = take(&s, po, 0, 1, g.N * g.C * g.H * g.W, "pixels");
-    const float *grad = pix ? take(&s, gro, 0, 4, g.N * g.O * g.Ho * g.Wo, "grad") : NULL;
+    g.level_of = pix ? take(&s, lvo, 0, 1, 256, "level_of") : NULL;
+    const float *grad = g.level_of ? take(&s, gro, 0, 4, g.N * g.O * g.Ho * g.Wo, "grad") : NULL;
     float *dtab = grad ? take(&s, dto, 1, 4, tsize, "table grad") : NULL;
-    if (!dtab) { release_all(&s); return NULL; }
+    if (!dtab || check_levels(g.level_of, g.L) < 0) { release_all(&s); return NULL; }
     if (threads < 1) threads = 1;
     float *priv = calloc((size_t)threads * (size_t)tsize, sizeof(float));
     if (!priv) { release_all(&s); return PyErr_NoMemory(); }
@@ -320,15 +350,17 @@ static PyObject *thermo_conv_table_grad(PyObject *self, PyObject *args)
         tid = omp_get_thread_num();
         nt = omp_get_num_threads();
 #endif
-        float *row = malloc(sizeof(float) * (size_t)(g.Wo * g.O));
-        if (!row) {
+        thermo_scratch sc;
+        int ok = scratch_alloc(&sc, &g) == 0;
+        if (!ok) {
 #pragma omp atomic write
             failed = 1;
         }
         const i64 rows = g.N * g.Ho, per = (rows + nt - 1) / nt;
         const i64 r0 = (i64)tid * per, r1 = r0 + per < rows ? r0 + per : rows;
-        if (row && r0 < r1) k->thermo_grad_rows(&g, pix, grad, priv + (i64)tid * tsize, row, r0, r1);
-        free(row);
+        if (ok && r0 < r1) k->thermo_grad_rows(&g, pix, grad, priv + (i64)tid * tsize, sc.row, sc.offs, r0, r1);
+        free(sc.row);
+        free(sc.offs);
 #pragma omp barrier
 #pragma omp for schedule(static)
         for (i64 i = 0; i < tsize; i++) {

@@ -36,21 +36,50 @@ def _run(module, x, kernels: bool, grad_seed: int = 3):
     return y.detach(), (xx.grad if xx.requires_grad else None), grads
 
 
-def test_quantize_equals_activation_quantizer_near_every_rounding_boundary(kernels_on):
+def test_packed_planes_equal_the_quantizer_levels_near_every_rounding_boundary(kernels_on):
     # all floats within 2000 ulps of each level boundary and of the clip points, plus a dense sweep
     centres = np.array([-2 / 3, 0.0, 2 / 3, -1.0, 1.0, -1 / 3, 1 / 3], dtype=np.float32).view(np.int32)
     near = (centres[:, None] + np.arange(-2000, 2000, dtype=np.int32)[None, :]).reshape(-1).view(np.float32)
     near = near[np.isfinite(near)]  # bit patterns below 0.0f are NaNs
     x = torch.from_numpy(np.concatenate([near, -near, np.linspace(-1.5, 1.5, 200_001, dtype=np.float32),
                                          np.array([np.inf, -np.inf, 0.0, -0.0], dtype=np.float32)]))
-    xq, msb, inside = cpu_ops.frac_quantize(x.contiguous())
-    ref = ActivationQuantizer(2)(x)
-    assert torch.equal(xq, ref)
-    nan_q, _, nan_in = cpu_ops.frac_quantize(torch.tensor([float("nan")]))
-    assert nan_q.isnan().all() and nan_in.item() == 0
+    scale = 512.0
+    packed, inside = cpu_ops.frac_quantize_pack(x.contiguous(), scale)
+    msb, lsb = cpu_ops.unpack_planes(packed, scale)
+    ref = ActivationQuantizer(2)(x)  # levels -1, -1/3, 1/3, 1
     assert torch.equal(msb, torch.where(ref >= 0, 1.0, -1.0))
+    # levels -1, -1/3, 1/3, 1 have planes (M, L) = (-1, -1), (-1, 1), (1, -1), (1, 1)
+    expected_lsb = torch.where((ref == 1.0) | ((ref < 0) & (ref > -1.0)), 1.0, -1.0)
+    assert torch.equal(lsb, expected_lsb)
+    torch.testing.assert_close((2 * msb + lsb) / 3, ref)
+    assert torch.equal(packed, msb + scale * lsb)
     assert torch.equal(inside.bool(), (x > -1) & (x < 1))
-    assert set(xq.unique().tolist()) == set(ref.unique().tolist()) and xq.unique().numel() == 4
+    nan_p, nan_in = cpu_ops.frac_quantize_pack(torch.tensor([float("nan")]), scale)
+    assert nan_p.isnan().all() and nan_in.item() == 0
+
+
+@pytest.mark.parametrize("cin,k", [(16, 3), (64, 3), (200, 3), (1024, 1)])
+def test_one_packed_convolution_gives_both_plane_sums_exactly(kernels_on, cin, k):
+    taps = cin * k * k
+    scale = cpu_ops.pack_scale(taps)
+    assert scale is not None and scale > 2 * taps and (scale + 1) * taps < 2**24
+    g = torch.Generator().manual_seed(cin)
+    msb = torch.randint(0, 2, (3, cin, 6, 6), generator=g).float() * 2 - 1
+    lsb = torch.randint(0, 2, (3, cin, 6, 6), generator=g).float() * 2 - 1
+    msb[0], lsb[0] = 1.0, 1.0  # the extreme sums +-(scale + 1) * taps
+    w = torch.randint(0, 2, (5, cin, k, k), generator=g).float() * 2 - 1
+    w[0], w[1] = 1.0, -1.0
+    pad = k // 2
+    conv_packed = torch.nn.functional.conv2d(msb + scale * lsb, w, padding=pad)
+    a, b = (torch.nn.functional.conv2d(p.double(), w.double(), padding=pad) for p in (msb, lsb))
+    assert conv_packed[0, 0, 3, 3] == (scale + 1) * taps and conv_packed[0, 1, 3, 3] == -(scale + 1) * taps
+    b_dec = torch.round(conv_packed / scale)
+    assert torch.equal(b_dec.double(), b) and torch.equal((conv_packed - scale * b_dec).double(), a)
+
+
+def test_pack_scale_refuses_sums_beyond_float32_integers():
+    assert cpu_ops.pack_scale(144) == 512.0 and cpu_ops.pack_scale(576) == 2048.0
+    assert cpu_ops.pack_scale(512 * 9) is None  # 3x3 over 512 channels: two convolutions instead
 
 
 @pytest.mark.parametrize("stride,sparse,groups", [(1, True, 1), (2, True, 1), (1, False, 1), (2, False, 2)])
@@ -72,6 +101,18 @@ def test_gated_conv_kernels_equal_pytorch_path(kernels_on, stride, sparse, group
     for name in ("weight", "threshold"):
         torch.testing.assert_close(gp_k[name], gp_t[name], rtol=1e-5, atol=1e-4)
     assert gp_k["threshold"].abs().sum() > 0
+
+
+def test_gated_conv_without_packing_uses_two_convolutions_and_agrees(kernels_on):
+    torch.manual_seed(5)
+    conv = FracConv2d(512, 4, 3, 1, 1)  # 4608 taps: the packed sums would exceed 2^24
+    with torch.no_grad():
+        conv.threshold.uniform_(-30, 30)
+    x = torch.randn(2, 512, 5, 5)
+    y_k, gx_k, gp_k = _run(conv, x, kernels=True)
+    y_t, gx_t, gp_t = _run(conv, x, kernels=False)
+    assert torch.equal(y_k, y_t)
+    torch.testing.assert_close(gx_k, gx_t)
 
 
 def test_gated_conv_falls_back_for_other_layouts_and_dtypes(kernels_on):

@@ -28,7 +28,7 @@ except ImportError:  # pragma: no cover - depends on the build
     _ops = None
 
 #: Must equal ABI_VERSION in _kernels/trainops.c (a stale build is ignored).
-ABI_VERSION = 3
+ABI_VERSION = 4
 
 _enabled = os.environ.get("FRACBNN_NO_TRAIN_KERNELS", "") in ("", "0")
 if _ops is not None and _ops.info()["abi"] != ABI_VERSION:  # pragma: no cover - stale build
@@ -82,31 +82,53 @@ def _np(t: torch.Tensor) -> np.ndarray:
 # ---------------------------------------------------------------- gated conv
 
 
-def frac_quantize(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(xq, msb, inside): 2-bit levels, their sign plane and the STE window (uint8)."""
-    xq, msb = torch.empty_like(x), torch.empty_like(x)
+def pack_scale(taps: int) -> float | None:
+    """Scale s of the packed planes P = M + s L for a conv with ``taps`` inputs per output.
+
+    conv(P, w) = conv(M, w) + s conv(L, w) with |conv(M, w)| <= taps; s is the
+    smallest power of two above 2 taps, so both sums can be read back from one
+    convolution. Every partial sum is an integer, exact in float32 while
+    (s + 1) taps < 2^24; None when that fails (e.g. 3x3 convs over more than
+    ~320 channels), and the caller then convolves the planes separately.
+    """
+    s = 4.0
+    while s <= 2 * taps:
+        s *= 2.0
+    return s if (s + 1.0) * taps < 2.0**24 else None
+
+
+def frac_quantize_pack(x: torch.Tensor, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(P, inside): the 2-bit code's planes packed as M + scale L, and the STE window (uint8)."""
+    packed = torch.empty_like(x)
     inside = torch.empty(x.shape, dtype=torch.uint8)
-    _ops.frac_quantize(_np(x), _np(xq), _np(msb), _np(inside), x.numel(), _threads())
-    return xq, msb, inside
+    _ops.frac_quantize_pack(_np(x), _np(packed), _np(inside), float(scale), x.numel(), _threads())
+    return packed, inside
 
 
-def frac_gate_forward(z_raw: torch.Tensor, full: torch.Tensor, theta: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """out = z + [z > theta] (full - z) with z = (2/3) z_raw.
+def unpack_planes(packed: torch.Tensor, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """P = M + scale L -> (M, L), both +-1."""
+    msb, lsb = torch.empty_like(packed), torch.empty_like(packed)
+    _ops.unpack_planes(_np(packed), _np(msb), _np(lsb), float(scale), packed.numel(), _threads())
+    return msb, lsb
+
+
+def frac_gate_forward(conv_packed: torch.Tensor, theta: torch.Tensor, scale: float) -> tuple[torch.Tensor, int]:
+    """out = z + [z > theta] lsb, z = (2/3) conv(M), lsb = (1/3) conv(L), from conv(P) = conv(M) + s conv(L).
 
     Returns (out, number of open gates).
     """
-    n, c = z_raw.shape[:2]
-    out = torch.empty_like(z_raw)
-    opened = _ops.frac_gate_forward(_np(z_raw), _np(full), _np(out), _np(theta.reshape(-1).contiguous()),
-                                    n, c, z_raw[0, 0].numel(), _threads())
+    n, c = conv_packed.shape[:2]
+    out = torch.empty_like(conv_packed)
+    opened = _ops.frac_gate_forward(_np(conv_packed), _np(out), _np(theta.detach().reshape(-1).contiguous()),
+                                    float(scale), n, c, conv_packed[0, 0].numel(), _threads())
     return out, opened
 
 
 def gate_slope_table(theta: torch.Tensor, k: int) -> torch.Tensor:
     """(C, 2k+1) table of 5 s (1 - s), s = sigmoid(5 (z - theta_c)) for z = (2/3) j, j = -k..k.
 
-    The MSB convolution sums +-1 products, so its raw value is an integer j
-    with |j| <= k (k = taps per output); the kernel reads the slope from here
+    The MSB convolution sums +-1 products, so its value is an integer j with
+    |j| <= k (k = taps per output); the kernel reads the slope from here
     instead of evaluating exp per element.
     """
     z = torch.arange(-k, k + 1, dtype=torch.float32) * _TWO_THIRDS
@@ -114,17 +136,17 @@ def gate_slope_table(theta: torch.Tensor, k: int) -> torch.Tensor:
     return (5.0 * s * (1.0 - s)).contiguous()
 
 
-def frac_gate_backward(grad, z_raw, full, theta, k: int, sparse: bool):
-    """(g_in, g_msb, g_full, dtheta) of the gated combination; see trainops.c."""
-    n, c = z_raw.shape[:2]
+def frac_gate_backward(grad, conv_packed, theta, k: int, scale: float, sparse: bool):
+    """(grad_msb, grad_lsb, grad_in, dtheta): gradients w.r.t. conv(M), conv(L), their sum, -dL/dtheta."""
+    n, c = conv_packed.shape[:2]
     grad = grad.contiguous()
-    g_in, g_msb, g_full = torch.empty_like(grad), torch.empty_like(grad), torch.empty_like(grad)
+    g_msb, g_lsb, g_in = torch.empty_like(grad), torch.empty_like(grad), torch.empty_like(grad)
     dtheta = torch.empty((n, c), dtype=torch.float32)
     theta_flat = theta.detach().reshape(-1).contiguous()
-    _ops.frac_gate_backward(_np(grad), _np(z_raw), _np(full), _np(theta_flat), _np(gate_slope_table(theta, k)),
-                            _np(g_in), _np(g_msb), _np(g_full), _np(dtheta), n, c, z_raw[0, 0].numel(), k,
-                            int(bool(sparse)), _threads())
-    return g_in, g_msb, g_full, dtheta.sum(dim=0)
+    _ops.frac_gate_backward(_np(grad), _np(conv_packed), _np(theta_flat), _np(gate_slope_table(theta, k)),
+                            _np(g_msb), _np(g_lsb), _np(g_in), _np(dtheta), float(scale), n, c,
+                            conv_packed[0, 0].numel(), k, int(bool(sparse)), _threads())
+    return g_msb, g_lsb, g_in, dtheta.sum(dim=0)
 
 
 def mask_multiply_(grad: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -108,54 +108,49 @@ class _FracConvFn(torch.autograd.Function):
     """The "frac" mode of FracConv2d (2-bit input quantizer included) as one autograd node.
 
     Same values and gradients as :meth:`FracConv2d._frac_reference` (the
-    composition of the STE pieces), but cheaper to train:
+    composition of the STE pieces), but cheaper to train: the input gradients
+    of both bit planes are summed BEFORE one transposed convolution, and masks
+    are 0/1 floats applied by multiplication (bool tensors and ``torch.where``
+    cost several times a float multiply on CPU).
 
-    * the two convolutions share sign(W), so the input gradients of the MSB
-      and full passes are summed BEFORE one transposed convolution (the
-      reference runs two);
-    * masks are kept as 0/1 floats built with sign/clamp and applied by
-      multiplication: on CPU, bool tensors, ``torch.where`` and bool->float
-      casts cost several times a float multiply.
-
-    Input x (pre-quantization), w = sign(W), theta (1, C, 1, 1). With
-    xq = Q2(x) (exactly the ActivationQuantizer(2) formula), M = sign(xq),
-    z = out_msb = (2/3) conv(M, w), f = out_full = conv(xq, w), m = [z > theta]:
-      y = z + m (f - z)                      (bit-identical to the reference)
-    and, with g = dL/dy, s = sigmoid(5 (z - theta)):
-      d          = g (f - z) 5 s (1 - s) [x m with sparse back-propagation]
-      dL/df      = g m,   dL/dz = g (1 - m) + d,   dL/dtheta = -sum(d)
-      dL/dxq     = conv_T((2/3) dL/dz + dL/df, w)        (dM/dxq = 1, straight-through)
-      dL/dx      = dL/dxq [|x| < 1]
-      dL/dw      = corr(M, (2/3) dL/dz) + corr(xq, dL/df)
+    Input x (pre-quantization), w = sign(W), theta (1, C, 1, 1). The 2-bit
+    code xq = Q2(x) (the ActivationQuantizer(2) formula) has bit planes
+    M = sign(xq) and L (xq = (2M + L) / 3, both +-1). With A = conv(M, w) and
+    B = conv(L, w) (exact integer sums), z = (2/3) A, lsb = (1/3) B, m = [z > theta]:
+      y = z + m lsb
+    and, with g = dL/dy, s = sigmoid(5 (z - theta)), d = g lsb 5 s (1 - s) [x m with
+    sparse back-propagation], and straight-through planes (dM/dxq = dL/dxq = 1):
+      dL/dA = (2/3) (g + d),   dL/dB = (1/3) g m,   dL/dtheta = -sum(d)
+      dL/dx = conv_T(dL/dA + dL/dB, w) [|x| < 1]
+      dL/dw = corr(M, dL/dA) + corr(L, dL/dB)
     Returns y and the number of open gates (int64 tensor, no gradient).
 
     On float32 NCHW CPU tensors the element-wise parts run as fused C kernels
-    (:mod:`fracbnn.nn.cpu_ops`, same formulas); elsewhere as PyTorch ops.
+    (:mod:`fracbnn.nn.cpu_ops`) and A and B come from ONE convolution of the
+    packed planes M + s L (s a power of two > 2 |A|; all sums stay exact
+    integers in float32), instead of two; the values are the same bit for bit.
     """
 
     @staticmethod
     def forward(ctx, x, w, theta, stride, padding, dilation, groups, sparse):
         ctx.conf = (stride, padding, dilation, groups, sparse)
-        ctx.kernels = cpu_ops.usable(x, w, theta)
-        if ctx.kernels:  # same values from fused CPU kernels (fracbnn.nn.cpu_ops)
-            xq, msb, inside = cpu_ops.frac_quantize(x)
-            z_raw = F.conv2d(msb, w, None, stride, padding, dilation, groups).contiguous()
-            full = F.conv2d(xq, w, None, stride, padding, dilation, groups).contiguous()
-            out, opened = cpu_ops.frac_gate_forward(z_raw, full, theta)
-            ctx.save_for_backward(xq, msb, inside, w, theta, z_raw, full)
+        taps = w.shape[1] * w.shape[2] * w.shape[3]
+        scale = cpu_ops.pack_scale(taps) if cpu_ops.usable(x, w, theta) else None
+        ctx.scale = scale
+        if scale is not None:  # fused CPU kernels
+            packed, inside = cpu_ops.frac_quantize_pack(x, scale)
+            conv_packed = F.conv2d(packed, w, None, stride, padding, dilation, groups).contiguous()
+            out, opened = cpu_ops.frac_gate_forward(conv_packed, theta, scale)
+            ctx.save_for_backward(packed, inside, w, theta, conv_packed)
             opened = torch.tensor(opened, dtype=torch.int64)
             ctx.mark_non_differentiable(opened)
             return out, opened
-        step = 2.0 / 3.0  # ActivationQuantizer(2): 2 / (2^k - 1)
-        xq = torch.round((x.clamp(-1.0, 1.0) + 1.0) / step) * step - 1.0
-        inside = (1.0 - x.abs()).sign_().clamp_(min=0)  # 1 where -1 < x < 1, else 0
-        msb = torch.sign(xq)  # the levels are never 0, so this is +-1
-        out_full = F.conv2d(xq, w, None, stride, padding, dilation, groups)
+        msb, lsb_plane, inside = _two_bit_planes(x)
         out_msb = F.conv2d(msb, w, None, stride, padding, dilation, groups) * (2.0 / 3.0)
+        out_lsb = F.conv2d(lsb_plane, w, None, stride, padding, dilation, groups) * (1.0 / 3.0)
         mask = (out_msb - theta).sign_().clamp_(min=0)  # 1 where out_msb > theta
-        diff = out_full - out_msb
-        out = out_msb + mask * diff
-        ctx.save_for_backward(xq, inside, w, theta, out_msb, diff, mask)
+        out = out_msb + mask * out_lsb
+        ctx.save_for_backward(msb, lsb_plane, inside, w, theta, out_msb, out_lsb, mask)
         opened = mask.sum(dtype=torch.int64)
         ctx.mark_non_differentiable(opened)
         return out, opened
@@ -165,39 +160,49 @@ class _FracConvFn(torch.autograd.Function):
         stride, padding, dilation, groups, sparse = ctx.conf
         conv_args = (None, _pair(stride), _pair(padding), _pair(dilation), False, [0, 0], groups)
         grad_x = grad_w = grad_theta = None
-        if ctx.kernels:
-            xq, msb, inside, w, theta, z_raw, full = ctx.saved_tensors
+        if ctx.scale is not None:
+            packed, inside, w, theta, conv_packed = ctx.saved_tensors
             taps = w.shape[1] * w.shape[2] * w.shape[3]
-            g_in, g_msb, g_full, dtheta = cpu_ops.frac_gate_backward(grad, z_raw, full, theta, taps, sparse)
-            if ctx.needs_input_grad[0]:
-                grad_xq = torch.ops.aten.convolution_backward(g_in, xq, w, *conv_args, [True, False, False])[0]
-                grad_x = cpu_ops.mask_multiply_(grad_xq.contiguous(), inside)
+            g_msb, g_lsb, g_in, dtheta = cpu_ops.frac_gate_backward(grad, conv_packed, theta, taps, ctx.scale,
+                                                                    sparse)
+            if ctx.needs_input_grad[0]:  # only the shape of `packed` is used here
+                grad_in = torch.ops.aten.convolution_backward(g_in, packed, w, *conv_args, [True, False, False])[0]
+                grad_x = cpu_ops.mask_multiply_(grad_in.contiguous(), inside)
             if ctx.needs_input_grad[1]:
+                msb, lsb_plane = cpu_ops.unpack_planes(packed, ctx.scale)
                 grad_w = torch.ops.aten.convolution_backward(g_msb, msb, w, *conv_args, [False, True, False])[1]
-                grad_w = grad_w + torch.ops.aten.convolution_backward(g_full, xq, w, *conv_args,
+                grad_w = grad_w + torch.ops.aten.convolution_backward(g_lsb, lsb_plane, w, *conv_args,
                                                                       [False, True, False])[1]
             if ctx.needs_input_grad[2]:
                 grad_theta = -dtheta.view_as(theta)
             return grad_x, grad_w, grad_theta, None, None, None, None, None
-        xq, inside, w, theta, out_msb, diff, mask = ctx.saved_tensors
-        g_full = grad * mask
+        msb, lsb_plane, inside, w, theta, out_msb, out_lsb, mask = ctx.saved_tensors
         s = torch.sigmoid(5.0 * (out_msb - theta))
-        d = grad * diff * (5.0 * s * (1.0 - s))
+        d = grad * out_lsb * (5.0 * s * (1.0 - s))
         if sparse:
             d = d * mask
-        g_msb = (grad - g_full + d) * (2.0 / 3.0)
+        g_msb = (grad + d) * (2.0 / 3.0)
+        g_lsb = grad * mask * (1.0 / 3.0)
         if ctx.needs_input_grad[0]:
-            grad_xq = torch.ops.aten.convolution_backward(g_msb + g_full, xq, w, *conv_args,
-                                                          [True, False, False])[0]
-            grad_x = grad_xq * inside
+            grad_in = torch.ops.aten.convolution_backward(g_msb + g_lsb, msb, w, *conv_args, [True, False, False])[0]
+            grad_x = grad_in * inside
         if ctx.needs_input_grad[1]:
-            msb = torch.sign(xq)
             grad_w = torch.ops.aten.convolution_backward(g_msb, msb, w, *conv_args, [False, True, False])[1]
-            grad_w = grad_w + torch.ops.aten.convolution_backward(g_full, xq, w, *conv_args,
+            grad_w = grad_w + torch.ops.aten.convolution_backward(g_lsb, lsb_plane, w, *conv_args,
                                                                   [False, True, False])[1]
         if ctx.needs_input_grad[2]:
             grad_theta = -d.sum(dim=(0, 2, 3)).view_as(theta)
         return grad_x, grad_w, grad_theta, None, None, None, None, None
+
+
+def _two_bit_planes(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(M, L, inside): the bit planes of Q2(x) = (2M + L) / 3 as +-1 floats, and the 0/1 STE window."""
+    step = 2.0 / 3.0  # ActivationQuantizer(2): 2 / (2^k - 1)
+    xq = torch.round((x.clamp(-1.0, 1.0) + 1.0) / step) * step - 1.0
+    inside = (1.0 - x.abs()).sign_().clamp_(min=0)  # 1 where -1 < x < 1, else 0
+    msb = torch.sign(xq)  # the levels are never 0, so this is +-1
+    lsb_plane = torch.sign(3.0 * xq - 2.0 * msb)  # +-1 (up to float error, never near 0)
+    return msb, lsb_plane, inside
 
 
 def _pair(v):
@@ -214,6 +219,8 @@ class FracConv2d(nn.Conv2d):
     * ``"binary"``: conv(Q2(x), sign W)     (step 2)
     * ``"frac"``:   out_msb = (2/3) conv(M, sign W) for every output, plus the
       LSB part (1/3) conv(L, sign W) only where out_msb > theta (step 3).
+      Both parts are exact integer sums times 2/3 and 1/3, so the result is
+      that of the integer engines, not a float rounding of conv(Q2(x), W).
 
     theta is one learnable threshold per output channel (init -1.0).
     Training uses the fused :class:`_FracConvFn` (set ``fused = False`` on a
@@ -281,16 +288,21 @@ class FracConv2d(nn.Conv2d):
                 and not torch.is_autocast_enabled(x.device.type))
 
     def _frac_reference(self, xq: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        """The gated convolution composed from autograd ops (also the path under autocast)."""
-        out_full = self._conv_forward(xq, w, self.bias)
-        # The MSB plane of a 2-bit code is sign(x); for the quantized levels
-        # this sign has gradient 1 (all levels lie inside the STE clip).
-        msb = torch.where(xq >= 0, 1.0, -1.0).to(xq.dtype) + (xq - xq.detach())
-        out_msb = self._conv_forward(msb, w, self.bias) * (2.0 / 3.0)
+        """The gated convolution composed from autograd ops (also the path under autocast).
+
+        xq = (2M + L) / 3 with bit planes M, L in {-1, +1}; both planes pass
+        the gradient straight through (d plane / d xq = 1, all levels lie inside
+        the STE clip), so d out / d xq is that of conv(xq) where the gate is open.
+        """
+        ste = xq - xq.detach()
+        msb = torch.where(xq >= 0, 1.0, -1.0).to(xq.dtype)
+        lsb_plane = torch.sign(3.0 * xq.detach() - 2.0 * msb)
+        out_msb = self._conv_forward(msb + ste, w, None) * (2.0 / 3.0)
+        out_lsb = self._conv_forward(lsb_plane + ste, w, None) * (1.0 / 3.0)
         mask = self.gate(out_msb, self.threshold.view(1, -1, 1, 1).to(out_msb.dtype))
         self.gate_counter.add(mask.detach() > 0)
-        # Where the gate is open this equals out_full = out_msb + LSB part.
-        return out_msb + mask * (out_full - out_msb)
+        out = out_msb + mask * out_lsb
+        return out if self.bias is None else out + self.bias.view(1, -1, 1, 1)
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", mode={self._mode}"

@@ -9,8 +9,12 @@
 #define TK_CAT(a, b) TK_CAT2(a, b)
 #define TK(name) TK_CAT(name, TK_SUFFIX)
 
-static void TK(quantize_range)(const float *restrict x, float *restrict xq, float *restrict msb,
-                               uint8_t *restrict inside, i64 i0, i64 i1)
+/* Level j = round((clamp(x, -1, 1) + 1) / (2/3)) in 0..3 (float32, ties to even, like
+ * torch.round), its bit planes M = j >= 2 ? 1 : -1 and L = j odd ? 1 : -1 (x_q =
+ * (2M + L) / 3), packed as P = M + s L for the one-convolution forward; inside = 1
+ * where -1 < x < 1 (the straight-through window). NaN gives NaN. */
+static void TK(quantize_pack_range)(const float *restrict x, float *restrict packed, uint8_t *restrict inside,
+                                    float s, i64 i0, i64 i1)
 {
     const float step = (float)(2.0 / 3.0);
     const float magic = 12582912.0f; /* (r + 1.5 * 2^23) - 1.5 * 2^23 rounds r to nearest, ties to even */
@@ -18,27 +22,55 @@ static void TK(quantize_range)(const float *restrict x, float *restrict xq, floa
         float v = x[i];
         float c = v < -1.0f ? -1.0f : v;
         c = c > 1.0f ? 1.0f : c;
-        float r = (c + 1.0f) / step; /* in [0, 3]; NaN stays NaN */
-        float q = ((r + magic) - magic) * step - 1.0f;
-        xq[i] = q;
-        msb[i] = q >= 0.0f ? 1.0f : -1.0f;
+        float r = (c + 1.0f) / step; /* in [0, 3] */
+        float j = (r + magic) - magic;              /* level 0..3 */
+        float half = j > 1.5f ? 1.0f : 0.0f;        /* 0, 0, 1, 1 */
+        float msb = 2.0f * half - 1.0f;            /* j >= 2 */
+        float lsb = 2.0f * (j - 2.0f * half) - 1.0f; /* j odd */
+        float p = msb + s * lsb;
+        packed[i] = v == v ? p : v;                /* NaN in, NaN out */
         inside[i] = (uint8_t)((v > -1.0f) & (v < 1.0f));
     }
 }
 
-static i64 TK(gate_forward_planes)(const float *restrict zr, const float *restrict full, float *restrict out,
-                                   const float *restrict theta, i64 C, i64 HW, i64 nc0, i64 nc1)
+/* P = M + s L  ->  M, L (the weight gradient correlates each plane with its own gradient). */
+static void TK(unpack_range)(const float *restrict packed, float *restrict msb, float *restrict lsb, float s,
+                             i64 i0, i64 i1)
 {
-    const float k = (float)(2.0 / 3.0);
+    for (i64 i = i0; i < i1; i++) {
+        float p = packed[i];
+        float l = p > 0.0f ? 1.0f : -1.0f; /* |s L| > |M| */
+        lsb[i] = l;
+        msb[i] = p - s * l;
+    }
+}
+
+/* S = conv(P, w) = A + s B exactly (integers below 2^24), A = conv(M, w), B = conv(L, w),
+ * |A| <= K < s / 2, s a power of two: B = round(S / s), A = S - s B. */
+#define TK_DECODE(S, inv_s, s, A, B)                                 \
+    do {                                                             \
+        const float magic_ = 12582912.0f;                            \
+        (B) = ((S) * (inv_s) + magic_) - magic_;                     \
+        (A) = (S) - (s) * (B);                                       \
+    } while (0)
+
+/* out = z + m * lsb with z = A * (2/3), lsb = B * (1/3), m = [z > theta_c] (the PyTorch
+ * formula term by term). Returns the number of open gates. */
+static i64 TK(gate_forward_planes)(const float *restrict S, float *restrict out, const float *restrict theta,
+                                   float s, i64 C, i64 HW, i64 nc0, i64 nc1)
+{
+    const float k2 = (float)(2.0 / 3.0), k1 = (float)(1.0 / 3.0), inv_s = 1.0f / s;
     i64 opened = 0;
     for (i64 nc = nc0; nc < nc1; nc++) {
         const float th = theta[nc % C];
         const i64 off = nc * HW;
         i64 cnt = 0;
         for (i64 i = 0; i < HW; i++) {
-            float z = zr[off + i] * k;
+            float a, b;
+            TK_DECODE(S[off + i], inv_s, s, a, b);
+            float z = a * k2;
             float m = z > th ? 1.0f : 0.0f;
-            out[off + i] = z + m * (full[off + i] - z);
+            out[off + i] = z + m * (b * k1);
             cnt += z > th;
         }
         opened += cnt;
@@ -46,12 +78,16 @@ static i64 TK(gate_forward_planes)(const float *restrict zr, const float *restri
     return opened;
 }
 
-static void TK(gate_backward_planes)(const float *restrict g, const float *restrict zr, const float *restrict full,
-                                     const float *restrict theta, const float *restrict lut, i64 K, int sparse,
-                                     float *restrict gin, float *restrict gmsb, float *restrict gfull,
-                                     float *restrict dth, i64 C, i64 HW, i64 nc0, i64 nc1)
+/* With g = dL/dout and r = 5 s (1 - s), s = sigmoid(5 (z - theta)) read from a
+ * per-channel table indexed by the integer A:
+ *   d = g lsb r [m],  gA = (g + d) (2/3),  gB = g m (1/3),  g_in = gA + gB,
+ *   dtheta_part[n, c] = sum over the plane of d. */
+static void TK(gate_backward_planes)(const float *restrict g, const float *restrict S, const float *restrict theta,
+                                     const float *restrict lut, i64 K, float s, int sparse, float *restrict ga,
+                                     float *restrict gb, float *restrict gin, float *restrict dth, i64 C, i64 HW,
+                                     i64 nc0, i64 nc1)
 {
-    const float k = (float)(2.0 / 3.0);
+    const float k2 = (float)(2.0 / 3.0), k1 = (float)(1.0 / 3.0), inv_s = 1.0f / s;
     const i64 width = 2 * K + 1;
     for (i64 nc = nc0; nc < nc1; nc++) {
         const i64 c = nc % C;
@@ -61,19 +97,20 @@ static void TK(gate_backward_planes)(const float *restrict g, const float *restr
         float acc = 0.0f;
 #pragma omp simd reduction(+ : acc)
         for (i64 i = 0; i < HW; i++) {
-            float zraw = zr[off + i];
-            float z = zraw * k;
+            float a, b;
+            TK_DECODE(S[off + i], inv_s, s, a, b);
+            float z = a * k2;
             float m = z > th ? 1.0f : 0.0f;
-            int j = (int)zraw; /* integral: a sum of +-1 products, |j| <= K */
+            int j = (int)a;
             j = j < -(int)K ? -(int)K : (j > (int)K ? (int)K : j);
             float gv = g[off + i];
-            float d = gv * (full[off + i] - z) * tab[j];
+            float d = gv * (b * k1) * tab[j];
             d = sparse ? d * m : d;
-            float gf = gv * m;
-            float gm = (gv - gf + d) * k;
-            gfull[off + i] = gf;
-            gmsb[off + i] = gm;
-            gin[off + i] = gm + gf;
+            float va = (gv + d) * k2;
+            float vb = gv * m * k1;
+            ga[off + i] = va;
+            gb[off + i] = vb;
+            gin[off + i] = va + vb;
             acc += d;
         }
         dth[nc] = acc;

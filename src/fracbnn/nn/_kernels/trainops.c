@@ -3,7 +3,9 @@
  * gated (fractional) convolution and the thermometer input layer as a table
  * lookup. The convolutions themselves stay in PyTorch (oneDNN); these kernels
  * replace chains of 10-20 separate PyTorch element-wise ops, each of which
- * reads and writes the whole activation tensor, by one pass each.
+ * reads and writes the whole activation tensor, by one pass each, and pack
+ * the two bit planes of the 2-bit code into one tensor M + s L so that one
+ * forward convolution yields both plane sums exactly.
  *
  * All tensors are float32 (uint8 for masks and pixels), C-contiguous NCHW,
  * passed as buffers (numpy views of CPU tensors). Python (fracbnn.nn.cpu_ops)
@@ -19,7 +21,7 @@
 #include <omp.h>
 #endif
 
-#define ABI_VERSION 3
+#define ABI_VERSION 4
 
 typedef long long i64;
 
@@ -86,21 +88,23 @@ typedef struct {
 
 typedef struct {
     const char *name;
-    void (*quantize_range)(const float *, float *, float *, uint8_t *, i64, i64);
-    i64 (*gate_forward_planes)(const float *, const float *, float *, const float *, i64, i64, i64, i64);
-    void (*gate_backward_planes)(const float *, const float *, const float *, const float *, const float *, i64, int,
-                                 float *, float *, float *, float *, i64, i64, i64, i64);
+    void (*quantize_pack_range)(const float *, float *, uint8_t *, float, i64, i64);
+    void (*unpack_range)(const float *, float *, float *, float, i64, i64);
+    i64 (*gate_forward_planes)(const float *, float *, const float *, float, i64, i64, i64, i64);
+    void (*gate_backward_planes)(const float *, const float *, const float *, const float *, i64, float, int, float *,
+                                 float *, float *, float *, i64, i64, i64, i64);
     void (*mask_range)(float *, const uint8_t *, i64, i64);
     void (*thermo_forward_rows)(const thermo_geom *, const uint8_t *, const float *, float *, float *, i64 *, i64,
                                 i64);
     void (*thermo_grad_rows)(const thermo_geom *, const uint8_t *, const float *, float *, float *, i64 *, i64, i64);
 } kernel_set;
 
-static const kernel_set KERNELS_GENERIC = {"generic", quantize_range_generic, gate_forward_planes_generic,
+static const kernel_set KERNELS_GENERIC = {"generic", quantize_pack_range_generic, unpack_range_generic,
+                                           gate_forward_planes_generic,
                                            gate_backward_planes_generic, mask_range_generic,
                                            thermo_forward_rows_generic, thermo_grad_rows_generic};
 #ifdef TK_HAVE_AVX2
-static const kernel_set KERNELS_AVX2 = {"avx2", quantize_range_avx2, gate_forward_planes_avx2,
+static const kernel_set KERNELS_AVX2 = {"avx2", quantize_pack_range_avx2, unpack_range_avx2, gate_forward_planes_avx2,
                                         gate_backward_planes_avx2, mask_range_avx2, thermo_forward_rows_avx2,
                                         thermo_grad_rows_avx2};
 #endif
@@ -123,29 +127,67 @@ static const kernel_set *kernels(void)
 
 /* ------------------------------------------------- 2-bit input quantization */
 
-/* xq = round((clamp(x, -1, 1) + 1) / step) * step - 1 with step = 2/3 (ties to
- * even, float32 arithmetic as in PyTorch, NaN stays NaN); msb = sign(xq) (the
- * levels are never 0); inside = 1 where -1 < x < 1 (the straight-through
- * window). */
-static PyObject *frac_quantize(PyObject *self, PyObject *args)
+/* Packing scale s of P = M + s L: a power of two above 2 * taps, checked by the
+ * caller so that |conv(P, w)| <= (s + 1) * taps stays below 2^24 (exact float32). */
+static int check_scale(double s)
 {
-    PyObject *xo, *qo, *mo, *io;
+    if (!(s >= 4.0 && s <= 8388608.0)) {
+        PyErr_SetString(PyExc_ValueError, "packing scale must be in [4, 2^23]");
+        return -1;
+    }
+    return 0;
+}
+
+/* x -> P = M + s L (the two bit planes of the 2-bit code) and the STE window. */
+static PyObject *frac_quantize_pack(PyObject *self, PyObject *args)
+{
+    PyObject *xo, *po, *io;
     i64 n;
+    double scale;
     int threads;
-    if (!PyArg_ParseTuple(args, "OOOOLi", &xo, &qo, &mo, &io, &n, &threads)) return NULL;
+    if (!PyArg_ParseTuple(args, "OOOdLi", &xo, &po, &io, &scale, &n, &threads)) return NULL;
+    if (check_scale(scale) < 0) return NULL;
     bufset s = {.n = 0};
     const float *x = take(&s, xo, 0, 4, n, "x");
-    float *xq = x ? take(&s, qo, 1, 4, n, "xq") : NULL;
-    float *msb = xq ? take(&s, mo, 1, 4, n, "msb") : NULL;
-    uint8_t *inside = msb ? take(&s, io, 1, 1, n, "inside") : NULL;
+    float *packed = x ? take(&s, po, 1, 4, n, "packed") : NULL;
+    uint8_t *inside = packed ? take(&s, io, 1, 1, n, "inside") : NULL;
     if (!inside) { release_all(&s); return NULL; }
     const kernel_set *k = kernels();
     const i64 nchunks = (n + CHUNK - 1) / CHUNK;
+    const float sc = (float)scale;
     Py_BEGIN_ALLOW_THREADS
 #pragma omp parallel for schedule(static) num_threads(threads)
     for (i64 ch = 0; ch < nchunks; ch++) {
         const i64 i0 = ch * CHUNK, i1 = i0 + CHUNK < n ? i0 + CHUNK : n;
-        k->quantize_range(x, xq, msb, inside, i0, i1);
+        k->quantize_pack_range(x, packed, inside, sc, i0, i1);
+    }
+    Py_END_ALLOW_THREADS
+    release_all(&s);
+    Py_RETURN_NONE;
+}
+
+/* P -> M, L. */
+static PyObject *unpack_planes(PyObject *self, PyObject *args)
+{
+    PyObject *po, *mo, *lo;
+    i64 n;
+    double scale;
+    int threads;
+    if (!PyArg_ParseTuple(args, "OOOdLi", &po, &mo, &lo, &scale, &n, &threads)) return NULL;
+    if (check_scale(scale) < 0) return NULL;
+    bufset s = {.n = 0};
+    const float *packed = take(&s, po, 0, 4, n, "packed");
+    float *msb = packed ? take(&s, mo, 1, 4, n, "msb") : NULL;
+    float *lsb = msb ? take(&s, lo, 1, 4, n, "lsb") : NULL;
+    if (!lsb) { release_all(&s); return NULL; }
+    const kernel_set *k = kernels();
+    const i64 nchunks = (n + CHUNK - 1) / CHUNK;
+    const float sc = (float)scale;
+    Py_BEGIN_ALLOW_THREADS
+#pragma omp parallel for schedule(static) num_threads(threads)
+    for (i64 ch = 0; ch < nchunks; ch++) {
+        const i64 i0 = ch * CHUNK, i1 = i0 + CHUNK < n ? i0 + CHUNK : n;
+        k->unpack_range(packed, msb, lsb, sc, i0, i1);
     }
     Py_END_ALLOW_THREADS
     release_all(&s);
@@ -154,27 +196,28 @@ static PyObject *frac_quantize(PyObject *self, PyObject *args)
 
 /* ------------------------------------------------------- precision gate fwd */
 
-/* From the raw convolutions Zr = conv(msb, w) and F = conv(xq, w):
- *   z = Zr * (2/3), m = [z > theta_c], out = z + m * (F - z)
- * (the PyTorch formula, term by term). Returns the number of open gates. */
+/* From S = conv(P, w) = A + s B: out = A (2/3) + [A (2/3) > theta_c] B (1/3).
+ * Returns the number of open gates. */
 static PyObject *frac_gate_forward(PyObject *self, PyObject *args)
 {
-    PyObject *zo, *fo, *oo, *to;
+    PyObject *so, *oo, *to;
     i64 N, C, HW;
+    double scale;
     int threads;
-    if (!PyArg_ParseTuple(args, "OOOOLLLi", &zo, &fo, &oo, &to, &N, &C, &HW, &threads)) return NULL;
+    if (!PyArg_ParseTuple(args, "OOOdLLLi", &so, &oo, &to, &scale, &N, &C, &HW, &threads)) return NULL;
+    if (check_scale(scale) < 0) return NULL;
     i64 n = N * C * HW;
     bufset s = {.n = 0};
-    const float *zr = take(&s, zo, 0, 4, n, "z_raw");
-    const float *f = zr ? take(&s, fo, 0, 4, n, "full") : NULL;
-    float *out = f ? take(&s, oo, 1, 4, n, "out") : NULL;
+    const float *S = take(&s, so, 0, 4, n, "conv output");
+    float *out = S ? take(&s, oo, 1, 4, n, "out") : NULL;
     const float *theta = out ? take(&s, to, 0, 4, C, "theta") : NULL;
     if (!theta) { release_all(&s); return NULL; }
     const kernel_set *k = kernels();
+    const float sc = (float)scale;
     i64 opened = 0;
     Py_BEGIN_ALLOW_THREADS
 #pragma omp parallel for schedule(static) num_threads(threads) reduction(+ : opened)
-    for (i64 nc = 0; nc < N * C; nc++) opened += k->gate_forward_planes(zr, f, out, theta, C, HW, nc, nc + 1);
+    for (i64 nc = 0; nc < N * C; nc++) opened += k->gate_forward_planes(S, out, theta, sc, C, HW, nc, nc + 1);
     Py_END_ALLOW_THREADS
     release_all(&s);
     return PyLong_FromLongLong(opened);
@@ -182,37 +225,36 @@ static PyObject *frac_gate_forward(PyObject *self, PyObject *args)
 
 /* ------------------------------------------------------ precision gate bwd */
 
-/* With g = dL/dout, z = Zr * (2/3), m = [z > theta], diff = F - z and
- * r = 5 s (1 - s), s = sigmoid(5 (z - theta)) read from a per-channel table
- * indexed by the integer Zr (Zr is a sum of +-1 products, so it is integral):
- *   d = g diff r [m],  g_full = g m,  g_msb = (2/3) (g (1 - m) + d),
- *   g_in = g_msb + g_full (the transposed convolution's input),
- *   dtheta_part[n, c] = sum over the plane of d. */
+/* Gradients of out = z + m lsb (see train_impl.h): gA, gB (of conv(M), conv(L)),
+ * g_in = gA + gB (input of the one transposed convolution) and per-plane sums of d
+ * (-dL/dtheta before the sum over the batch). */
 static PyObject *frac_gate_backward(PyObject *self, PyObject *args)
 {
-    PyObject *go, *zo, *fo, *to, *lo, *gio, *gmo, *gfo, *dto;
+    PyObject *go, *so, *to, *lo, *gao, *gbo, *gio, *dto;
     i64 N, C, HW, K;
+    double scale;
     int sparse, threads;
-    if (!PyArg_ParseTuple(args, "OOOOOOOOOLLLLii", &go, &zo, &fo, &to, &lo, &gio, &gmo, &gfo, &dto, &N, &C, &HW,
+    if (!PyArg_ParseTuple(args, "OOOOOOOOdLLLLii", &go, &so, &to, &lo, &gao, &gbo, &gio, &dto, &scale, &N, &C, &HW,
                           &K, &sparse, &threads))
         return NULL;
+    if (check_scale(scale) < 0) return NULL;
     i64 n = N * C * HW;
     bufset s = {.n = 0};
     const float *g = take(&s, go, 0, 4, n, "grad");
-    const float *zr = g ? take(&s, zo, 0, 4, n, "z_raw") : NULL;
-    const float *full = zr ? take(&s, fo, 0, 4, n, "full") : NULL;
-    const float *theta = full ? take(&s, to, 0, 4, C, "theta") : NULL;
+    const float *S = g ? take(&s, so, 0, 4, n, "conv output") : NULL;
+    const float *theta = S ? take(&s, to, 0, 4, C, "theta") : NULL;
     const float *lut = theta ? take(&s, lo, 0, 4, C * (2 * K + 1), "slope table") : NULL;
-    float *gin = lut ? take(&s, gio, 1, 4, n, "g_in") : NULL;
-    float *gmsb = gin ? take(&s, gmo, 1, 4, n, "g_msb") : NULL;
-    float *gfull = gmsb ? take(&s, gfo, 1, 4, n, "g_full") : NULL;
-    float *dth = gfull ? take(&s, dto, 1, 4, N * C, "dtheta") : NULL;
+    float *ga = lut ? take(&s, gao, 1, 4, n, "grad_msb") : NULL;
+    float *gb = ga ? take(&s, gbo, 1, 4, n, "grad_lsb") : NULL;
+    float *gin = gb ? take(&s, gio, 1, 4, n, "grad_in") : NULL;
+    float *dth = gin ? take(&s, dto, 1, 4, N * C, "dtheta") : NULL;
     if (!dth) { release_all(&s); return NULL; }
     const kernel_set *k = kernels();
+    const float sc = (float)scale;
     Py_BEGIN_ALLOW_THREADS
 #pragma omp parallel for schedule(static) num_threads(threads)
     for (i64 nc = 0; nc < N * C; nc++)
-        k->gate_backward_planes(g, zr, full, theta, lut, K, sparse, gin, gmsb, gfull, dth, C, HW, nc, nc + 1);
+        k->gate_backward_planes(g, S, theta, lut, K, sc, sparse, ga, gb, gin, dth, C, HW, nc, nc + 1);
     Py_END_ALLOW_THREADS
     release_all(&s);
     Py_RETURN_NONE;
@@ -388,7 +430,8 @@ static PyObject *info(PyObject *self, PyObject *noargs)
 }
 
 static PyMethodDef methods[] = {
-    {"frac_quantize", frac_quantize, METH_VARARGS, "2-bit quantization, MSB plane and STE window in one pass"},
+    {"frac_quantize_pack", frac_quantize_pack, METH_VARARGS, "2-bit code as packed planes M + s L, STE window"},
+    {"unpack_planes", unpack_planes, METH_VARARGS, "packed planes -> M, L"},
     {"frac_gate_forward", frac_gate_forward, METH_VARARGS, "precision-gated combination of the two convolutions"},
     {"frac_gate_backward", frac_gate_backward, METH_VARARGS, "gradients of the precision-gated combination"},
     {"mask_multiply", mask_multiply, METH_VARARGS, "in-place multiply by a 0/1 uint8 mask"},

@@ -125,6 +125,20 @@ static const kernel_set *kernels(void)
 /* Element ranges handed to one thread at a time. */
 #define CHUNK 16384
 
+/* Runs CALL (which may use i0, i1) over [0, n) in CHUNK-sized ranges on `threads`
+ * threads, with the GIL released. */
+#define FOR_CHUNKS(n, threads, CALL)                                              \
+    do {                                                                          \
+        const i64 n_ = (n), nchunks_ = (n_ + CHUNK - 1) / CHUNK;                  \
+        Py_BEGIN_ALLOW_THREADS                                                    \
+        _Pragma("omp parallel for schedule(static) num_threads(threads)")         \
+        for (i64 ch_ = 0; ch_ < nchunks_; ch_++) {                                \
+            const i64 i0 = ch_ * CHUNK, i1 = i0 + CHUNK < n_ ? i0 + CHUNK : n_;   \
+            CALL;                                                                 \
+        }                                                                         \
+        Py_END_ALLOW_THREADS                                                      \
+    } while (0)
+
 /* ------------------------------------------------- 2-bit input quantization */
 
 /* Packing scale s of P = M + s L: a power of two above 2 * taps, checked by the
@@ -153,15 +167,8 @@ static PyObject *frac_quantize_pack(PyObject *self, PyObject *args)
     uint8_t *inside = packed ? take(&s, io, 1, 1, n, "inside") : NULL;
     if (!inside) { release_all(&s); return NULL; }
     const kernel_set *k = kernels();
-    const i64 nchunks = (n + CHUNK - 1) / CHUNK;
     const float sc = (float)scale;
-    Py_BEGIN_ALLOW_THREADS
-#pragma omp parallel for schedule(static) num_threads(threads)
-    for (i64 ch = 0; ch < nchunks; ch++) {
-        const i64 i0 = ch * CHUNK, i1 = i0 + CHUNK < n ? i0 + CHUNK : n;
-        k->quantize_pack_range(x, packed, inside, sc, i0, i1);
-    }
-    Py_END_ALLOW_THREADS
+    FOR_CHUNKS(n, threads, k->quantize_pack_range(x, packed, inside, sc, i0, i1));
     release_all(&s);
     Py_RETURN_NONE;
 }
@@ -181,15 +188,8 @@ static PyObject *unpack_planes(PyObject *self, PyObject *args)
     float *lsb = msb ? take(&s, lo, 1, 4, n, "lsb") : NULL;
     if (!lsb) { release_all(&s); return NULL; }
     const kernel_set *k = kernels();
-    const i64 nchunks = (n + CHUNK - 1) / CHUNK;
     const float sc = (float)scale;
-    Py_BEGIN_ALLOW_THREADS
-#pragma omp parallel for schedule(static) num_threads(threads)
-    for (i64 ch = 0; ch < nchunks; ch++) {
-        const i64 i0 = ch * CHUNK, i1 = i0 + CHUNK < n ? i0 + CHUNK : n;
-        k->unpack_range(packed, msb, lsb, sc, i0, i1);
-    }
-    Py_END_ALLOW_THREADS
+    FOR_CHUNKS(n, threads, k->unpack_range(packed, msb, lsb, sc, i0, i1));
     release_all(&s);
     Py_RETURN_NONE;
 }
@@ -272,14 +272,7 @@ static PyObject *mask_multiply(PyObject *self, PyObject *args)
     const uint8_t *m = g ? take(&s, mo, 0, 1, n, "mask") : NULL;
     if (!m) { release_all(&s); return NULL; }
     const kernel_set *k = kernels();
-    const i64 nchunks = (n + CHUNK - 1) / CHUNK;
-    Py_BEGIN_ALLOW_THREADS
-#pragma omp parallel for schedule(static) num_threads(threads)
-    for (i64 ch = 0; ch < nchunks; ch++) {
-        const i64 i0 = ch * CHUNK, i1 = i0 + CHUNK < n ? i0 + CHUNK : n;
-        k->mask_range(g, m, i0, i1);
-    }
-    Py_END_ALLOW_THREADS
+    FOR_CHUNKS(n, threads, k->mask_range(g, m, i0, i1));
     release_all(&s);
     Py_RETURN_NONE;
 }

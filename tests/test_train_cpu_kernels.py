@@ -166,6 +166,32 @@ def test_training_step_with_and_without_kernels_agrees(kernels_on):
         torch.testing.assert_close(g, results[False][1][name], rtol=1e-4, atol=1e-5, msg=name)
 
 
+def test_generic_and_simd_kernel_sets_agree(kernels_on):
+    """Both compiled instances (plain C and AVX2) give the same values; the plain one runs on any CPU."""
+    from fracbnn.nn import _trainops
+
+    torch.manual_seed(11)
+    model = create_model("resnet20-fracbnn", width=0.5)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, FracConv2d):
+                m.threshold.uniform_(-3, 3)
+    images = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
+    results = []
+    for simd in (True, False):
+        _trainops.set_simd(simd)
+        try:
+            m = copy.deepcopy(model)
+            out = m(images)
+            out.square().sum().backward()
+            results.append((out.detach(), {n: p.grad for n, p in m.named_parameters()}))
+        finally:
+            _trainops.set_simd(True)
+    assert torch.equal(results[0][0], results[1][0])
+    for name, g in results[0][1].items():
+        torch.testing.assert_close(g, results[1][1][name], rtol=1e-4, atol=1e-5, msg=name)
+
+
 def test_environment_switch_and_allocator_setting():
     old = cpu_ops.set_enabled(False)
     try:

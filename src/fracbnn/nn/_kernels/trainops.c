@@ -109,6 +109,8 @@ static const kernel_set KERNELS_AVX2 = {"avx2", quantize_pack_range_avx2, unpack
                                         thermo_grad_rows_avx2};
 #endif
 
+static int allow_simd = 1; /* set_simd(False) forces the generic instances (tests compare the two) */
+
 static const kernel_set *kernels(void)
 {
 #ifdef TK_HAVE_AVX2
@@ -117,7 +119,7 @@ static const kernel_set *kernels(void)
         __builtin_cpu_init();
         avx2 = __builtin_cpu_supports("avx2") ? 1 : 0;
     }
-    if (avx2) return &KERNELS_AVX2;
+    if (avx2 && allow_simd) return &KERNELS_AVX2;
 #endif
     return &KERNELS_GENERIC;
 }
@@ -422,6 +424,14 @@ static PyObject *info(PyObject *self, PyObject *noargs)
                          "simd", kernels()->name);
 }
 
+static PyObject *set_simd(PyObject *self, PyObject *args)
+{
+    int flag;
+    if (!PyArg_ParseTuple(args, "p", &flag)) return NULL;
+    allow_simd = flag;
+    return PyUnicode_FromString(kernels()->name);
+}
+
 static PyMethodDef methods[] = {
     {"frac_quantize_pack", frac_quantize_pack, METH_VARARGS, "2-bit code as packed planes M + s L, STE window"},
     {"unpack_planes", unpack_planes, METH_VARARGS, "packed planes -> M, L"},
@@ -430,7 +440,8 @@ static PyMethodDef methods[] = {
     {"mask_multiply", mask_multiply, METH_VARARGS, "in-place multiply by a 0/1 uint8 mask"},
     {"thermo_conv_forward", thermo_conv_forward, METH_VARARGS, "thermometer input conv as a table lookup"},
     {"thermo_conv_table_grad", thermo_conv_table_grad, METH_VARARGS, "gradient of the lookup table"},
-    {"info", info, METH_NOARGS, "ABI version and OpenMP availability"},
+    {"set_simd", set_simd, METH_VARARGS, "allow (True) or forbid the AVX2 kernel set; returns the set in use"},
+    {"info", info, METH_NOARGS, "ABI version, OpenMP availability, kernel set in use"},
     {NULL, NULL, 0, NULL},
 };
 

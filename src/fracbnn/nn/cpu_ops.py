@@ -3,9 +3,11 @@
 Why: on a CPU, a FracBNN training step spent about as long in chains of
 small PyTorch element-wise ops (quantize, gate, masks, their gradients) and
 in the 96-channel thermometer input convolution as in all the block
-convolutions. The C kernels do each chain in one pass and compute the input
-layer as a table lookup (see ``_kernels/trainops.c``). The maths is the same
-as the PyTorch composition; tests compare the two on random inputs
+convolutions, and the gated conv ran two forward convolutions. The C kernels
+do each chain in one pass, pack the two bit planes so that one convolution
+gives both exact plane sums (:func:`pack_scale`), and compute the input layer
+as a table lookup (see ``_kernels/trainops.c``). The values are those of the
+PyTorch composition bit for bit; tests compare the two on random inputs
 (tests/test_train_cpu_kernels.py).
 
 The kernels are used only for float32, C-contiguous (NCHW) CPU tensors and

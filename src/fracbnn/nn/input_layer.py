@@ -1,9 +1,10 @@
 """The thermometer input layer: encoder and binary convolution as one module.
 
 Why one module: the thermometer code of a colour is decided by the pixel
-value alone, so the convolution of the 96 bit planes with binary weights is,
-per tap, a lookup of the pixel value in a small table (the dot products of
-every code with that tap's weights). On CPU the lookup (fused C kernel) is
+value alone (through its level, the number of bits on), so the convolution of
+the 96 bit planes with binary weights is, per tap, a lookup of the pixel's
+level in a small table (the dot products of every level's code with that
+tap's weights). On CPU the lookup (fused C kernel) is
 several times cheaper than encoding 96 planes and convolving them; the result
 is the same integer sum, bit for bit. Elsewhere (CUDA, float64, kernels not
 built) the module encodes and convolves as written.

@@ -201,3 +201,8 @@ def test_environment_switch_and_allocator_setting():
     finally:
         cpu_ops.set_enabled(old)
     assert isinstance(keep_freed_memory(), bool)
+    cpu = torch.device("cpu")
+    assert cpu_ops.training_note(cpu, False) is None and cpu_ops.training_note(torch.device("cuda"), True) is None
+    assert "channels_last" in cpu_ops.training_note(cpu, True)
+    with cpu_ops.disabled():
+        assert "switched off" in cpu_ops.training_note(cpu, False)

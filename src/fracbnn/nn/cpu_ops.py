@@ -66,6 +66,21 @@ def disabled():
         set_enabled(old)
 
 
+def training_note(device: torch.device, channels_last: bool) -> str | None:
+    """One line for the training log when a CPU run will NOT use the kernels, saying why; else None."""
+    if device.type != "cpu":
+        return None
+    if _ops is None:
+        return ("fused CPU training kernels not built (no C compiler at install, or a stale build): training "
+                "uses the slower PyTorch path; reinstall fracbnn with gcc/clang available to build them")
+    if not _enabled:
+        return "fused CPU training kernels switched off (FRACBNN_NO_TRAIN_KERNELS): slower PyTorch path"
+    if channels_last:
+        return ("channels_last on CPU bypasses the fused training kernels (they need NCHW): set "
+                "runtime.channels_last to auto or false for faster CPU training")
+    return None
+
+
 def usable(*tensors: torch.Tensor) -> bool:
     """True if the kernels can run on these tensors (CPU, float32, NCHW-contiguous)."""
     return enabled() and all(

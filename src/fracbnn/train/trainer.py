@@ -41,7 +41,7 @@ from torch import nn
 
 from ..checkpoint import atomic_write, load_checkpoint, load_state_dict_strict, save_checkpoint
 from ..errors import FracBNNError
-from ..nn import FracConv2d, gate_regularizer, reset_gate_statistics, set_conv_mode
+from ..nn import FracConv2d, cpu_ops, gate_regularizer, reset_gate_statistics, set_conv_mode
 from .allocator import keep_freed_memory
 from .config import write_recipe
 from .distill import TrainingLoss, build_teacher
@@ -56,6 +56,10 @@ RESULTS_FILE = "results.json"
 
 class NonFiniteLossError(FracBNNError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+def _frac_convs_in(model: nn.Module) -> bool:
+    return any(isinstance(m, FracConv2d) for m in model.modules())
 
 
 def log(msg: str, ctx: DistContext | None = None) -> None:
@@ -202,6 +206,9 @@ class Trainer:
         model.to(self.device)
         if self.channels_last:
             model.to(memory_format=torch.channels_last)
+        note = cpu_ops.training_note(self.device, self.channels_last) if _frac_convs_in(model) else None
+        if note:
+            log(f"note: {note}", self.ctx)
         self.model = model
         teacher = build_teacher(cfg["distill"]["teacher"], self.device)
         self.criterion = TrainingLoss(teacher, cfg["distill"]["alpha"], cfg["distill"]["temperature"])

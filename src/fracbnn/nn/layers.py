@@ -10,6 +10,7 @@ from torch import nn
 
 from . import cpu_ops
 from ..quant import ActivationQuantizer, BinaryWeight, PrecisionGate
+from ..quant.quantizers import uniform_levels
 
 #: Modes of :class:`FracConv2d`, one per step of the training recipe.
 CONV_MODES = ("float", "binary", "frac")
@@ -197,8 +198,7 @@ class _FracConvFn(torch.autograd.Function):
 
 def _two_bit_planes(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(M, L, inside): the bit planes of Q2(x) = (2M + L) / 3 as +-1 floats, and the 0/1 STE window."""
-    step = 2.0 / 3.0  # ActivationQuantizer(2): 2 / (2^k - 1)
-    xq = torch.round((x.clamp(-1.0, 1.0) + 1.0) / step) * step - 1.0
+    xq = uniform_levels(x, 2)
     inside = (1.0 - x.abs()).sign_().clamp_(min=0)  # 1 where -1 < x < 1, else 0
     msb = torch.sign(xq)  # the levels are never 0, so this is +-1
     lsb_plane = torch.sign(3.0 * xq - 2.0 * msb)  # +-1 (up to float error, never near 0)

@@ -56,14 +56,19 @@ class BinaryWeight(Quantizer):
         return f"precision=1, clip={self.clip}"
 
 
+def uniform_levels(x: torch.Tensor, bits: int) -> torch.Tensor:
+    """The k-bit quantizer's values (no gradient): 2^k levels evenly spaced on [-1, 1], ties to even."""
+    step = 2.0 / (2**bits - 1)
+    return torch.round((x.clamp(-1.0, 1.0) + 1.0) / step) * step - 1.0
+
+
 class _UniformQuantSTE(torch.autograd.Function):
     """k-bit uniform levels on [-1, 1]; identity gradient on -1 < x < 1."""
 
     @staticmethod
     def forward(ctx, x, bits: int):
         ctx.save_for_backward((x > -1) & (x < 1))
-        step = 2.0 / (2**bits - 1)
-        return torch.round((x.clamp(-1.0, 1.0) + 1.0) / step) * step - 1.0
+        return uniform_levels(x, bits)
 
     @staticmethod
     def backward(ctx, grad):

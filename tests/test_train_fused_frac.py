@@ -39,6 +39,9 @@ def test_fused_is_used_and_reference_under_autocast():
     conv = FracConv2d(4, 4, 3, 1, 1)
     x = torch.randn(2, 4, 6, 6, requires_grad=True)
     assert "FracConvFn" in type(conv(x).grad_fn).__name__
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast takes the composed reference
+        y_amp = conv(x)
+    assert "FracConvFn" not in type(y_amp.grad_fn).__name__ and y_amp.dtype == torch.bfloat16
     conv.fused = False
     assert "FracConvFn" not in type(conv(x).grad_fn).__name__
 

@@ -5,7 +5,7 @@ docs/training.md.
 """
 
 from .config import DEFAULTS, ConfigError, load_recipe, write_recipe
-from .trainer import NonFiniteLossError, Trainer, build_model, load_data, read_results, train
+from .trainer import NonFiniteLossError, Trainer, build_model, load_data, train
 
 __all__ = ["DEFAULTS", "ConfigError", "NonFiniteLossError", "Trainer", "build_model", "load_data", "load_recipe",
-           "read_results", "train", "write_recipe"]
+           "train", "write_recipe"]

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import yaml
 
+from ..data.augment import normalize_augment
 from ..errors import FracBNNError
 
 CONV_MODES = ("float", "binary", "frac")
@@ -73,7 +74,6 @@ DEFAULTS: dict = {
         "keep_epoch_checkpoints": False,  # also keep epoch_XXX.pt besides last.pt
         "progress": True,
         "tensorboard": True,
-        "max_epochs_per_call": None,  # stop (resumably) after this many epochs; for tests
     },
     "steps": [],
 }
@@ -227,6 +227,10 @@ def resolve(cfg: dict) -> dict:
     for key in ("train_limit", "test_limit"):
         if d[key] is not None and (not isinstance(d[key], int) or d[key] < 1):
             raise ConfigError(f"data.{key} must be null or a positive integer, got {d[key]!r}")
+    try:
+        d["augment"] = normalize_augment(d["augment"])
+    except ValueError as e:
+        raise ConfigError(f"data.augment: {e}") from None
     o = cfg["optim"]
     if o["schedule"] not in ("linear", "constant"):
         raise ConfigError(f"optim.schedule must be linear or constant, got {o['schedule']!r}")

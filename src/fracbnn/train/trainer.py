@@ -73,10 +73,7 @@ def limit_dataset(ds, n: int | None):
     if n is None or n >= len(ds):
         return ds
     if getattr(ds, "in_memory", False):
-        from ..data import InMemoryImageDataset
-
-        return InMemoryImageDataset(ds.images[:n], ds.labels[:n], ds.classes, name=getattr(ds, "name", ""),
-                                    split=getattr(ds, "split", ""))
+        return ds.subset(range(n))
     return _FirstN(ds, n)
 
 
@@ -126,6 +123,7 @@ def build_model(cfg: dict, dataset) -> nn.Module:
     except ValueError as e:
         raise FracBNNError(str(e)) from None
     model.input_size = (int(dataset.in_channels), *map(int, dataset.image_size))
+    model.classes = [str(c) for c in dataset.classes]  # recorded in checkpoints (export names the outputs)
     return model
 
 
@@ -510,9 +508,4 @@ def train(cfg: dict, run_dir: str | os.PathLike, *, resume: bool = False, only_s
         ctx.close()
 
 
-def read_results(run_dir: str | os.PathLike) -> dict:
-    path = Path(run_dir) / RESULTS_FILE
-    return json.loads(path.read_text()) if path.is_file() else {}
-
-
-__all__ = ["NonFiniteLossError", "Trainer", "build_model", "load_data", "read_results", "train"]
+__all__ = ["NonFiniteLossError", "Trainer", "build_model", "load_data", "train"]

@@ -57,6 +57,7 @@ def test_overrides_by_index_name_and_wildcard():
     ("optim.schedule=cosine", "linear or constant"),
     ("no_equals_sign", "KEY=VALUE"),
     ("distill.alpha=2", "alpha"),
+    ("data.augment=mixup", "data.augment: unknown augmentation"),
 ])
 def test_bad_overrides_name_the_problem(override, match):
     with pytest.raises(ConfigError, match=match):

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fracbnn.checkpoint import save_checkpoint
+from fracbnn.checkpoint import model_from_checkpoint, save_checkpoint
 from fracbnn.cli import main
 from fracbnn.models import create_model
 
@@ -21,7 +21,8 @@ DATASETS = Path(os.environ.get("FRACBNN_DATASETS", Path(__file__).resolve().pare
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     d = tmp_path_factory.mktemp("deploycli")
-    save_checkpoint(d / "m.pt", create_model("resnet20-fracbnn", width=0.25))
+    # no class names recorded, but the config says CIFAR-10: export names the CIFAR-10 classes
+    save_checkpoint(d / "m.pt", create_model("resnet20-fracbnn", width=0.25), config={"data": {"name": "cifar10"}})
     save_checkpoint(d / "fp.pt", create_model("resnet20-fp", width=0.25))
     from PIL import Image
 
@@ -72,6 +73,40 @@ def test_infer_prints_class_and_score(files, capsys):
     assert p[0]["name"] in ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
     assert main(["infer", str(files / "m.fbnn"), str(files / "ok.png")]) == 0
     assert "ok.png: " in capsys.readouterr().out
+
+
+def test_export_records_input_size_and_class_names(tmp_path, capsys):
+    """A 1-channel 8x8 model (like the digits quickstart's): its size and class names reach the .fbnn."""
+    from fracbnn.deploy import PackedModel
+
+    model = create_model("resnet20-fracbnn", width=0.25, in_channels=1, num_classes=4)
+    model.input_size = (1, 8, 8)
+    model.classes = ["zero", "one", "two", "three"]
+    save_checkpoint(tmp_path / "d.pt", model, config={"data": {"name": "digits"}})
+    restored = model_from_checkpoint(tmp_path / "d.pt")
+    assert restored.input_size == (1, 8, 8) and restored.classes == model.classes
+    assert main(["export", str(tmp_path / "d.pt"), "-o", str(tmp_path / "d.fbnn")]) == 0
+    packed = PackedModel.load(tmp_path / "d.fbnn")
+    assert packed.input_size == (1, 8, 8)
+    assert packed.class_names == ["zero", "one", "two", "three"]
+    # the engines run it at that size
+    x = np.random.default_rng(0).integers(0, 256, (2, 1, 8, 8), dtype=np.uint8)
+    assert main(["bench", str(tmp_path / "d.fbnn"), "--engines", "golden", "--batch-size", "2", "--batches", "1",
+                 "--json"]) == 0
+    capsys.readouterr()
+    from fracbnn.deploy import get_engine
+
+    assert get_engine("golden")(packed).logits(x).shape == (2, 4)
+
+
+def test_export_without_recorded_names_uses_class_indices(tmp_path):
+    """Nothing says what the outputs are (no classes, no CIFAR-10 config): no CIFAR-10 guess."""
+    from fracbnn.deploy import PackedModel
+
+    save_checkpoint(tmp_path / "n.pt", create_model("resnet20-fracbnn", width=0.25))
+    assert main(["export", str(tmp_path / "n.pt"), "-o", str(tmp_path / "n.fbnn")]) == 0
+    packed = PackedModel.load(tmp_path / "n.fbnn")
+    assert packed.class_names == [str(k) for k in range(10)] and packed.input_size == (3, 32, 32)
 
 
 def test_bench_runs_and_compares_engines(files, capsys):

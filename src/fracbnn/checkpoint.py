@@ -8,6 +8,9 @@ code. Keys:
     version     1
     model       {"name": registry name, "kwargs": builder options}
     state_dict  model weights (strictly matched on load)
+    input_size  [C, H, W] of the images the model takes, when the model has
+                an ``input_size`` attribute (the trainer sets it)
+    classes     class names, when the model has a ``classes`` attribute
     ...         anything else the writer adds (optimizer, scheduler, rng,
                 epoch, step, config, metrics)
 """
@@ -47,8 +50,22 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, **extra) -> Path:
     """Write a checkpoint atomically: a crash never leaves a broken file at ``path``."""
     model_ = getattr(model, "module", model)
     payload = {"format": FORMAT, "version": VERSION, "model": model_spec(model_),
-               "state_dict": model_.state_dict(), **extra}
+               "state_dict": model_.state_dict()}
+    payload.update(_data_facts(model_))
+    payload.update(extra)
     return atomic_torch_save(payload, path)
+
+
+def _data_facts(model: nn.Module) -> dict:
+    """``input_size`` and ``classes`` of the model, as plain lists, where it has them."""
+    out = {}
+    size = getattr(model, "input_size", None)
+    if size is not None:
+        out["input_size"] = [int(v) for v in size]
+    classes = getattr(model, "classes", None)
+    if classes is not None:
+        out["classes"] = [str(c) for c in classes]
+    return out
 
 
 def atomic_write(path: str | os.PathLike, write) -> Path:
@@ -120,9 +137,13 @@ def load_state_dict_strict(model: nn.Module, state_dict: dict, source: str = "ch
     model.load_state_dict(state_dict, strict=True)
 
 
-def model_from_checkpoint(ckpt: dict | str | os.PathLike, map_location="cpu") -> nn.Module:
-    """Rebuild the model recorded in a checkpoint and load its weights strictly."""
-    source = str(ckpt) if not isinstance(ckpt, dict) else "checkpoint"
+def model_from_checkpoint(ckpt: dict | str | os.PathLike, map_location="cpu", source: str | None = None
+                          ) -> nn.Module:
+    """Rebuild the model recorded in a checkpoint, load its weights strictly, restore input_size / classes.
+
+    ``source`` names the checkpoint in error messages (default: its path, or "checkpoint" for a dict).
+    """
+    source = source or (str(ckpt) if not isinstance(ckpt, dict) else "checkpoint")
     if not isinstance(ckpt, dict):
         ckpt = load_checkpoint(ckpt, map_location)
     spec = ckpt["model"]
@@ -131,4 +152,9 @@ def model_from_checkpoint(ckpt: dict | str | os.PathLike, map_location="cpu") ->
     except ValueError as e:
         raise CheckpointError(f"{source}: {e}") from None
     load_state_dict_strict(model, ckpt["state_dict"], source)
+    # what the images look like and what the outputs mean, where the writer recorded it
+    if ckpt.get("input_size") is not None:
+        model.input_size = tuple(int(v) for v in ckpt["input_size"])
+    if ckpt.get("classes") is not None:
+        model.classes = [str(c) for c in ckpt["classes"]]
     return model

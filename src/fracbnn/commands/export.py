@@ -32,8 +32,8 @@ def run(args) -> int:
     import json
     from pathlib import Path
 
-    from ..checkpoint import model_from_checkpoint
-    from ..deploy.export import FixedPoint, export_model
+    from ..checkpoint import load_checkpoint, model_from_checkpoint
+    from ..deploy.export import CIFAR10_CLASSES, FixedPoint, export_model
     from ..errors import FracBNNError
 
     out = Path(args.output)
@@ -44,9 +44,15 @@ def run(args) -> int:
                            "packed models by that suffix")
     fx = FixedPoint(args.frac_bits, args.residual_bits, args.param_frac_bits).check()
     ckpt_path = Path(args.checkpoint)
-    model = model_from_checkpoint(ckpt_path).eval()
+    ckpt = load_checkpoint(ckpt_path)
+    model = model_from_checkpoint(ckpt, source=str(ckpt_path)).eval()
     digest = hashlib.sha256(ckpt_path.read_bytes()).hexdigest()
-    packed = export_model(model, fx, source={"checkpoint": ckpt_path.name, "checkpoint_sha256": digest})
+    names = None
+    if getattr(model, "classes", None) is None and _data_name(ckpt) == "cifar10" \
+            and getattr(getattr(model, "fc", None), "out_features", None) == 10:
+        names = CIFAR10_CLASSES  # a checkpoint from before class names were recorded, trained on CIFAR-10
+    packed = export_model(model, fx, class_names=names,
+                          source={"checkpoint": ckpt_path.name, "checkpoint_sha256": digest})
     packed.save(out)
     weight_bits = sum(int(t.size) * 8 for n, t in packed.tensors.items() if t.dtype.name == "uint8")
     res = {"output": str(out), "model": packed.meta["model"]["name"], "bytes": out.stat().st_size,
@@ -59,3 +65,10 @@ def run(args) -> int:
               f"(checkpoint {res['checkpoint_bytes']:,} bytes); F={fx.frac_bits} B={fx.residual_bits} "
               f"P={fx.param_frac_bits}")
     return 0
+
+
+def _data_name(ckpt: dict):
+    """The data set named by the checkpoint's training config (``config.data.name``), or None."""
+    cfg = ckpt.get("config")
+    data = cfg.get("data") if isinstance(cfg, dict) else None
+    return data.get("name") if isinstance(data, dict) else None

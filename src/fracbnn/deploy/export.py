@@ -172,7 +172,12 @@ def _post(b: _Builder, acc: str, unit: float, bn, rprelu, bn_res, shortcut: str,
 
 def export_model(model: nn.Module, fx: FixedPoint | None = None, *, class_names=None, source: dict | None = None
                  ) -> PackedModel:
-    """Fold a trained CIFAR-style FracBNN/BNN ResNet into a :class:`PackedModel`."""
+    """Fold a trained CIFAR-style FracBNN/BNN ResNet into a :class:`PackedModel`.
+
+    The input size is ``model.input_size``; the class names are ``class_names``,
+    else ``model.classes`` (both restored from checkpoints that record them),
+    else "0".."N-1".
+    """
     from ..models.resnet_cifar import CifarResNet, DuplicateDownsample
 
     fx = (fx or FixedPoint()).check()
@@ -220,15 +225,20 @@ def export_model(model: nn.Module, fx: FixedPoint | None = None, *, class_names=
     b.op(op="linear", input="pool", output="logits", weight=b.tensor("fc.weight", _q(fc_w, P)),
          bias=b.tensor("fc.bias", _q(np.broadcast_to(fc_b, (fc_w.shape[0],)) * hw, F + P)))
     num_classes = fc_w.shape[0]
-    if class_names is None and num_classes == 10 and spec["name"].startswith("resnet"):
-        class_names = CIFAR10_CLASSES
+    if class_names is None:
+        class_names = getattr(model, "classes", None)  # recorded by the trainer, restored from the checkpoint
+    if class_names is None:
+        class_names = [str(k) for k in range(num_classes)]  # nothing known: the class indices
+    class_names = [str(c) for c in class_names]
+    if len(class_names) != num_classes:
+        raise UnsupportedModelError(f"{len(class_names)} class names for a model with {num_classes} outputs")
     meta = {
         "kind": KIND,
         "fracbnn_version": __version__,
         "model": {"name": spec["name"], "kwargs": spec.get("kwargs", {})},
         "input_size": [C, H, W],
         "num_classes": num_classes,
-        "class_names": list(class_names) if class_names else None,
+        "class_names": class_names,
         "fixed_point": {"frac_bits": F, "residual_bits": fx.residual_bits, "param_frac_bits": P},
         "logit_denominator": hw * 2 ** (F + P),
         "program": b.program,

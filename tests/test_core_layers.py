@@ -39,8 +39,6 @@ def test_two_bit_identity_with_gate_open(stride, size):
     split = (2 / 3) * F.conv2d(m, wb, stride=stride, padding=1) + (1 / 3) * F.conv2d(l, wb, stride=stride, padding=1)
     assert torch.allclose(out, ref, atol=1e-5)
     assert torch.allclose(out, split, atol=1e-5)
-    # the border outputs see zero padding: check they differ from an interior-only sum
-    assert torch.allclose(out[..., 0, 0], ref[..., 0, 0], atol=1e-5)
     assert torch.allclose(xq, (2 * m + l) / 3, atol=1e-6)
 
 

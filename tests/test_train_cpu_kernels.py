@@ -10,7 +10,6 @@ from fracbnn.models import create_model
 from fracbnn.nn import FracConv2d, ThermometerConv2d, cpu_ops
 from fracbnn.nn.input_layer import thermometer_conv_reference
 from fracbnn.quant import ActivationQuantizer, ThermometerEncoder
-from fracbnn.train.allocator import keep_freed_memory
 
 pytestmark = pytest.mark.skipif(not cpu_ops.built(), reason="the C training kernels were not built (no compiler)")
 
@@ -103,17 +102,23 @@ def test_gated_conv_kernels_equal_pytorch_path(kernels_on, stride, sparse, group
     assert gp_k["threshold"].abs().sum() > 0
 
 
-def test_gated_conv_without_packing_uses_two_convolutions_and_agrees(kernels_on):
+def test_gated_conv_too_wide_to_pack_takes_the_pytorch_path_and_matches_the_reference(kernels_on):
     torch.manual_seed(5)
     conv = FracConv2d(512, 4, 3, 1, 1)  # 4608 taps: the packed sums would exceed 2^24
+    assert cpu_ops.pack_scale(512 * 9) is None
     with torch.no_grad():
         conv.threshold.uniform_(-30, 30)
     x = torch.randn(2, 512, 5, 5)
-    y_k, gx_k, gp_k = _run(conv, x, kernels=True)
-    y_t, gx_t, gp_t = _run(conv, x, kernels=False)
-    assert torch.equal(y_k, y_t)
-    torch.testing.assert_close(gx_k, gx_t)
-    torch.testing.assert_close(gp_k["weight"], gp_t["weight"], rtol=1e-5, atol=1e-4)
+    y_f, gx_f, gp_f = _run(conv, x, kernels=True)  # fused node, PyTorch branch
+    assert "FracConvFn" in type(conv(x).grad_fn).__name__
+    ref = copy.deepcopy(conv)
+    ref.fused = False  # the composed autograd reference, an independent path
+    y_r, gx_r, gp_r = _run(ref, x, kernels=True)
+    assert torch.equal(y_f, y_r)
+    counts = conv.gate_counter.totals()
+    assert 0 < counts[0] < counts[1]
+    torch.testing.assert_close(gx_f, gx_r, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(gp_f["weight"], gp_r["weight"], rtol=1e-5, atol=1e-4)
 
 
 def test_gated_conv_falls_back_for_other_layouts_and_dtypes(kernels_on):
@@ -190,19 +195,3 @@ def test_generic_and_simd_kernel_sets_agree(kernels_on):
     assert torch.equal(results[0][0], results[1][0])
     for name, g in results[0][1].items():
         torch.testing.assert_close(g, results[1][1][name], rtol=1e-4, atol=1e-5, msg=name)
-
-
-def test_environment_switch_and_allocator_setting():
-    old = cpu_ops.set_enabled(False)
-    try:
-        assert not cpu_ops.usable(torch.zeros(2))
-        with cpu_ops.disabled():
-            assert not cpu_ops.enabled()
-    finally:
-        cpu_ops.set_enabled(old)
-    assert isinstance(keep_freed_memory(), bool)
-    cpu = torch.device("cpu")
-    assert cpu_ops.training_note(cpu, False) is None and cpu_ops.training_note(torch.device("cuda"), True) is None
-    assert "channels_last" in cpu_ops.training_note(cpu, True)
-    with cpu_ops.disabled():
-        assert "switched off" in cpu_ops.training_note(cpu, False)

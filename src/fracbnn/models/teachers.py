@@ -19,10 +19,9 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError, FracBNNError
+from .reactnet import IMAGENET_MEAN, IMAGENET_STD
 from .resnet_cifar import NormalizedImage
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class FrozenModel(nn.Module):

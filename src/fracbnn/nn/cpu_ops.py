@@ -105,13 +105,24 @@ def pack_scale(taps: int) -> float | None:
     conv(P, w) = conv(M, w) + s conv(L, w) with |conv(M, w)| <= taps; s is the
     smallest power of two above 2 taps, so both sums can be read back from one
     convolution. Every partial sum is an integer, exact in float32 while
-    (s + 1) taps < 2^24; None when that fails (e.g. 3x3 convs over more than
-    ~320 channels), and the caller then convolves the planes separately.
+    (s + 1) taps < 2^24, i.e. up to 2047 taps (3x3 over at most 227
+    channels), and only while oneDNN computes float32 convolutions in float32
+    (not in bf16/tf32). None otherwise: the whole layer then takes the
+    PyTorch path (two convolutions, same values).
     """
+    if _reduced_precision_fp32_conv():
+        return None
     s = 4.0
     while s <= 2 * taps:
         s *= 2.0
     return s if (s + 1.0) * taps < 2.0**24 else None
+
+
+def _reduced_precision_fp32_conv() -> bool:
+    """True if PyTorch is set to run float32 CPU convolutions in a lower precision (bf16/tf32)."""
+    conv = getattr(torch.backends.mkldnn, "conv", None)
+    setting = getattr(conv, "fp32_precision", None) or getattr(torch.backends.mkldnn, "fp32_precision", None)
+    return setting not in (None, "none", "ieee")
 
 
 def frac_quantize_pack(x: torch.Tensor, scale: float) -> tuple[torch.Tensor, torch.Tensor]:

@@ -26,10 +26,9 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError
+from ..models.reactnet import IMAGENET_MEAN, IMAGENET_STD
 from .layout import LAYOUTS, ReferenceLayout
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 _RESHAPABLE = ("threshold", "shift_in", "slope", "shift_out")  # stored (1, C, 1, 1) there, (C,) here
 _MAX_LISTED = 8
 

@@ -20,10 +20,12 @@ Run folder::
 
 Checkpoints are written atomically and loaded with ``weights_only=True``.
 A run killed at any point (even SIGKILL mid-epoch) continues with
-``--resume``; in deterministic mode it ends with exactly the weights of an
-uninterrupted run, because the data order and augmentation are pure
-functions of (seed, epoch, batch) and every other piece of state (model,
-optimizer, schedule, scaler, RNG, running epoch sums) is in the checkpoint.
+``--resume``; with in-memory data in deterministic mode it ends with exactly
+the weights of an uninterrupted run, because the data order and augmentation
+are pure functions of (seed, epoch, batch) and every other piece of state
+(model, optimizer, schedule, scaler, RNG, running epoch sums) is in the
+checkpoint. File-backed data read by worker processes replays the same order
+but may draw other random crops (see docs/data.md).
 """
 
 from __future__ import annotations

@@ -1,11 +1,12 @@
 """Evidence for the FPGA accelerator: bit-exact C simulation vs the golden engine on CIFAR-10 test images,
 model vs counted cycles, LSB densities and the cycles LSB skipping saved, next to the published design.
 
-    python benchmarks/hw_evidence.py [--checkpoint CKPT ...] [--images 100] [--out DIR]
+    python benchmarks/hw_evidence.py [--checkpoint CKPT ...] [--images 100] [--data PATH] [--out DIR]
 
 Models: every --checkpoint (trained), plus randomly initialised resnet20-fracbnn models: "init" (as built:
-thresholds -1, BN identity statistics) and "perturbed" (random BN statistics/scales, RPReLU and thresholds,
-so gates and both RPReLU sides are exercised). Last line: one JSON object.
+thresholds -1, BN identity statistics) and "perturbed" (random BN statistics/scales, RPReLU slopes and
+shifts, and thresholds, so gates and both RPReLU sides are exercised). CIFAR-10 comes from --data, else
+$FRACBNN_DATA or the data cache (never downloaded); without it the images are random. Last line: one JSON object.
 """
 
 import argparse
@@ -30,6 +31,8 @@ def random_model(seed: int, perturb: bool):
                 mod.bias.data.uniform_(-0.5, 0.5)
             if hasattr(mod, "slope"):
                 mod.slope.data.uniform_(-0.5, 0.5)
+                mod.shift_in.data.uniform_(-0.3, 0.3)
+                mod.shift_out.data.uniform_(-0.3, 0.3)
             if hasattr(mod, "threshold") and isinstance(mod.threshold, torch.nn.Parameter):
                 mod.threshold.data.uniform_(-5.0, 40.0)
     return m.eval()
@@ -66,7 +69,7 @@ def threshold_sweep(packed, images, calib, offsets=(0, 8, 16, 32, 64, 128)):
                      "tile_density": sum(v["open_tiles"] for v in st.values()) / tot,
                      "tile_density_natural_order": sum(v["open_tiles"] for v in st0.values()) / tot,
                      "cycles": now.cycles, "cycles_saved": full.cycles - now.cycles, "fps": now.fps})
-    print("threshold sweep (model, 20 images):")
+    print(f"threshold sweep (model, {len(images)} images):")
     for r in rows:
         print(f"  +{r['threshold_offset']:>3}: gate density {r['gate_density']:.3f}  tile density "
               f"{r['tile_density']:.3f} (natural order {r['tile_density_natural_order']:.3f})  cycles {r['cycles']:,}  saved {r['cycles_saved']:,}  {r['fps']:,.0f} images/s")
@@ -77,6 +80,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--checkpoint", action="append", default=[])
     ap.add_argument("--images", type=int, default=100)
+    ap.add_argument("--data", help="CIFAR-10 folder or archive (default: $FRACBNN_DATA, else the data cache)")
     ap.add_argument("--out", default="/tmp/fracbnn-hw-evidence")
     args = ap.parse_args()
     from fracbnn.checkpoint import model_from_checkpoint
@@ -86,8 +90,8 @@ def main():
     from fracbnn.hw.layers import ConvLayer
     from fracbnn.hw.report import build_report, format_report, measured
 
-    images, origin = default_images(args.images)
-    calib = default_images(64, split="train")[0]  # channel order from training images, disjoint from the test set
+    images, origin = default_images(args.images, datasets=args.data)
+    calib = default_images(64, datasets=args.data, split="train")[0]  # channel order from training images, disjoint from the test set
     models = [(Path(c).stem, model_from_checkpoint(c).eval()) for c in args.checkpoint]
     models += [("random-init", random_model(0, False)), ("random-perturbed", random_model(1, True))]
     summary = {"images": len(images), "image_origin": origin, "models": {}}

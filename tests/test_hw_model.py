@@ -2,7 +2,7 @@
 
 import pytest
 
-from fracbnn.hw.layers import cifar_resnet_layers, layers_from_model
+from fracbnn.hw.layers import cifar_resnet_layers
 from fracbnn.hw.perf_model import (PART, PUBLISHED, bram18k, calibration, cycle_model, popcount_luts,
                                    proposed_ultra96, published_ultra96, resource_model)
 
@@ -38,11 +38,14 @@ def test_lsb_skipping_saves_cycles_only_in_our_style():
 
 
 def test_model_layers_match_built_model():
+    """The shapes the models are given without a model equal those the generator reads from an exported one."""
+    from fracbnn.deploy import export_model
+    from fracbnn.hw.program import hw_program
     from fracbnn.models import create_model
 
     for depth, width in ((20, 1.0), (32, 0.5)):
-        model = create_model(f"resnet{depth}-fracbnn", width=width)
-        assert layers_from_model(model) == cifar_resnet_layers(depth, width)
+        model = create_model(f"resnet{depth}-fracbnn", width=width).eval()
+        assert hw_program(export_model(model)).shapes == cifar_resnet_layers(depth, width)
 
 
 def test_unit_cost_helpers():

@@ -34,8 +34,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--board", default="ultra96v2", help="target board (ultra96v2)")
     g.add_argument("-o", "--out", required=True, metavar="DIR", help="project directory (new or a previous project)")
     g.add_argument("--images", type=int, default=100, metavar="N", help="test images in the testbench (default 100)")
-    g.add_argument("--data", metavar="PATH", help="folder holding cifar-10-python.tar.gz (default ../shared/datasets "
-                   "or $FRACBNN_DATASETS); without it seeded random images are used")
+    g.add_argument("--data", metavar="PATH", help="CIFAR-10 folder, a folder holding it or "
+                   "cifar-10-python.tar.gz, or the archive (default: $FRACBNN_DATA, else the data cache; never "
+                   "downloaded); without the data set seeded random images are used")
     g.add_argument("--random-images", action="store_true", help="use seeded random images even if CIFAR-10 exists")
     g.add_argument("--seed", type=int, default=0, help="seed of the random images")
     g.add_argument("--calib-images", type=int, default=64, metavar="K",
@@ -56,7 +57,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="LSB tile density to assume for every layer (default: measured)")
     r.add_argument("--images", type=int, default=100, metavar="N",
                    help="images to measure LSB densities on, for a MODEL.fbnn (default 100)")
-    r.add_argument("--data", metavar="PATH", help="folder holding cifar-10-python.tar.gz")
+    r.add_argument("--data", metavar="PATH", help="CIFAR-10 folder, a folder holding it or its archive, or the "
+                   "archive (default: $FRACBNN_DATA, else the data cache; never downloaded)")
     _config_args(r)
 
 
@@ -101,6 +103,11 @@ def _images(args, n):
     return default_images(n, seed=getattr(args, "seed", 0), datasets=args.data)
 
 
+def _magic(p) -> bytes:
+    with open(p, "rb") as f:
+        return f.read(4)
+
+
 def _load_model(path):
     """A packed model from a .fbnn file, or exported on the fly from a fracbnn checkpoint."""
     from pathlib import Path
@@ -108,7 +115,7 @@ def _load_model(path):
     from ..deploy import PackedModel
 
     p = Path(path)
-    if p.is_file() and p.read_bytes()[:4] != b"FBNN":
+    if p.is_file() and _magic(p) != b"FBNN":
         from ..checkpoint import model_from_checkpoint
         from ..deploy import export_model
 

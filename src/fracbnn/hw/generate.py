@@ -230,20 +230,23 @@ def _tcl(part: str, clock_mhz: float, synth: bool) -> str:
 
 def default_images(n: int, seed: int = 0, datasets: str | Path | None = None, split: str = "test"
                    ) -> tuple[np.ndarray, str]:
-    """The first ``n`` CIFAR-10 images of ``split`` when the data set is available, else seeded random images."""
-    import os
+    """The first ``n`` CIFAR-10 images of ``split`` when the data set is available, else seeded random images.
 
-    root = Path(datasets or os.environ.get("FRACBNN_DATASETS") or Path(__file__).resolve().parents[3].parent
-                / "shared" / "datasets")
-    archive = root / "cifar-10-python.tar.gz"
-    if archive.is_file():
-        from ..data import load_dataset
+    ``datasets`` is anything ``fracbnn.data.load_dataset`` takes as ``root`` (the CIFAR-10 folder, a folder
+    holding it or its archive, the archive); None looks in $FRACBNN_DATA, then the data cache. Nothing is
+    downloaded: without the data set the images are random.
+    """
+    from ..data import load_dataset
 
-        ds = load_dataset("cifar10", root=archive, split=split, download=False)
-        return ds.images[:n].numpy().astype(np.uint8), f"CIFAR-10 {split} images 0..{n - 1} from {archive}"
-    rng = np.random.default_rng(seed + (0 if split == "test" else 1))
-    return rng.integers(0, 256, size=(n, 3, 32, 32), dtype=np.uint8), f"random uint8 images (seed {seed}); " \
-        f"CIFAR-10 not found at {archive}"
+    try:
+        ds = load_dataset("cifar10", root=datasets, split=split, download=False)
+    except FracBNNError as e:
+        rng = np.random.default_rng(seed + (0 if split == "test" else 1))
+        return rng.integers(0, 256, size=(n, 3, 32, 32), dtype=np.uint8), \
+            f"random uint8 images (seed {seed}); CIFAR-10 not available ({e})"
+    where = f" from {datasets}" if datasets is not None else ""
+    n = min(n, len(ds.images))
+    return ds.images[:n].numpy().astype(np.uint8), f"CIFAR-10 {split} images 0..{n - 1}{where}"
 
 
 def generate_project(packed, out_dir: str | Path, *, cfg: HwConfig | None = None, board: str = "ultra96v2",

@@ -1,4 +1,4 @@
-"""Layer shapes the accelerator models work on, from a model or from sizes.
+"""Layer shapes the accelerator models work on, from sizes (a packed model's: ``program.hw_program(...).shapes``).
 
 The cycle and resource models only need the convolution shapes of a CIFAR
 FracBNN ResNet: the thermometer input layer ("input") and the 3x3 fractional
@@ -57,26 +57,4 @@ def cifar_resnet_layers(depth: int = 20, width: float = 1.0, in_channels: int = 
             h = (h - 1) // stride + 1
             layers.append(ConvLayer(f"stages.{i}.{j}.conv2", "frac", cout, cout, h, h, 1, "identity"))
             cin = cout
-    return layers
-
-
-def layers_from_model(model) -> list[ConvLayer]:
-    """Conv shapes of a built CIFAR FracBNN ResNet (``fracbnn.models.resnet_cifar``)."""
-    from ..models.resnet_cifar import CifarResNet
-    from ..nn import FracConv2d
-
-    if not isinstance(model, CifarResNet) or not hasattr(model, "encoder") or not hasattr(model.encoder, "bits"):
-        raise ValueError("the accelerator models cover CIFAR FracBNN ResNets with a thermometer input layer")
-    c, h, w = model.input_size
-    layers = [ConvLayer("stem", "input", model.stem.in_channels, model.stem.out_channels, h, w, 1, "none")]
-    for i, stage in enumerate(model.stages):
-        for j, block in enumerate(stage):
-            for k, conv in ((1, block.conv1), (2, block.conv2)):
-                if not isinstance(conv, FracConv2d):
-                    raise ValueError("the accelerator models need fractional (FracConv2d) block convolutions")
-                stride = conv.stride[0]
-                res = "identity" if k == 2 or stride == 1 else "downsample"
-                layers.append(ConvLayer(f"stages.{i}.{j}.conv{k}", "frac", conv.in_channels, conv.out_channels,
-                                        h, w, stride, res))
-                h, w = (h - 1) // stride + 1, (w - 1) // stride + 1
     return layers

@@ -178,7 +178,7 @@ def cycle_model(layers: list[ConvLayer], cfg: HwConfig, lsb_density: dict | floa
     """
     if cfg.style == "published":
         return _published_cycles(layers, cfg, n_classes, image_channels)
-    return _fracbnn_cycles(layers, cfg, lsb_density, n_classes, image_channels, lsb_entries or {})
+    return _fracbnn_cycles(layers, cfg, lsb_density, image_channels, lsb_entries or {})
 
 
 def _density(lsb_density, name: str) -> float:
@@ -189,7 +189,8 @@ def _density(lsb_density, name: str) -> float:
     return float(lsb_density.get(name, 1.0))
 
 
-def _fracbnn_cycles(layers, cfg, lsb_density, n_classes, image_channels, lsb_entries) -> CycleReport:
+def _fracbnn_cycles(layers, cfg, lsb_density, image_channels, lsb_entries) -> CycleReport:
+    # the fc loop runs over channels with all classes unrolled: its trip does not depend on the class count
     rep = CycleReport(cfg)
     first, last = layers[0], layers[-1]
     cols = 2 * cfg.slots + 1  # plane banks per row: the encoder writes this many pixels per cycle
@@ -470,11 +471,12 @@ def _fracbnn_resources(layers, cfg, n_classes, image_channels):
 # calibration
 
 
-def calibration(layers: list[ConvLayer] | None = None) -> dict:
-    """The published configuration through the model, next to the published figures."""
+def calibration() -> dict:
+    """The published configuration on the published network (ResNet-20, width 1) through the model, next to
+    the published figures. Always that network: the figures are for it, so other layers would not compare."""
     from .layers import cifar_resnet_layers
 
-    layers = layers or cifar_resnet_layers(20)
+    layers = cifar_resnet_layers(20)
     cfg = published_ultra96()
     cyc = cycle_model(layers, cfg)
     res = resource_model(layers, cfg)["totals"]

@@ -6,7 +6,8 @@ Measures, side by side, images/s of
     torch's default thread count),
 then the ratio loader/step: above 1 the loader is faster than training consumes.
 Uses the shared CIFAR-10 archive when present (--data, default ../shared/datasets),
-else synthetic uint8 data of CIFAR shape. The last line printed is one JSON object.
+else synthetic uint8 data of CIFAR shape. Like ``fracbnn train`` on a CPU, it first
+calls fracbnn.train.allocator.keep_freed_memory(). The last line printed is one JSON object.
 
     python benchmarks/data_loading.py [--data PATH] [--loader-batches 200] [--steps 3] [--threads N]
 """
@@ -23,6 +24,7 @@ import torch
 
 from fracbnn.data import InMemoryImageDataset, load_dataset, make_loader
 from fracbnn.models import create_model
+from fracbnn.train.allocator import keep_freed_memory
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = Path(os.environ.get("FRACBNN_DATASETS", REPO.parent / "shared" / "datasets"))
@@ -96,6 +98,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    keep_freed_memory()  # as fracbnn train does on CPU, so the step timed is the one training runs
 
     ds, source = cifar_or_synthetic(args.data)
     print(f"data: {source}")
@@ -112,7 +115,7 @@ def main() -> None:
                       "loader_over_step": round(ratio, 2),
                       "interleaved_load_ms_per_batch": round(1e3 * load_per_step, 3),
                       "batch_size": args.batch_size, "torch_threads": torch.get_num_threads(),
-                      "cpu_count": os.cpu_count(), "data": "cifar10" if ds.name == "cifar10" else ds.name}))
+                      "cpu_count": os.cpu_count(), "data": ds.name}))
 
 
 if __name__ == "__main__":

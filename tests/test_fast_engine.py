@@ -135,12 +135,28 @@ def test_thermometer_table_is_the_conv():
 def test_resnet20_fracbnn_identical_logits(seed):
     packed, x, want, gates = golden_case(seed, 9 if seed == 0 else 5)
     engine = fast.FastEngine(packed)
-    got, fast_gates = engine.logits_with_gates(x)
+    got = engine.logits(x)
     np.testing.assert_array_equal(got, want)
     assert got.dtype == np.int64
-    assert fast_gates == {k: (int(v[0]), int(v[1])) for k, v in gates.items()}
+    assert engine.gate_counts == {k: (int(v[0]), int(v[1])) for k, v in gates.items()}
     opened = sum(v[0] for v in gates.values()) / sum(v[1] for v in gates.values())
     assert 0.05 < opened < 0.95  # the test really mixes open and closed gates
+
+
+@needs_ext
+@pytest.mark.parametrize("frac_mode", ["frac", "binary"])
+def test_gate_counts_equal_golden_engine(frac_mode):
+    """FastEngine.gate_counts accumulates like GoldenEngine.gate_counts (what `fracbnn eval` reports)."""
+    packed = packed_model(seed=5, frac_mode=frac_mode)
+    x = images(5, 5)
+    fe, ge = fast.FastEngine(packed, threads=2), golden.GoldenEngine(packed, chunk=2)
+    for part in (x[:1], x[1:], x[:0]):  # both parallel schedules, and an empty batch
+        np.testing.assert_array_equal(fe.logits(part), ge.logits(part))
+    assert fe.gate_counts == ge.gate_counts and len(fe.gate_counts) == 18
+    assert all(t == 5 * np.prod(s[1:]) for (_, t), s in zip(fe.gate_counts.values(),
+                                                              (fe.packed.validate()[k] for k in fe.gate_counts)))
+    opened = sum(o for o, _ in fe.gate_counts.values()) / sum(t for _, t in fe.gate_counts.values())
+    assert (opened == 1.0) if frac_mode == "binary" else (0.05 < opened < 0.95)
 
 
 @needs_ext

@@ -25,8 +25,9 @@ Timing: per batch size, warm-up runs, then repeated runs until --min-time
 seconds and --repeats runs have passed; the median is reported. The main
 comparison uses all cores (--threads); a second one with 1 thread for both
 is printed too (``*_1thread_*`` keys), because multi-threaded timings of both
-engines suffer badly when other processes compete for the cores (OpenMP
-barriers wait for descheduled threads): check the load average printed. The
+engines suffer when other processes compete for the cores (a thread that is
+descheduled mid-batch delays the work the others wait for): check the load
+average printed. The
 last line printed is one JSON object (speedup_batch1, speedup_batch256, ...).
 """
 

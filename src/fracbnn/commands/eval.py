@@ -46,6 +46,7 @@ def run(args) -> int:
 
     from ..checkpoint import load_checkpoint, model_from_checkpoint
     from ..data import load_dataset, make_loader
+    from ..nn import sparsity_by_layer
     from ..summary import summarize
     from ..train.distributed import pick_device
     from ..train.evaluate import evaluate
@@ -77,7 +78,7 @@ def run(args) -> int:
     out = {
         "checkpoint": str(args.checkpoint), "model": ckpt["model"]["name"], "dataset": name, "split": args.split,
         "images": res["count"], "top1": res["top1"], "top5": res["top5"], "loss": res["loss"],
-        "sparsity": {k: v["sparsity"] for k, v in gate.items() if v["total"]},
+        "sparsity": sparsity_by_layer(gate),
         "effective_activation_bits": body_effective_bits(rows, gate),
     }
     if args.json:

@@ -44,6 +44,7 @@ def run(args) -> int:
 
     import torch
 
+    from ..nn import sparsity_by_layer
     from ..checkpoint import model_from_checkpoint
     from ..data import load_dataset, make_loader
     from ..summary import summarize
@@ -74,7 +75,7 @@ def run(args) -> int:
         "test_top1": res["top1"], "test_top5": res["top5"], "test_images": res["count"],
         "recipe_test_top1": final["top1"],
         "steps": {k: {"top1": v["top1"], "top5": v["top5"]} for k, v in results.items()},
-        "sparsity": {k: v["sparsity"] for k, v in res["gate"].items() if v["total"]},
+        "sparsity": sparsity_by_layer(res["gate"]),
         "effective_activation_bits": summary.totals["effective_activation_bits"],
         "train_seconds": round(train_seconds, 2), "total_seconds": round(time.perf_counter() - t0, 2),
         "threads": torch.get_num_threads(), "run_dir": str(args.out) if args.out else None,

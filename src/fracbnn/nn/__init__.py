@@ -10,6 +10,7 @@ from .layers import (
     gate_statistics,
     reset_gate_statistics,
     set_conv_mode,
+    sparsity_by_layer,
 )
 from .input_layer import ThermometerConv2d
 
@@ -24,4 +25,5 @@ __all__ = [
     "gate_statistics",
     "reset_gate_statistics",
     "set_conv_mode",
+    "sparsity_by_layer",
 ]

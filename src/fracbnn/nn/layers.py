@@ -349,6 +349,11 @@ def gate_statistics(model: nn.Module, all_reduce: bool = True) -> dict[str, dict
     return stats
 
 
+def sparsity_by_layer(stats: dict[str, dict[str, float]]) -> dict[str, float]:
+    """{layer: LSB sparsity} from :func:`gate_statistics`, for the layers that counted any output."""
+    return {name: v["sparsity"] for name, v in stats.items() if v["total"]}
+
+
 def gate_regularizer(model: nn.Module, target: float, weight: float = 1e-5) -> torch.Tensor:
     """weight * 0.5 * sum over layers of ||theta - g||^2, pulling thresholds to g.
 

@@ -43,7 +43,7 @@ from torch import nn
 
 from ..checkpoint import atomic_write, load_checkpoint, load_state_dict_strict, save_checkpoint
 from ..errors import FracBNNError
-from ..nn import FracConv2d, cpu_ops, gate_regularizer, reset_gate_statistics, set_conv_mode
+from ..nn import FracConv2d, cpu_ops, gate_regularizer, reset_gate_statistics, set_conv_mode, sparsity_by_layer
 from .allocator import keep_freed_memory
 from .config import write_recipe
 from .distill import TrainingLoss, build_teacher
@@ -397,7 +397,7 @@ class Trainer:
                 "val_count": val["count"], "lr": lr_at_start,
                 "images_per_sec": seen_t.item() / train_time if train_time > 0 else None,
                 "epoch_seconds": train_time,
-                "sparsity": {k: v["sparsity"] for k, v in gate.items() if v["total"]} if mode == "frac" else {},
+                "sparsity": sparsity_by_layer(gate) if mode == "frac" else {},
                 "effective_activation_bits": body_effective_bits(summary_rows, gate),
             }
             if record["sparsity"]:
@@ -415,13 +415,12 @@ class Trainer:
         if val is None:  # zero epochs left (or requested): still measure the model
             val = evaluate(model, test_loader, device, amp=self.amp, dist=ctx)
             gate = val.pop("gate")
-        else:
-            gate = {k: {"sparsity": v} for k, v in (record or {}).get("sparsity", {}).items()}
+            sparsity = sparsity_by_layer(gate) if mode == "frac" else {}
+            bits = body_effective_bits(summary_rows, gate)
+        else:  # the last epoch's evaluation
+            sparsity, bits = record["sparsity"], record["effective_activation_bits"]
         results = {"top1": val["top1"], "top5": val["top5"], "loss": val["loss"], "count": val["count"],
-                   "conv_mode": mode, "epochs": epochs,
-                   "sparsity": {k: v["sparsity"] for k, v in gate.items()} if mode == "frac" else {},
-                   "effective_activation_bits": record["effective_activation_bits"] if record else
-                   body_effective_bits(summary_rows, gate)}
+                   "conv_mode": mode, "epochs": epochs, "sparsity": sparsity, "effective_activation_bits": bits}
         if ctx.is_main:
             save_checkpoint(sdir / "final.pt", model, config=cfg, recipe_step=step["name"], step_index=i,
                             results=results)

@@ -61,6 +61,9 @@ def _check_project(tmp_path, model, images, name, calib=None):
     assert res["mismatched_images"] == 0 and res["images"] == len(images)
     # the testbench compared against exactly these golden logits
     assert "CSIM PASSED" in res["stdout"]
+    # channel-interleaved acc/res/sc buffers: the parallel accesses of one epilogue/shortcut/pool iteration
+    # hit distinct banks (at most a read and a write, or two reads, per dual-port bank)
+    assert res["max_bank_accesses"] <= 2, res["max_bank_accesses"]
     layers = [ConvLayer(**l) for l in meta["layers"]]
     dens, entries = measured(meta["lsb"])
     cmp = compare_with_csim(cycle_model(layers, config_from_project(meta), dens, lsb_entries=entries), res)

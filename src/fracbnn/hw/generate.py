@@ -90,8 +90,13 @@ def _config_h(prog: HwProgram, cfg: HwConfig, rows: list[dict], clock_mhz: float
     frac = [r for r in rows if r["kind"] == 1]
     msb_depth = max(math.ceil(r["h_in"] / 3) * math.ceil(r["w_in"] / cols) * r["kw"] for r in rows)
     lsb_depth = max(math.ceil(r["h_in"] / 3) * math.ceil(r["w_in"] / cols) * r["kw"] for r in frac)
-    acc_depth = max(r["cout"] * r["h_out"] * r["w_out"] for r in rows)
-    sc_depth = max([r["cin"] * r["h_out"] * r["w_out"] for r in rows if r["residual"] == 2] or [1])
+    u = cfg.units
+
+    def padded(ch: int) -> int:  # channels the kernel's fm_index spans: groups of min(ch, units)
+        return ch if ch < u else math.ceil(ch / u) * u
+
+    acc_depth = max(padded(r["cout"]) * r["h_out"] * r["w_out"] for r in rows)
+    sc_depth = max([padded(r["cin"]) * r["h_out"] * r["w_out"] for r in rows if r["residual"] == 2] or [1])
     tile_max = max(r["h_out"] * math.ceil(r["w_out"] / r["slots"]) for r in frac)
     acc_bound = max(9 * r["cin"] * (3 if r["kind"] == 1 else 1) for r in rows)
     acc_t = "int16_t" if acc_bound < 2**15 else "int32_t"
@@ -131,6 +136,9 @@ typedef {sc_t} sc_t;       // 2x2 shortcut sums
 #define ACC_DEPTH {acc_depth}
 #define RES_DEPTH {acc_depth}
 #define SC_DEPTH {sc_depth}
+#define ACC_BANKS {u}          // cyclic partitions of acc_buf, res_buf, sc_buf (see fm_index in the kernel)
+#define RES_BANKS {2 * u}
+#define SC_BANKS {u}
 #define TILE_MAX {tile_max}
 
 enum {{ KIND_INPUT = 0, KIND_FRAC = 1 }};

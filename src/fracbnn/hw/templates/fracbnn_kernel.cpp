@@ -36,13 +36,37 @@ FbLoopCount fb_counts[FB_NUM_ROWS][FB_NUM_LOOPS];
 
 #define COLS (2 * MAX_SLOTS + 1)
 
+#ifndef __SYNTHESIS__
+enum { FB_ACC = 0, FB_RES = 1, FB_SC = 2 };
+static int fb_bank_use[3][RES_BANKS];
+int fb_bank_worst = 0;  // most accesses to one bank of acc/res/sc_buf in one iteration (epilogue, shortcut, pool)
+static inline void fb_bank_clear() {
+    for (int b = 0; b < 3; b++)
+        for (int k = 0; k < RES_BANKS; k++) fb_bank_use[b][k] = 0;
+}
+static inline void fb_bank(int buf, int idx, int banks) {
+    const int n = ++fb_bank_use[buf][idx % banks];
+    if (n > fb_bank_worst) fb_bank_worst = n;
+}
+#define FB_BANK_CLEAR() fb_bank_clear()
+#define FB_BANK(buf, idx, banks) fb_bank(buf, idx, banks)
+#else
+#define FB_BANK_CLEAR() ((void)0)
+#define FB_BANK(buf, idx, banks) ((void)0)
+#endif
+
 // ---- on-chip buffers -------------------------------------------------------
 // Planes are banked by (row mod 3, column mod COLS): one cycle reads the
 // 3 x ((SLOTS-1)*stride+3) window of a tile without bank conflicts.
 static word_t msb_plane[3][COLS][MSB_DEPTH];
 static word_t lsb_plane[3][COLS][LSB_DEPTH];
-static acc_t acc_buf[ACC_DEPTH];     // conv results, channel-major (c * H*W + pixel)
-static res_t res_buf[RES_DEPTH];     // residual stream, channel-major
+// acc_buf, res_buf and sc_buf hold C x H*W maps channel-interleaved (fm_index): the UNITS channels one
+// epilogue / shortcut / pool iteration touches at one pixel are consecutive addresses, and so are the
+// channels x pixels of a narrow (C < UNITS) layer, so cyclic partitioning by UNITS (res_buf: 2 UNITS, for
+// the stride-2 reads of the shortcut) gives each parallel access its own bank. Under C simulation
+// FB_BANK counts the accesses per bank in one iteration of those loops (see fb_bank_worst).
+static acc_t acc_buf[ACC_DEPTH];     // conv results
+static res_t res_buf[RES_DEPTH];     // residual stream
 static sc_t sc_buf[SC_DEPTH];        // 2x2 sums of the residual for down-sampling blocks
 static uint16_t tile_list[TILE_MAX]; // LSB work list of one output-channel group
 static uint8_t img_buf[IMG_BYTES];
@@ -69,6 +93,12 @@ static inline int popcnt(word_t x) {
 #else
     return __builtin_popcountll((unsigned long long)x);
 #endif
+}
+// Address of (channel c, pixel pix) of a C-channel, hw-pixel map in acc/res/sc_buf: channels in groups of
+// ce = min(C, UNITS), pixel-major within a group: ((c / ce) * hw + pix) * ce + c % ce.
+static inline int fm_index(int c, int pix, int C, int hw) {
+    const int ce = C < UNITS ? C : UNITS;
+    return ((c / ce) * hw + pix) * ce + c % ce;
 }
 static inline int plane_addr(int r, int c, int w_in, int kw, int k) {
     return ((r / 3) * ((w_in + COLS - 1) / COLS) + c / COLS) * kw + k;
@@ -136,14 +166,19 @@ SHORTCUT:
 #pragma HLS PIPELINE II=1
         FB_ITER(l + 1, LOOP_SHORTCUT);
         const int a = it % 4, pt = (it / 4) / passes, cp = (it / 4) % passes;
+        FB_BANK_CLEAR();
         for (int u = 0; u < UNITS; u++) {
 #pragma HLS UNROLL
             const int po = u / ceff, pix = pt * ppc + po, c = cp * ceff + u % ceff;
             if (po >= ppc || pix >= hw || c >= d.cin) continue;
             const int i = pix / d.w_out, j = pix % d.w_out;
             const int src = (2 * i + a / 2) * d.w_in + 2 * j + a % 2;
-            const sc_t prev = a == 0 ? (sc_t)0 : sc_buf[c * hw + pix];
-            sc_buf[c * hw + pix] = prev + (sc_t)res_buf[c * hw_in + src];
+            const int si = fm_index(c, pix, d.cin, hw), ri = fm_index(c, src, d.cin, hw_in);
+            FB_BANK(FB_SC, si, SC_BANKS);  // read (a > 0) and write of one element
+            FB_BANK(FB_SC, si, SC_BANKS);
+            FB_BANK(FB_RES, ri, RES_BANKS);
+            const sc_t prev = a == 0 ? (sc_t)0 : sc_buf[si];
+            sc_buf[si] = prev + (sc_t)res_buf[ri];
         }
     }
 }
@@ -205,7 +240,7 @@ GROUPS:
                             }
                         part[s][p] = (k == 0 ? 0 : part[s][p]) + sum;
                         if (k != d.kw - 1) continue;
-                        const int idx = oc * hw + i * d.w_out + j;
+                        const int idx = fm_index(oc, i * d.w_out + j, d.cout, hw);
                         if (pass == 0) {
                             if (d.kind == KIND_FRAC) {
                                 acc_buf[idx] = (acc_t)(2 * part[s][p]);
@@ -240,24 +275,30 @@ EPILOGUE:
 #pragma HLS LOOP_TRIPCOUNT min=64 max=1024
         FB_ITER(l + 1, LOOP_EPILOGUE);
         const int pt = it / passes, cp = it % passes;
+        FB_BANK_CLEAR();
         for (int u = 0; u < UNITS; u++) {
 #pragma HLS UNROLL
             const int po = u / ceff, pix = pt * ppc + po, c = cp * ceff + u % ceff;
             if (po >= ppc || pix >= hw || c >= C) continue;
-            const int64_t a = acc_buf[c * hw + pix];
+            const int fi = fm_index(c, pix, C, hw);
+            FB_BANK(FB_ACC, fi, ACC_BANKS);
+            const int64_t a = acc_buf[fi];
             const int pc = d.p_off + c;
             int64_t v;
             if (d.kind == KIND_INPUT) {
                 v = a * (int64_t)POS_MUL[pc] + (int64_t)POS_ADD[pc];
             } else {
-                const int64_t sc = d.residual == RES_DOWN ? (int64_t)sc_buf[(c % d.cin) * hw + pix]
-                                                          : (int64_t)res_buf[c * hw + pix];
+                const int si = fm_index(c % d.cin, pix, d.cin, hw);
+                if (d.residual == RES_DOWN) FB_BANK(FB_SC, si, SC_BANKS);
+                else FB_BANK(FB_RES, fi, RES_BANKS);
+                const int64_t sc = d.residual == RES_DOWN ? (int64_t)sc_buf[si] : (int64_t)res_buf[fi];
                 const bool pos = (int64_t)SIGN[pc] * a > (int64_t)THRESH[pc];
                 v = pos ? a * (int64_t)POS_MUL[pc] + (int64_t)POS_ADD[pc] : a * (int64_t)NEG_MUL[pc] + (int64_t)NEG_ADD[pc];
                 v += (int64_t)SC_MUL[pc] * sc;
             }
             const int64_t r = saturate(round_shift(v, d.shift), d.bits);
-            res_buf[c * hw + pix] = (res_t)r;
+            FB_BANK(FB_RES, fi, RES_BANKS);
+            res_buf[fi] = (res_t)r;
             if (d.last) continue;
             // quantize2: code = [3r > -2^(F+1)] + [r >= 0] + [3r > 2^(F+1)]; MSB = code >> 1, LSB = code & 1
             const int code = (3 * r > -b ? 1 : 0) + (r >= 0 ? 1 : 0) + (3 * r > b ? 1 : 0);
@@ -278,6 +319,7 @@ static void head(int64_t *logits) {
     const int C = d.cout, hw = d.h_out * d.w_out, passes = (C + UNITS - 1) / UNITS;
     int64_t psum[MAX_C];
     int64_t out[NUM_CLASSES];
+#pragma HLS ARRAY_PARTITION variable=psum cyclic factor=UNITS
 #pragma HLS ARRAY_PARTITION variable=out complete
     for (int c = 0; c < MAX_C; c++) psum[c] = 0;
     FB_ENTER(NUM_LAYERS + 1, LOOP_POOL);
@@ -286,10 +328,14 @@ POOL:
 #pragma HLS PIPELINE II=1
         FB_ITER(NUM_LAYERS + 1, LOOP_POOL);
         const int pix = it / passes, cp = it % passes;
+        FB_BANK_CLEAR();
         for (int u = 0; u < UNITS; u++) {
 #pragma HLS UNROLL
             const int c = cp * UNITS + u;
-            if (c < C) psum[c] += res_buf[c * hw + pix];
+            if (c >= C) continue;
+            const int ri = fm_index(c, pix, C, hw);
+            FB_BANK(FB_RES, ri, RES_BANKS);
+            psum[c] += res_buf[ri];
         }
     }
     for (int k = 0; k < NUM_CLASSES; k++) out[k] = FC_BIAS[k];
@@ -317,9 +363,9 @@ void fracbnn_top(const uint8_t image[IMG_BYTES], int64_t logits[NUM_CLASSES]) {
 #pragma HLS ARRAY_PARTITION variable=lsb_plane complete dim=2
 #pragma HLS ARRAY_PARTITION variable=WEIGHTS complete dim=2
 #pragma HLS ARRAY_PARTITION variable=WEIGHTS complete dim=3
-#pragma HLS ARRAY_PARTITION variable=acc_buf cyclic factor=UNITS
-#pragma HLS ARRAY_PARTITION variable=res_buf cyclic factor=UNITS
-#pragma HLS ARRAY_PARTITION variable=sc_buf cyclic factor=UNITS
+#pragma HLS ARRAY_PARTITION variable=acc_buf cyclic factor=ACC_BANKS
+#pragma HLS ARRAY_PARTITION variable=res_buf cyclic factor=RES_BANKS
+#pragma HLS ARRAY_PARTITION variable=sc_buf cyclic factor=SC_BANKS
     load_image(image);
     encode_image();
 LAYERS_LOOP:

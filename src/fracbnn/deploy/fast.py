@@ -38,7 +38,7 @@ except ImportError as e:  # pragma: no cover - depends on the build
     _IMPORT_ERROR = e
 
 #: Must equal FB_ABI_VERSION in _kernels/fastkernels.c (a stale build is refused).
-ABI_VERSION = 2
+ABI_VERSION = 3
 
 # step kinds and post ops (same numbers as the C enums)
 THERMO, QCONV, POOLFC = 1, 2, 3
@@ -315,7 +315,7 @@ class _Plan:
                 c, hs, ws = self._chw(sc["src"])
                 if 2 * c != o or hs // 2 != ho or ws // 2 != wo:
                     _no("avgpool2_dup shortcut shape")
-                ints.update(sc_mode=SC_POOLDUP, sc=sc["src"], sc_C=c, sc_H=hs, sc_W=ws)
+                ints.update(sc_mode=SC_POOLDUP, sc=sc["src"], sc_C=c, sc_W=ws)
             else:
                 _no("block_post shortcut must be a residual buffer or its avgpool2_dup")
         self.steps.append((ints, arrs))
@@ -374,7 +374,7 @@ class _Plan:
             tup = (g("kind"), g("Cin"), g("H"), g("W"), g("O"), g("Ho"), g("Wo"), g("K", 1), g("stride", 1),
                    g("pad"), slot_of.get(ints.get("src"), 0), slot_of.get(ints.get("dst"), 0),
                    slot_of.get(ints.get("sc"), 0), g("qbits"), g("frac_bits"), g("post"), g("shift"), g("bits", 2),
-                   g("sc_mode"), g("sc_C"), g("sc_H"), g("sc_W"), g("levels"), g("img_C"), g("ncls"),
+                   g("sc_mode"), g("sc_C"), g("sc_W"), g("levels"), g("img_C"), g("ncls"),
                    g("gate_index", -1), ABI_VERSION, g("ncc", 1))
             out.append((tup, tuple(arrs.get(k) for k in _ARRAYS)))
         return meta, out

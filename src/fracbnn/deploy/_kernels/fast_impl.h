@@ -14,6 +14,17 @@
 #define FB_CAT(a, b) FB_CAT2(a, b)
 #define FB(name) FB_CAT(name, FB_SUFFIX)
 
+/* switch cases with a constant window size (64-bit words) for the common layers, so the
+ * compiler keeps the window in registers: BODY(n) then END (break / return) */
+#define FB_NK_CASES(BODY, END)                                                 \
+    case 1: BODY(1) END;                                                       \
+    case 2: BODY(2) END;                                                       \
+    case 3: BODY(3) END;                                                       \
+    case 4: BODY(4) END;                                                       \
+    case 5: BODY(5) END;                                                       \
+    case 9: BODY(9) END;                                                       \
+    case 18: BODY(18) END;
+
 /* ---- bit vectors ------------------------------------------------------- */
 
 /* OR the low ``nbits`` bits of src (already zero above nbits) into dst at bit ``pos``. */
@@ -62,13 +73,7 @@ static void FB(dot_planes)(const uint64_t *restrict xm, const uint64_t *restrict
 {
     /* constant trip counts for the common sizes keep the window in registers */
     switch (nK) {
-    case 1: FB_DOT_BODY(1) break;
-    case 2: FB_DOT_BODY(2) break;
-    case 3: FB_DOT_BODY(3) break;
-    case 4: FB_DOT_BODY(4) break;
-    case 5: FB_DOT_BODY(5) break;
-    case 9: FB_DOT_BODY(9) break;
-    case 18: FB_DOT_BODY(18) break;
+    FB_NK_CASES(FB_DOT_BODY, break)
     default: FB_DOT_BODY(nK) break;
     }
 }
@@ -126,13 +131,7 @@ static void FB(dot4)(const uint64_t *restrict xm, const uint64_t *restrict xl, c
         }                                                                                                      \
     } while (0)
     switch (nK) { /* constant trip counts: broadcasts and loop stay in registers */
-    case 1: FB_DOT4_BODY(1) return;
-    case 2: FB_DOT4_BODY(2) return;
-    case 3: FB_DOT4_BODY(3) return;
-    case 4: FB_DOT4_BODY(4) return;
-    case 5: FB_DOT4_BODY(5) return;
-    case 9: FB_DOT4_BODY(9) return;
-    case 18: FB_DOT4_BODY(18) return;
+    FB_NK_CASES(FB_DOT4_BODY, return)
     default: break;
     }
     for (int ob = 0; ob < O; ob += 4) {
@@ -174,13 +173,7 @@ static void FB(lsb_sparse)(const uint64_t *restrict xl, const int32_t *restrict 
                            int nK, const int *restrict idx, int nopen, int nvalid, int32_t *restrict acc)
 {
     switch (nK) {
-    case 1: FB_LDOT(1) break;
-    case 2: FB_LDOT(2) break;
-    case 3: FB_LDOT(3) break;
-    case 4: FB_LDOT(4) break;
-    case 5: FB_LDOT(5) break;
-    case 9: FB_LDOT(9) break;
-    case 18: FB_LDOT(18) break;
+    FB_NK_CASES(FB_LDOT, break)
     default: FB_LDOT(nK) break;
     }
 }
@@ -321,14 +314,6 @@ static void FB(quantize_rows)(const fb_step *st, const int64_t *src, uint64_t *p
 }
 
 /* ---- fixed-point post-processing ---------------------------------------- */
-
-static inline int64_t FB(round_shift_sat)(uint64_t acc, int shift, int64_t lo, int64_t hi)
-{
-    int64_t v;
-    if (shift > 0) v = (int64_t)(acc + ((uint64_t)1 << (shift - 1))) >> shift;
-    else v = (int64_t)acc;
-    return v < lo ? lo : (v > hi ? hi : v);
-}
 
 #ifdef FB_USE_AVX2
 /* Low 64 bits of x * y per lane (two's-complement wrap, like numpy int64):

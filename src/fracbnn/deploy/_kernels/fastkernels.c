@@ -33,7 +33,7 @@
 #endif
 
 /* Bump when the plan layout changes; fast.py refuses a stale build. */
-#define FB_ABI_VERSION 2
+#define FB_ABI_VERSION 3
 
 enum { FB_STEP_THERMO = 1, FB_STEP_QCONV = 2, FB_STEP_POOLFC = 3 };
 enum { FB_POST_SCALE_SHIFT = 1, FB_POST_BLOCK = 2 };
@@ -55,7 +55,7 @@ typedef struct {
     int src_slot, dst_slot, sc_slot;
     int qbits, frac_bits; /* QCONV input quantizer: 1 = sign, 2 = Q2 */
     int post, shift, bits;
-    int sc_mode, sc_C, sc_H, sc_W; /* 0 none, 1 direct, 2 avgpool2_dup sum */
+    int sc_mode, sc_C, sc_W;       /* 0 none, 1 direct, 2 avgpool2_dup sum; pooled source C, W */
     int levels, img_C;             /* THERMO: table rows per tap, image channels */
     int ncls;                      /* POOLFC */
     int gate_index;                /* QCONV: index into the gate counters, -1 none */
@@ -72,7 +72,7 @@ typedef struct {
 
 typedef struct {
     uint64_t *xm, *xl;
-    int32_t *sm, *sl, *acc;
+    int32_t *sm, *sl;
     int *idx;        /* output channels whose gate is open */
     int32_t *rowacc; /* one output row of accumulators, Wo x O */
     int64_t *scrow;  /* one row of the (pooled) shortcut, Wo x O */
@@ -95,10 +95,10 @@ typedef struct {
 #if (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__))
 #define FB_HAVE_AVX2 1
 #if defined(__clang__)
-#pragma clang attribute push(__attribute__((target("popcnt,avx2,bmi,bmi2,fma"))), apply_to = function)
+#pragma clang attribute push(__attribute__((target("popcnt,avx2,bmi,bmi2"))), apply_to = function)
 #else
 #pragma GCC push_options
-#pragma GCC target("popcnt,avx2,bmi,bmi2,fma")
+#pragma GCC target("popcnt,avx2,bmi,bmi2")
 #endif
 #define FB_SUFFIX _avx2
 #define FB_USE_AVX2 1
@@ -172,13 +172,12 @@ static int scratch_alloc(fb_scratch *s, int max_nK, int max_O, int max_row)
     s->xl = calloc(nw, sizeof(uint64_t));
     s->sm = calloc((size_t)max_O + 1, sizeof(int32_t));
     s->sl = calloc((size_t)max_O + 1, sizeof(int32_t));
-    s->acc = calloc((size_t)max_O + 1, sizeof(int32_t));
-    return s->xm && s->xl && s->sm && s->sl && s->acc && s->rowacc && s->scrow && s->idx;
+    return s->xm && s->xl && s->sm && s->sl && s->rowacc && s->scrow && s->idx;
 }
 
 static void scratch_free(fb_scratch *s)
 {
-    free(s->xm); free(s->xl); free(s->sm); free(s->sl); free(s->acc);
+    free(s->xm); free(s->xl); free(s->sm); free(s->sl);
     free(s->rowacc); free(s->scrow); free(s->idx);
 }
 
@@ -348,7 +347,7 @@ static void plan_capsule_destructor(PyObject *cap)
 }
 
 /* Integer fields of one step, in this order (fast.py builds the same tuple). */
-#define FB_NINTS 28
+#define FB_NINTS 27
 
 /* Array fields of one step, in this order; None where unused. Item sizes are
  * checked so a wrong dtype from Python cannot be misread. */
@@ -424,12 +423,11 @@ static PyObject *py_make_plan(PyObject *self, PyObject *args)
         g->Wo = (int)v[6]; g->K = (int)v[7]; g->stride = (int)v[8]; g->pad = (int)v[9];
         st->src_slot = (int)v[10]; st->dst_slot = (int)v[11]; st->sc_slot = (int)v[12];
         st->qbits = (int)v[13]; st->frac_bits = (int)v[14]; st->post = (int)v[15]; st->shift = (int)v[16];
-        st->bits = (int)v[17]; st->sc_mode = (int)v[18]; st->sc_C = (int)v[19]; st->sc_H = (int)v[20];
-        st->sc_W = (int)v[21]; st->levels = (int)v[22]; st->img_C = (int)v[23]; st->ncls = (int)v[24];
-        st->gate_index = (int)v[25];
-        g->ncc = (int)v[27];
+        st->bits = (int)v[17]; st->sc_mode = (int)v[18]; st->sc_C = (int)v[19]; st->sc_W = (int)v[20];
+        st->levels = (int)v[21]; st->img_C = (int)v[22]; st->ncls = (int)v[23]; st->gate_index = (int)v[24];
+        g->ncc = (int)v[26];
         st->sparse_lsb = 0; /* dense by default: faster on CPUs unless most gates are closed */
-        if (v[26] != FB_ABI_VERSION) {
+        if (v[25] != FB_ABI_VERSION) {
             PyErr_SetString(PyExc_ValueError, "plan was built for another kernel version");
             goto fail;
         }
@@ -541,18 +539,13 @@ static PyObject *py_forward(PyObject *self, PyObject *args)
         Py_BEGIN_ALLOW_THREADS
         if (by_image) {
 #ifdef _OPENMP
-#pragma omp parallel num_threads(nt)
+#pragma omp parallel num_threads(nt) reduction(|: alloc_fail)
 #endif
             {
                 fb_work w;
                 fb_scratch s;
                 int ok = work_alloc(&w, pl) & scratch_alloc(&s, pl->max_nK, pl->max_O, pl->max_row);
-                if (!ok) {
-#ifdef _OPENMP
-#pragma omp atomic write
-#endif
-                    alloc_fail = 1;
-                }
+                alloc_fail |= !ok;
 #ifdef _OPENMP
 #pragma omp for schedule(dynamic, 1)
 #endif
@@ -575,17 +568,12 @@ static PyObject *py_forward(PyObject *self, PyObject *args)
             } else {
                 for (Py_ssize_t n = 0; n < N; n++) phase_totals(pl, y.total + (size_t)n * nph);
 #ifdef _OPENMP
-#pragma omp parallel num_threads(nt)
+#pragma omp parallel num_threads(nt) reduction(|: alloc_fail)
 #endif
                 {
                     fb_scratch s;
                     int ok = scratch_alloc(&s, pl->max_nK, pl->max_O, pl->max_row);
-                    if (!ok) {
-#ifdef _OPENMP
-#pragma omp atomic write
-#endif
-                        alloc_fail = 1;
-                    }
+                    alloc_fail |= !ok;
                     /* a thread that cannot run must still not block the others: it simply claims nothing */
                     for (Py_ssize_t n = 0; n < N && ok; n++)
                         run_image(pl, kr, &w, &s, px + (size_t)n * img_bytes, lg + (size_t)n * pl->ncls, gates, &y,
@@ -669,17 +657,12 @@ static PyObject *py_binary_conv(PyObject *self, PyObject *args)
         g.row_cls = v[2].buf; g.col_cls = v[3].buf; g.corr = v[4].buf; g.nvalid = v[5].buf;
         Py_BEGIN_ALLOW_THREADS
 #ifdef _OPENMP
-#pragma omp parallel num_threads(nt)
+#pragma omp parallel num_threads(nt) reduction(|: alloc_fail)
 #endif
         {
             fb_scratch s;
             int ok = scratch_alloc(&s, g.nK, g.O, g.Wo * g.O);
-            if (!ok) {
-#ifdef _OPENMP
-#pragma omp atomic write
-#endif
-                alloc_fail = 1;
-            }
+            alloc_fail |= !ok;
 #ifdef _OPENMP
 #pragma omp for collapse(2) schedule(static)
 #endif

@@ -444,14 +444,23 @@ def _fracbnn_resources(layers, cfg, n_classes, image_channels):
     rows.append(_row("feature planes + window", l1 + l2 + xbar + thermo, banks * W, b1 + b2, 0,
                      f"MSB plane ({words} words/pixel) and LSB plane in {banks} banks each; "
                      f"(3:1 row, {cols}:1 col) window rotation; image staging + thermometer encode"))
-    fm = max(l.cout * l.h_out * l.w_out for l in layers)
+    # acc/res/sc buffers as the kernel lays them out (fm_index): channels padded to a multiple of U when
+    # wider than U; acc and sc in U cyclic banks, res in 2U (stride-2 shortcut reads of narrow layers)
+    def padded(ch):
+        return ch if ch < U else math.ceil(ch / U) * U
+
+    fm = max(padded(l.cout) * l.h_out * l.w_out for l in layers)
+    sc = max([padded(l.cin) * l.h_out * l.w_out for l in layers if l.residual == "downsample"] or [0])
     bank_depth = math.ceil(fm / U)
     l3, b3 = memory(bank_depth, cfg.acc_bits, U)
-    l4, b4 = memory(bank_depth, cfg.residual_bits, 2 * U)
+    l4, b4 = memory(math.ceil(fm / (2 * U)), cfg.residual_bits, 2 * U)
+    l4s, b4s = memory(math.ceil(sc / U), cfg.residual_bits, U)
+    l4, b4 = l4 + l4s, b4 + b4s
     tiles = max(lsb_tiles(l, cfg)[1] for l in body) if body else 0
     l5, b5 = memory(tiles, max(1, math.ceil(math.log2(max(2, tiles)))), 1)
     rows.append(_row("accumulator + residual + tile list", l3 + l4 + l5, 0, b3 + b4 + b5, 0,
-                     f"{U} banks x {bank_depth} deep: accumulators, 2 residual buffers; LSB tile list"))
+                     f"accumulators {U} banks x {bank_depth}, residual {2 * U} x {math.ceil(fm / (2 * U))}, "
+                     f"shortcut sums {U} x {math.ceil(sc / U)}; LSB tile list"))
     op = UNIT["int_op_lut_per_bit"] * cfg.residual_bits
     rows.append(_row("epilogue units", U * 8 * op, U * 6 * cfg.residual_bits, 0, U * cfg.epilogue_mults,
                      f"units x (8 integer add/compare/shift ops, {cfg.epilogue_mults} multipliers)"))

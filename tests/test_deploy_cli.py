@@ -13,6 +13,7 @@ import pytest
 
 from fracbnn.checkpoint import model_from_checkpoint, save_checkpoint
 from fracbnn.cli import main
+from fracbnn.deploy.fast import available as fast_available
 from fracbnn.models import create_model
 
 DATASETS = Path(os.environ.get("FRACBNN_DATASETS", Path(__file__).resolve().parents[1].parent / "shared" / "datasets"))
@@ -110,10 +111,14 @@ def test_export_without_recorded_names_uses_class_indices(tmp_path):
 
 
 def test_bench_runs_and_compares_engines(files, capsys):
-    assert main(["bench", str(files / "m.fbnn"), "--engines", "golden", "--batch-size", "2", "--batches", "1",
-                 "--json"]) == 0
+    engines = ["golden"] + (["fast"] if fast_available() else [])
+    assert main(["bench", str(files / "m.fbnn"), "--engines", ",".join(engines), "--batch-size", "2",
+                 "--batches", "1", "--json"]) == 0
     res = json.loads(capsys.readouterr().out)
-    assert res["results"][0]["engine"] == "golden" and res["results"][0]["images_per_second"] > 0
+    assert [r["engine"] for r in res["results"]] == engines
+    assert all(r["images_per_second"] > 0 for r in res["results"])
+    assert res["results"][0]["identical_to_first"] is None
+    assert all(r["identical_to_first"] is True for r in res["results"][1:])
 
 
 def test_cli_subprocess_truncated_file_no_traceback(files, tmp_path):
@@ -125,8 +130,12 @@ def test_cli_subprocess_truncated_file_no_traceback(files, tmp_path):
 
 
 @pytest.mark.skipif(not (DATASETS / "cifar-10-python.tar.gz").exists(), reason="CIFAR-10 not in ../shared/datasets")
-def test_eval_packed_on_cifar_json(files, capsys):
-    assert main(["eval", str(files / "m.fbnn"), "--data", str(DATASETS), "--engine", "golden", "--limit", "20",
+@pytest.mark.parametrize("engine", ["golden", "fast"])
+def test_eval_packed_on_cifar_json(files, capsys, engine):
+    if engine == "fast" and not fast_available():
+        pytest.skip("fast engine extension not built")
+    assert main(["eval", str(files / "m.fbnn"), "--data", str(DATASETS), "--engine", engine, "--limit", "20",
                  "--batch-size", "7", "--json"]) == 0
     res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert res["images"] == 20 and 0.0 <= res["top1"] <= 1.0 and res["engine"] == "golden"
+    assert res["images"] == 20 and 0.0 <= res["top1"] <= 1.0 and res["engine"] == engine
+    assert 0.0 <= res["lsb_density"] <= 1.0 and len(res["sparsity"]) == 18  # both engines count the gates

@@ -185,6 +185,19 @@ def test_model_variants_identical(name, kwargs):
 
 
 @needs_ext
+@pytest.mark.parametrize("simd", [True, False])
+def test_wide_model_identical(simd):
+    """width 4: 64/128/256 channels; 256-channel 3x3 windows are 36 words (> 31), the AVX2 dot product's
+    chunked path (byte counts folded every 31 words) and the generic variable-size loop."""
+    if "wide" not in _CACHE:  # export and golden logits once for both parameters
+        packed, x = packed_model("resnet20-fracbnn", seed=10, width=4.0), images(2, 10)
+        _CACHE["wide"] = packed, x, golden.GoldenEngine(packed).logits(x)
+    packed, x, want = _CACHE["wide"]
+    assert max(-(-9 * op["in_channels"] // 64) for op in packed.program if op["op"] == "frac_conv") == 36
+    np.testing.assert_array_equal(fast.FastEngine(packed, simd=simd).logits(x), want)
+
+
+@needs_ext
 @pytest.mark.parametrize("fx", [FixedPoint(frac_bits=3, residual_bits=6, param_frac_bits=6),   # saturating
                                 FixedPoint(frac_bits=2, residual_bits=8, param_frac_bits=0),   # shift 0
                                 FixedPoint(frac_bits=12, residual_bits=32, param_frac_bits=18)])  # wide

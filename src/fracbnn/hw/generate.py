@@ -267,7 +267,7 @@ def generate_project(packed, out_dir: str | Path, *, cfg: HwConfig | None = None
     open-gate rate on them, so rarely-open channels share lane groups and
     more LSB tiles close. Without them the natural channel order is kept.
     """
-    from ..deploy.golden import GoldenEngine
+    from ..deploy.golden import run_program
 
     if board not in BOARDS:
         raise FracBNNError(f"unknown board {board!r}; choose one of {', '.join(BOARDS)}")
@@ -287,8 +287,10 @@ def generate_project(packed, out_dir: str | Path, *, cfg: HwConfig | None = None
     if calib_images is not None and len(calib_images):
         calibration = np.ascontiguousarray(calib_images, np.uint8)
         order_channels_by_gate_rate(prog, gate_open_rates(packed, prog, calibration))
-    logits = GoldenEngine(packed).logits(images)
-    stats = lsb_tile_stats(packed, prog, cfg, images)
+    buf = run_program(packed, images)  # one golden run: the testbench's logits and the LSB statistics
+    logits = np.asarray(buf["logits"], np.int64)
+    stats = lsb_tile_stats(packed, prog, cfg, images, buf=buf)
+    del buf
     rows = _layer_rows(prog, cfg)
     clock = BOARDS[board]["clock_mhz"]
     # a regenerated project must not keep the previous model's csim results or binary

@@ -179,16 +179,18 @@ def order_channels_by_gate_rate(prog: HwProgram, rates: dict) -> None:
             layer.order = np.argsort(r, kind="stable").astype(np.int64)
 
 
-def lsb_tile_stats(packed, prog: HwProgram, cfg: HwConfig, pixels: np.ndarray) -> dict:
+def lsb_tile_stats(packed, prog: HwProgram, cfg: HwConfig, pixels: np.ndarray, buf: dict | None = None) -> dict:
     """Measured gate and LSB-tile densities per layer, from the golden engine's MSB planes.
 
     A tile is ``slots`` adjacent output pixels of one row x ``lanes`` output
     channels (the LSB skipping granularity); it is open when any gate in it is.
-    Returns {name: {"gate_density", "tile_density", "open_tiles", "tiles"}}.
+    Returns {name: {"gate_density", "tile_density", "open_tiles", "tiles"}}. ``buf``: the golden
+    ``run_program(packed, pixels)`` buffers when the caller has them already.
     """
     from ..deploy.golden import binary_conv2d, run_program
 
-    buf = run_program(packed, pixels)
+    if buf is None:
+        buf = run_program(packed, pixels)
     stats = {}
     for layer in prog.layers[1:]:
         s = layer.shape

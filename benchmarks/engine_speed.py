@@ -2,7 +2,12 @@
 
 Measures images/s at batch 1 and batch 256 of
   * PyTorch: the resnet20-fracbnn model in eval mode, float32, inference_mode,
-    uint8 images in (the model encodes them itself), torch.set_num_threads(T);
+    uint8 images in (the model encodes them itself), torch.set_num_threads(T),
+    as fracbnn runs it by default: on CPU that includes fracbnn's own C kernels
+    (thermometer lookup, one packed convolution per gated layer; see
+    fracbnn.nn.cpu_ops). ``speedup_*`` compares with this. For reference the same
+    model with those kernels switched off (stock PyTorch ops only) is timed too
+    (``speedup_vs_stock_torch_*``);
   * the fast engine: the same model exported to the packed integer format,
     uint8 images in, integer logits out, T OpenMP threads;
 and, for reference, PyTorch FP32 of resnet20-fp (the full-precision network).
@@ -28,7 +33,8 @@ is printed too (``*_1thread_*`` keys), because multi-threaded timings of both
 engines suffer when other processes compete for the cores (a thread that is
 descheduled mid-batch delays the work the others wait for): check the load
 average printed. The
-last line printed is one JSON object (speedup_batch1, speedup_batch256, ...).
+last line printed is one JSON object (speedup_batch1, speedup_batch256,
+speedup_vs_stock_torch_batch1, ...).
 """
 
 from __future__ import annotations
@@ -47,6 +53,7 @@ from fracbnn.deploy import export_model
 from fracbnn.deploy import fast
 from fracbnn.deploy.golden import GoldenEngine
 from fracbnn.models import create_model
+from fracbnn.nn import cpu_ops
 
 
 def calibrate_bn(model: torch.nn.Module, batches: int = 3, seed: int = 0) -> torch.nn.Module:
@@ -181,17 +188,22 @@ def main(argv=None) -> int:
         eng = engine if nt == T else fast.FastEngine(packed, threads=nt, simd=not args.no_simd)
         tag = "" if nt == T else "_1thread"
         print(f"--- {nt} thread(s)" + (" (all cores)" if nt == os.cpu_count() else ""))
-        print(f"{'batch':>6} {'torch fracbnn':>15} {'fast engine':>13} {'speedup':>8}" +
-              ("" if fp_model is None else f" {'torch fp':>10} {'vs fp':>7}"))
+        print(f"{'batch':>6} {'torch fracbnn':>15} {'fast engine':>13} {'speedup':>8} {'stock torch':>13} "
+              f"{'vs stock':>8}" + ("" if fp_model is None else f" {'torch fp':>10} {'vs fp':>7}"))
         for bs in args.batch_sizes:
             imgs = rng.integers(0, 256, (bs, 3, 32, 32), dtype=np.uint8)
             timgs = torch.from_numpy(imgs)
             r_torch = torch_rate(model, timgs, args)
             r_fast = engine_rate(eng, imgs, args)
-            line = f"{bs:>6} {r_torch:>11.1f}/s {r_fast:>11.1f}/s {r_fast / r_torch:>7.1f}x"
+            with cpu_ops.disabled():
+                r_stock = torch_rate(model, timgs, args)
+            line = (f"{bs:>6} {r_torch:>11.1f}/s {r_fast:>11.1f}/s {r_fast / r_torch:>7.1f}x {r_stock:>11.1f}/s "
+                    f"{r_fast / r_stock:>7.1f}x")
             result[f"torch_fracbnn_ips{tag}_batch{bs}"] = round(r_torch, 2)
             result[f"fast_ips{tag}_batch{bs}"] = round(r_fast, 2)
             result[f"speedup{tag}_batch{bs}"] = round(r_fast / r_torch, 2)
+            result[f"torch_fracbnn_stock_ips{tag}_batch{bs}"] = round(r_stock, 2)
+            result[f"speedup_vs_stock_torch{tag}_batch{bs}"] = round(r_fast / r_stock, 2)
             if fp_model is not None:
                 r_fp = torch_rate(fp_model, timgs, args)
                 line += f" {r_fp:>8.1f}/s {r_fast / r_fp:>6.1f}x"

@@ -93,23 +93,32 @@ def atomic_torch_save(obj, path: str | os.PathLike) -> Path:
     return atomic_write(path, lambda f: torch.save(obj, f))
 
 
-def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
-    """Load and validate a checkpoint without executing any pickled code."""
+def safe_torch_load(path: str | os.PathLike, what: str, missing_hint: str, unsafe_hint: str, corrupt_hint: str,
+                    error: type[CheckpointError] = CheckpointError, map_location="cpu"):
+    """torch.load(weights_only=True) with one-line errors: missing, unsafe (pickled code) or damaged file.
+
+    Every reader of .pt/.pth files (checkpoints, teacher weights, reference
+    state dicts) goes through here, so none of them can run pickled code.
+    """
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} not found; check the path (training writes RUN_DIR/last.pt)")
+        raise error(f"{what} {path} not found; {missing_hint}")
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+        return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         first = (str(e).strip().splitlines() or [""])[0]
-        raise CheckpointError(
-            f"{path} holds objects other than tensors and plain values, refused as unsafe to load "
-            f"({first[:120]}); only load checkpoints written by fracbnn") from None
+        raise error(f"{path} holds objects other than tensors and plain values, refused as unsafe to load "
+                    f"({first[:120]}); {unsafe_hint}") from None
     except Exception as e:  # torch raises several types for damaged files
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise CheckpointError(
-            f"{path} is truncated or corrupt ({first[:100]}); "
-            "use another checkpoint, e.g. the run's last.pt or an epoch file") from None
+        raise error(f"{path} is truncated or corrupt ({first[:100]}); {corrupt_hint}") from None
+
+
+def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
+    """Load and validate a checkpoint without executing any pickled code."""
+    ckpt = safe_torch_load(path, "checkpoint", "check the path (training writes RUN_DIR/last.pt)",
+                           "only load checkpoints written by fracbnn",
+                           "use another checkpoint, e.g. the run's last.pt or an epoch file", map_location=map_location)
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a fracbnn checkpoint (no '{FORMAT}' marker); "
                               "to convert the reference implementation's files use `fracbnn import-reference`")

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..checkpoint import safe_torch_load
 from ..errors import CheckpointError, FracBNNError
 from .reactnet import IMAGENET_MEAN, IMAGENET_STD
 from .resnet_cifar import NormalizedImage
@@ -69,16 +70,10 @@ def read_state_dict(path: str | os.PathLike) -> dict:
     Accepts torchvision's own ``.pth`` files, dicts wrapping the weights under
     ``state_dict`` or ``model``, and ``module.``-prefixed keys (DataParallel).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"teacher weights {path} not found; give a local weights file "
-                              "or null to download torchvision's pretrained weights")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise CheckpointError(f"{path} is not a readable weights file (truncated, corrupt or unsafe: "
-                              f"{first[:160]})") from None
+    obj = safe_torch_load(path, "teacher weights",
+                          "give a local weights file or null to download torchvision's pretrained weights",
+                          "give a state dict saved with torch.save(model.state_dict())",
+                          "use another weights file")
     for key in ("state_dict", "model"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]

@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..checkpoint import safe_torch_load
 from ..errors import CheckpointError
 from ..models.reactnet import IMAGENET_MEAN, IMAGENET_STD
 from .layout import LAYOUTS, ReferenceLayout
@@ -45,16 +46,11 @@ def _listing(keys) -> str:
 
 def read_reference_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Load a reference ``torch.save(state_dict)`` file without running pickled code."""
-    path = Path(path)
-    if not path.is_file():
-        raise ReferenceImportError(f"reference checkpoint {path} not found; check the path")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # several exception types for damaged or unsafe files
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise ReferenceImportError(
-            f"{path} is not a readable state dict (truncated, corrupt, or a pickled whole model: {first[:160]}); "
-            "the reference code saves state dicts with torch.save(model.state_dict())") from None
+    obj = safe_torch_load(path, "reference checkpoint", "check the path",
+                          "it is not a readable state dict (a pickled whole model?); the reference code saves "
+                          "state dicts with torch.save(model.state_dict())",
+                          "the reference code saves state dicts with torch.save(model.state_dict())",
+                          error=ReferenceImportError)
     if isinstance(obj, dict) and obj.get("format") == "fracbnn.checkpoint":
         raise ReferenceImportError(f"{path} is already a fracbnn checkpoint; use it directly")
     if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):

@@ -130,8 +130,6 @@ def summarize(model: nn.Module, input_size: tuple | None = None, lsb_density: fl
     input_size = tuple(input_size or getattr(model, "input_size", (3, 32, 32)))
     measured = {} if lsb_density is not None else {
         k: v["density"] for k, v in gate_statistics(model, all_reduce=False).items() if v["total"] > 0}
-    if lsb_density is None and layer_densities:
-        measured.update(layer_densities)
     default_density = 1.0 if lsb_density is None else float(lsb_density)
     if not 0.0 <= default_density <= 1.0:
         raise ValueError(f"lsb_density must be in [0, 1], got {lsb_density}")
@@ -158,6 +156,8 @@ def summarize(model: nn.Module, input_size: tuple | None = None, lsb_density: fl
                 m.gate_counter._counts = saved_counts[name]
 
     rows = [_row(name, m, out, measured, default_density) for name, m, out in records]
+    if lsb_density is None and layer_densities:
+        rows = with_lsb_densities(rows, layer_densities)
     totals = summary_totals(rows)
     return Summary(rows=rows, totals=totals, model_name=getattr(model, "spec", {}).get("name", type(model).__name__),
                    input_size=input_size)

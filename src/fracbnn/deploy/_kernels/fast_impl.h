@@ -110,28 +110,102 @@ static inline __m256i FB(popcnt8)(__m256i v, __m256i table, __m256i low4)
         }                                                                                                     \
     }
 
-static void FB(dot4)(const uint64_t *restrict xm, const uint64_t *restrict xl, const int32_t *restrict cr, int two,
-                     const uint64_t *restrict wT, int nK, int O, int nvalid, int32_t *restrict sm,
-                     int32_t *restrict sl)
+/* 8 output channels (two interleaved groups of 4) per step, for O % 8 == 0: independent
+ * accumulator chains, the LSB plane of the second group counted with scalar POPCNT (the
+ * integer units work alongside the vector ones), and the 8 sums combined into the
+ * accumulator with 256-bit ops */
+#define FB_DOT8_BODY(NK)                                                                                      \
+    {                                                                                                         \
+        __m256i bm[(NK) > 0 ? (NK) : 1], bl[(NK) > 0 ? (NK) : 1];                                            \
+        for (int j = 0; j < (NK); j++) {                                                                      \
+            bm[j] = _mm256_set1_epi64x((long long)xm[j]);                                                     \
+            bl[j] = two ? _mm256_set1_epi64x((long long)xl[j]) : zero;                                        \
+        }                                                                                                     \
+        for (int ob = 0; ob < O; ob += 8) {                                                                   \
+            const __m256i *wa = (const __m256i *)(wT + (size_t)ob * (NK)), *wb = wa + (NK);                   \
+            __m256i ama = zero, ala = zero, amb = zero;                                                       \
+            /* group B's LSB plane with scalar POPCNT: the integer units count alongside the vector ones */  \
+            const uint64_t *wbs = (const uint64_t *)wb;                                                       \
+            int d0 = 0, d1 = 0, d2 = 0, d3 = 0;                                                               \
+            for (int j = 0; j < (NK); j++) {                                                                  \
+                __m256i wj = _mm256_loadu_si256(wa + j), wk = _mm256_loadu_si256(wb + j);                     \
+                ama = _mm256_add_epi8(ama, FB(popcnt8)(_mm256_xor_si256(wj, bm[j]), table, low4));            \
+                amb = _mm256_add_epi8(amb, FB(popcnt8)(_mm256_xor_si256(wk, bm[j]), table, low4));            \
+                if (two) {                                                                                    \
+                    ala = _mm256_add_epi8(ala, FB(popcnt8)(_mm256_xor_si256(wj, bl[j]), table, low4));        \
+                    d0 += __builtin_popcountll(xl[j] ^ wbs[4 * j]);                                           \
+                    d1 += __builtin_popcountll(xl[j] ^ wbs[4 * j + 1]);                                       \
+                    d2 += __builtin_popcountll(xl[j] ^ wbs[4 * j + 2]);                                       \
+                    d3 += __builtin_popcountll(xl[j] ^ wbs[4 * j + 3]);                                       \
+                }                                                                                             \
+            }                                                                                                 \
+            FB_DOT8_STORE(ama, amb, ala, _mm_setr_epi32(d0, d1, d2, d3));                                     \
+        }                                                                                                     \
+    }
+
+static int FB(dot4)(const uint64_t *restrict xm, const uint64_t *restrict xl, const int32_t *restrict cr, int two,
+                    const uint64_t *restrict wT, int nK, int O, int nvalid, int32_t *restrict acc,
+                    const int32_t *restrict g32)
 {
     const __m256i table = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4,
                                            0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
     const __m256i low4 = _mm256_set1_epi8(0x0f), zero = _mm256_setzero_si256();
     const __m256i pick = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
     const __m128i nv = _mm_set1_epi32(nvalid);
-    /* 4 counts in the low 32 bits of each 64-bit lane -> S = n_valid - 2 (d - cr) */
+    int opened = 0;
+    /* 4 counts in the low 32 bits of each 64-bit lane -> S = n_valid - 2 (d - cr), combined
+     * straight into the accumulator: S_M (one plane), 2 S_M + S_L (two planes), or with the
+     * gate 2 S_M + [S_M > t] S_L, the open gates counted */
 #define FB_DOT4_STORE(TM, TL)                                                                                  \
     do {                                                                                                       \
         const __m128i c4 = _mm_loadu_si128((const __m128i *)(cr + ob));                                        \
         __m128i dm = _mm256_castsi256_si128(_mm256_permutevar8x32_epi32((TM), pick));                          \
-        _mm_storeu_si128((__m128i *)(sm + ob), _mm_sub_epi32(nv, _mm_slli_epi32(_mm_sub_epi32(dm, c4), 1)));   \
+        __m128i sm4 = _mm_sub_epi32(nv, _mm_slli_epi32(_mm_sub_epi32(dm, c4), 1));                             \
         if (two) {                                                                                             \
             __m128i dl = _mm256_castsi256_si128(_mm256_permutevar8x32_epi32((TL), pick));                      \
-            _mm_storeu_si128((__m128i *)(sl + ob), _mm_sub_epi32(nv, _mm_slli_epi32(_mm_sub_epi32(dl, c4), 1))); \
+            __m128i sl4 = _mm_sub_epi32(nv, _mm_slli_epi32(_mm_sub_epi32(dl, c4), 1));                         \
+            if (g32) {                                                                                         \
+                __m128i open = _mm_cmpgt_epi32(sm4, _mm_loadu_si128((const __m128i *)(g32 + ob)));             \
+                opened += __builtin_popcount((unsigned)_mm_movemask_ps(_mm_castsi128_ps(open)));               \
+                sl4 = _mm_and_si128(sl4, open);                                                                \
+            }                                                                                                  \
+            sm4 = _mm_add_epi32(_mm_add_epi32(sm4, sm4), sl4);                                                 \
         }                                                                                                      \
+        _mm_storeu_si128((__m128i *)(acc + ob), sm4);                                                          \
     } while (0)
+    /* byte counts of groups A (channels ob..ob+3) and B (ob+4..ob+7) -> lanes A0 B0 A1 B1 ... as
+     * int32 (each count < 2^16), then in channel order */
+#define FB_DOT8_SUMS(A, B)                                                                                     \
+    _mm256_permutevar8x32_epi32(_mm256_or_si256(_mm256_sad_epu8((A), zero),                                   \
+                                                _mm256_slli_epi64(_mm256_sad_epu8((B), zero), 32)), pick)
+#define FB_DOT8_STORE(AMA, AMB, ALA, ALB)                                                                      \
+    do {                                                                                                       \
+        const __m256i c8 = _mm256_loadu_si256((const __m256i *)(cr + ob));                                     \
+        __m256i sm8 = _mm256_sub_epi32(nv8, _mm256_slli_epi32(_mm256_sub_epi32(FB_DOT8_SUMS(AMA, AMB), c8), 1)); \
+        if (two) {                                                                                             \
+            __m256i dl8 = _mm256_inserti128_si256(                                                             \
+                _mm256_permutevar8x32_epi32(_mm256_sad_epu8((ALA), zero), pick), (ALB), 1);                    \
+            __m256i sl8 = _mm256_sub_epi32(nv8, _mm256_slli_epi32(_mm256_sub_epi32(dl8, c8), 1));              \
+            if (g32) {                                                                                         \
+                __m256i open = _mm256_cmpgt_epi32(sm8, _mm256_loadu_si256((const __m256i *)(g32 + ob)));       \
+                opened += __builtin_popcount((unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(open)));         \
+                sl8 = _mm256_and_si256(sl8, open);                                                             \
+            }                                                                                                  \
+            sm8 = _mm256_add_epi32(_mm256_add_epi32(sm8, sm8), sl8);                                           \
+        }                                                                                                      \
+        _mm256_storeu_si256((__m256i *)(acc + ob), sm8);                                                       \
+    } while (0)
+    if (O % 8 == 0) {
+        const __m256i nv8 = _mm256_set1_epi32(nvalid);
+        switch (nK) {
+        FB_NK_CASES(FB_DOT8_BODY, return opened)
+        default: break;
+        }
+    }
+#undef FB_DOT8_STORE
+#undef FB_DOT8_SUMS
     switch (nK) { /* constant trip counts: broadcasts and loop stay in registers */
-    FB_NK_CASES(FB_DOT4_BODY, return)
+    FB_NK_CASES(FB_DOT4_BODY, return opened)
     default: break;
     }
     for (int ob = 0; ob < O; ob += 4) {
@@ -154,6 +228,7 @@ static void FB(dot4)(const uint64_t *restrict xm, const uint64_t *restrict xl, c
         FB_DOT4_STORE(tm, tl);
     }
 #undef FB_DOT4_STORE
+    return opened;
 }
 #endif
 
@@ -210,9 +285,54 @@ FB_GATHER(32)
 FB_GATHER(64)
 FB_GATHER(0)
 
+/* 3 x 3 windows of 16, 32 or 64 channels (one word per pixel): the window words are
+ * assembled in registers, tap t = 3 u + v at bit t * C as in the general gather. */
+#define FB_P(u, v) p[(size_t)(u) * Wp + (v)]
+#define FB_WIN3(CC, x)                                                                                         \
+    do {                                                                                                       \
+        if ((CC) == 16) {                                                                                      \
+            x[0] = FB_P(0, 0) | FB_P(0, 1) << 16 | FB_P(0, 2) << 32 | FB_P(1, 0) << 48;                        \
+            x[1] = FB_P(1, 1) | FB_P(1, 2) << 16 | FB_P(2, 0) << 32 | FB_P(2, 1) << 48;                        \
+            x[2] = FB_P(2, 2);                                                                                 \
+        } else if ((CC) == 32) {                                                                               \
+            x[0] = FB_P(0, 0) | FB_P(0, 1) << 32;                                                              \
+            x[1] = FB_P(0, 2) | FB_P(1, 0) << 32;                                                              \
+            x[2] = FB_P(1, 1) | FB_P(1, 2) << 32;                                                              \
+            x[3] = FB_P(2, 0) | FB_P(2, 1) << 32;                                                              \
+            x[4] = FB_P(2, 2);                                                                                 \
+        } else {                                                                                               \
+            x[0] = FB_P(0, 0); x[1] = FB_P(0, 1); x[2] = FB_P(0, 2);                                           \
+            x[3] = FB_P(1, 0); x[4] = FB_P(1, 1); x[5] = FB_P(1, 2);                                           \
+            x[6] = FB_P(2, 0); x[7] = FB_P(2, 1); x[8] = FB_P(2, 2);                                           \
+        }                                                                                                      \
+    } while (0)
+#define FB_GATHER3(CC)                                                                            \
+    static void FB(gather3_##CC)(const fb_conv_geom *g, const uint64_t *pm, const uint64_t *pl,  \
+                                 int oy, int ox, uint64_t *restrict xm, uint64_t *restrict xl)    \
+    {                                                                                             \
+        const size_t Wp = (size_t)g->Wp;                                                          \
+        const size_t at = (size_t)(oy * g->stride) * Wp + (size_t)ox * g->stride;                 \
+        const uint64_t *restrict p = pm + at;                                                     \
+        FB_WIN3(CC, xm);                                                                          \
+        if (pl) { p = pl + at; FB_WIN3(CC, xl); }                                                 \
+    }
+FB_GATHER3(16)
+FB_GATHER3(32)
+FB_GATHER3(64)
+#undef FB_GATHER3
+#undef FB_WIN3
+#undef FB_P
+
 static inline void FB(gather)(const fb_conv_geom *g, const uint64_t *pm, const uint64_t *pl, int oy, int ox,
                               uint64_t *xm, uint64_t *xl)
 {
+    if (g->K == 3)
+        switch (g->Cin) {
+        case 16: FB(gather3_16)(g, pm, pl, oy, ox, xm, xl); return;
+        case 32: FB(gather3_32)(g, pm, pl, oy, ox, xm, xl); return;
+        case 64: FB(gather3_64)(g, pm, pl, oy, ox, xm, xl); return;
+        default: break;
+        }
     switch (g->Cin) {
     case 16: FB(gather_16)(g, pm, pl, oy, ox, xm, xl); break;
     case 32: FB(gather_32)(g, pm, pl, oy, ox, xm, xl); break;
@@ -325,6 +445,17 @@ static inline __m256i FB(mul64)(__m256i x, __m256i y)
     return _mm256_add_epi64(_mm256_mul_epu32(x, y), _mm256_slli_epi64(cross, 32));
 }
 
+/* Low 64 bits of x * a per lane, for a sign-extended int32 a (two's-complement wrap, like
+ * numpy int64): with a = a_lo - 2^32 [a < 0] (a_lo its low 32 bits, unsigned),
+ * x a = x_lo a_lo + (x_hi a_lo) 2^32 - x 2^32 [a < 0]  (mod 2^64): two multiplies instead of three. */
+static inline __m256i FB(mul64x32)(__m256i x, __m256i a)
+{
+    __m256i neg = _mm256_srai_epi32(a, 31); /* both halves all ones iff a < 0 (a fits in int32) */
+    __m256i cross = _mm256_mul_epu32(_mm256_srli_epi64(x, 32), a);
+    return _mm256_sub_epi64(_mm256_add_epi64(_mm256_mul_epu32(x, a), _mm256_slli_epi64(cross, 32)),
+                            _mm256_and_si256(_mm256_slli_epi64(x, 32), neg));
+}
+
 /* block_post for 4 channels: the scalar formula of post_row, lane by lane. */
 static inline __m256i FB(block_post4)(__m256i a, __m256i sign, __m256i thr, __m256i pm, __m256i pa, __m256i nm,
                                       __m256i na, __m256i scm, __m256i sc, __m256i half, __m128i cnt,
@@ -352,6 +483,26 @@ static void FB(post_row)(const fb_step *st, const int32_t *restrict acc, int64_t
     const uint64_t half = shift > 0 ? (uint64_t)1 << (shift - 1) : 0;
     if (st->post == FB_POST_SCALE_SHIFT) {
         const int64_t *restrict mul = st->mul, *restrict add = st->add;
+#ifdef FB_USE_AVX2
+        if (O % 4 == 0) { /* the accumulator fits in int32: two multiplies per product (mul64x32) */
+            const __m256i vhalf = _mm256_set1_epi64x((long long)half), vlo = _mm256_set1_epi64x(lo),
+                          vhi = _mm256_set1_epi64x(hi);
+            const __m128i cnt = _mm_cvtsi32_si128(shift), cnt_fill = _mm_cvtsi32_si128(64 - shift);
+            for (int x = 0; x < Wo; x++, acc += O, dst += O)
+                for (int o = 0; o < O; o += 4) {
+                    __m256i a = _mm256_cvtepi32_epi64(_mm_loadu_si128((const __m128i *)(acc + o)));
+                    __m256i v = _mm256_add_epi64(FB(mul64x32)(_mm256_loadu_si256((const __m256i *)(mul + o)), a),
+                                                 _mm256_add_epi64(_mm256_loadu_si256((const __m256i *)(add + o)), vhalf));
+                    if (shift > 0) {
+                        __m256i neg = _mm256_cmpgt_epi64(_mm256_setzero_si256(), v);
+                        v = _mm256_or_si256(_mm256_srl_epi64(v, cnt), _mm256_sll_epi64(neg, cnt_fill));
+                    }
+                    v = _mm256_blendv_epi8(v, vlo, _mm256_cmpgt_epi64(vlo, v));
+                    _mm256_storeu_si256((__m256i *)(dst + o), _mm256_blendv_epi8(v, vhi, _mm256_cmpgt_epi64(v, vhi)));
+                }
+            return;
+        }
+#endif
         for (int x = 0; x < Wo; x++, acc += O, dst += O)
             for (int o = 0; o < O; o++) {
                 uint64_t v = (uint64_t)(int64_t)acc[o] * (uint64_t)mul[o] + (uint64_t)add[o] + half;
@@ -368,6 +519,25 @@ static void FB(post_row)(const fb_step *st, const int32_t *restrict acc, int64_t
         const __m256i vhalf = _mm256_set1_epi64x((long long)half), vlo = _mm256_set1_epi64x(lo),
                       vhi = _mm256_set1_epi64x(hi);
         const __m128i cnt = _mm_cvtsi32_si128(shift), cnt_fill = _mm_cvtsi32_si128(64 - shift);
+        if (st->post32) { /* sign, sc_mul and the shortcut fit in int32: exact signed 32x32->64 products */
+            for (int x = 0; x < Wo; x++, acc += O, dst += O, scrow += O)
+                for (int o = 0; o < O; o += 4) {
+#define LD(p) _mm256_loadu_si256((const __m256i *)((p) + o))
+                    __m256i a = _mm256_cvtepi32_epi64(_mm_loadu_si128((const __m128i *)(acc + o)));
+                    __m256i pos = _mm256_cmpgt_epi64(_mm256_mul_epi32(LD(sign), a), LD(thr));
+                    __m256i m = _mm256_blendv_epi8(LD(nm), LD(pm), pos), b = _mm256_blendv_epi8(LD(na), LD(pa), pos);
+                    __m256i v = _mm256_add_epi64(_mm256_add_epi64(FB(mul64x32)(m, a), b),
+                                                 _mm256_add_epi64(_mm256_mul_epi32(LD(scm), LD(scrow)), vhalf));
+#undef LD
+                    if (shift > 0) {
+                        __m256i neg = _mm256_cmpgt_epi64(_mm256_setzero_si256(), v);
+                        v = _mm256_or_si256(_mm256_srl_epi64(v, cnt), _mm256_sll_epi64(neg, cnt_fill));
+                    }
+                    v = _mm256_blendv_epi8(v, vlo, _mm256_cmpgt_epi64(vlo, v));
+                    _mm256_storeu_si256((__m256i *)(dst + o), _mm256_blendv_epi8(v, vhi, _mm256_cmpgt_epi64(v, vhi)));
+                }
+            return;
+        }
         for (int x = 0; x < Wo; x++, acc += O, dst += O, scrow += O)
             for (int o = 0; o < O; o += 4) {
 #define LD(p) _mm256_loadu_si256((const __m256i *)((p) + o))
@@ -431,7 +601,7 @@ static void FB(qconv_rows)(const fb_step *st, const uint64_t *pm, const uint64_t
                  * every output, the LSB pass only for the open ones (sparse) */
 #ifdef FB_USE_AVX2
                 if (st->wbits_t)
-                    FB(dot4)(s->xm, s->xl, cr, 0, st->wbits_t, g->nK, O, nvalid, s->sm, s->sl);
+                    FB(dot4)(s->xm, s->xl, cr, 0, st->wbits_t, g->nK, O, nvalid, s->sm, NULL);
                 else
 #endif
                     FB(dot_planes)(s->xm, s->xl, cr, 0, st->wbits, g->nK, O, nvalid, s->sm, s->sl);
@@ -447,9 +617,10 @@ static void FB(qconv_rows)(const fb_step *st, const uint64_t *pm, const uint64_t
                 continue;
             }
 #ifdef FB_USE_AVX2
-            if (st->wbits_t)
-                FB(dot4)(s->xm, s->xl, cr, two, st->wbits_t, g->nK, O, nvalid, s->sm, s->sl);
-            else
+            if (st->wbits_t && (!gate || st->gate32)) { /* the sums go straight into the accumulator */
+                opened += FB(dot4)(s->xm, s->xl, cr, two, st->wbits_t, g->nK, O, nvalid, acc, gate ? st->gate32 : NULL);
+                continue;
+            }
 #endif
                 FB(dot_planes)(s->xm, s->xl, cr, two, st->wbits, g->nK, O, nvalid, s->sm, s->sl);
             if (!two) {
@@ -599,6 +770,7 @@ static unsigned long long FB(popcount_loop_vec)(const uint64_t *p, size_t n, lon
 
 #undef FB_DOT_BODY
 #undef FB_DOT4_BODY
+#undef FB_DOT8_BODY
 #undef FB_DOT_LOOP
 #undef FB_LDOT
 #undef FB_BORDER

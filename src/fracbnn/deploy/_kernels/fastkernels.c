@@ -60,6 +60,8 @@ typedef struct {
     int ncls;                      /* POOLFC */
     int gate_index;                /* QCONV: index into the gate counters, -1 none */
     int sparse_lsb;                /* QCONV: skip the LSB pass where the gate is closed */
+    int post32;                    /* block_post: sign, sc_mul and shortcut values fit in int32 */
+    int32_t *gate32;               /* gate thresholds clamped to int32 (owned by the plan), or NULL */
     const uint64_t *wbits;
     const uint64_t *wbits_t; /* same, 4 output channels interleaved (O % 4 == 0), or NULL */
     const int64_t *gate;
@@ -337,6 +339,8 @@ static void plan_free(fb_plan *pl)
             if (pl->bufs[i].obj) PyBuffer_Release(&pl->bufs[i]);
         free(pl->bufs);
     }
+    if (pl->steps)
+        for (int i = 0; i < pl->nsteps; i++) free(pl->steps[i].gate32);
     free(pl->steps);
     free(pl);
 }
@@ -344,6 +348,40 @@ static void plan_free(fb_plan *pl)
 static void plan_capsule_destructor(PyObject *cap)
 {
     plan_free((fb_plan *)PyCapsule_GetPointer(cap, PLAN_CAPSULE));
+}
+
+static int fits_i32(const int64_t *a, int n)
+{
+    for (int i = 0; i < n; i++)
+        if (a[i] < INT32_MIN || a[i] > INT32_MAX) return 0;
+    return 1;
+}
+
+/* Facts the kernels' fast paths need, derived once per plan (they change no result):
+ * post32 (block_post) when sign and sc_mul are in int32 range and every post op of the plan
+ * saturates to at most 30 bits, so a shortcut value, or the sum of 4 (avgpool2_dup), fits in
+ * int32 too: sign * acc and sc_mul * shortcut are then exact signed 32x32->64 products (the
+ * same low 64 bits as the int64 wrap); accumulators are int32 (|S| <= window bits). gate32: the int64 thresholds clamped to int32, which decides S > t alike
+ * for every S of the conv (|S| <= K*K*Cin < 2^31 - 1). */
+static int derive_fast_paths(fb_plan *pl)
+{
+    int small = 1;
+    for (int i = 0; i < pl->nsteps; i++)
+        if (pl->steps[i].kind != FB_STEP_POOLFC && pl->steps[i].bits > 30) small = 0;
+    for (int i = 0; i < pl->nsteps; i++) {
+        fb_step *st = &pl->steps[i];
+        const int O = st->g.O;
+        st->post32 = 0;
+        if (st->kind == FB_STEP_POOLFC) continue;
+        if (st->post == FB_POST_BLOCK) st->post32 = small && fits_i32(st->sign, O) && fits_i32(st->sc_mul, O);
+        if (st->kind == FB_STEP_QCONV && st->gate) {
+            st->gate32 = malloc((size_t)O * sizeof(int32_t));
+            if (!st->gate32) return -1;
+            for (int o = 0; o < O; o++)
+                st->gate32[o] = st->gate[o] < INT32_MIN ? INT32_MIN : (st->gate[o] > INT32_MAX ? INT32_MAX : (int32_t)st->gate[o]);
+        }
+    }
+    return 0;
 }
 
 /* Integer fields of one step, in this order (fast.py builds the same tuple). */
@@ -485,6 +523,7 @@ static PyObject *py_make_plan(PyObject *self, PyObject *args)
     }
     for (int i = 0; i < pl->nsteps; i++)
         if (pl->steps[i].g.Wo * pl->steps[i].g.O > pl->max_row) pl->max_row = pl->steps[i].g.Wo * pl->steps[i].g.O;
+    if (derive_fast_paths(pl) < 0) { PyErr_NoMemory(); goto fail; }
     Py_DECREF(seq);
     return PyCapsule_New(pl, PLAN_CAPSULE, plan_capsule_destructor);
 fail:

@@ -208,6 +208,29 @@ def test_fixed_point_formats_identical(fx):
 
 
 @needs_ext
+@pytest.mark.parametrize("simd", [True, False])
+def test_gate_thresholds_beyond_int32_identical(simd):
+    """The AVX2 gate compare uses thresholds clamped to int32: thresholds far outside (and at the edge of)
+    the int32 range must decide every output as the int64 compare does (gate counts included)."""
+    packed = packed_model(seed=5)
+    edge = np.array([2**40, -2**40, 2**31 - 1, -2**31 - 1, 2**31, -2**31], np.int64)
+    n_gated = 0
+    for op in packed.program:
+        if op["op"] == "frac_conv" and op["gate_threshold"] is not None:
+            t = np.array(packed.tensors[op["gate_threshold"]], copy=True)
+            t.reshape(-1)[:len(edge)] = edge.astype(t.dtype)
+            packed.tensors[op["gate_threshold"]] = t
+            n_gated += 1
+    assert n_gated > 0
+    x = images(5, 5)
+    gates = {}
+    want = golden.run_program(packed, x, collect_gates=gates)["logits"]
+    engine = fast.FastEngine(packed, threads=1, simd=simd)
+    np.testing.assert_array_equal(engine.logits(x), want)
+    assert engine.gate_counts == gates
+
+
+@needs_ext
 def test_saved_file_and_registry(tmp_path):
     packed = packed_model(seed=6)
     path = packed.save(tmp_path / "m.fbnn")

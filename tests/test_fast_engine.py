@@ -200,7 +200,9 @@ def test_wide_model_identical(simd):
 @needs_ext
 @pytest.mark.parametrize("fx", [FixedPoint(frac_bits=3, residual_bits=6, param_frac_bits=6),   # saturating
                                 FixedPoint(frac_bits=2, residual_bits=8, param_frac_bits=0),   # shift 0
-                                FixedPoint(frac_bits=12, residual_bits=32, param_frac_bits=18)])  # wide
+                                FixedPoint(frac_bits=12, residual_bits=32, param_frac_bits=18),  # wide
+                                # widest residuals the int32 quantizer path (q32) takes: |r| <= 2^29
+                                FixedPoint(frac_bits=20, residual_bits=30, param_frac_bits=16)])
 def test_fixed_point_formats_identical(fx):
     packed = packed_model(seed=4, fx=fx)
     x = images(3, 4)

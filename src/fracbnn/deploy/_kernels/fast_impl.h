@@ -380,6 +380,24 @@ static void FB(quantize_pixels)(const fb_step *st, const int64_t *src, uint64_t 
             const int c0 = w * 64, n = C - c0 < 64 ? C - c0 : 64;
             int c = 0;
 #ifdef FB_USE_AVX2
+            if (st->q32) {
+                /* 8 values per step on their low 32 bits (exact, see q32): the sign bits give the MSB
+                 * plane, the LSB is [3r > -b] ^ [r >= 0] ^ [3r > b] = NOT ([3r > -b] ^ sign(r) ^ [3r > b]) */
+                const __m256i vb32 = _mm256_set1_epi32((int)b), vnb32 = _mm256_set1_epi32((int)-b);
+                for (; c + 8 <= n; c += 8) {
+                    __m256 lo2 = _mm256_shuffle_ps(_mm256_castsi256_ps(_mm256_loadu_si256((const __m256i *)(r + c0 + c))),
+                                                   _mm256_castsi256_ps(_mm256_loadu_si256((const __m256i *)(r + c0 + c + 4))),
+                                                   _MM_SHUFFLE(2, 0, 2, 0));
+                    __m256i v = _mm256_permute4x64_epi64(_mm256_castps_si256(lo2), _MM_SHUFFLE(3, 1, 2, 0));
+                    m |= (uint64_t)(~(unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(v)) & 0xffu) << c;
+                    if (two) {
+                        __m256i t = _mm256_add_epi32(_mm256_add_epi32(v, v), v);
+                        __m256i x = _mm256_xor_si256(_mm256_xor_si256(_mm256_cmpgt_epi32(t, vnb32), v),
+                                                     _mm256_cmpgt_epi32(t, vb32));
+                        l |= (uint64_t)(~(unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(x)) & 0xffu) << c;
+                    }
+                }
+            }
             /* 4 values per step: compares give lane masks, movemask packs them into bits */
             {
                 const __m256i minus1 = _mm256_set1_epi64x(-1), vb = _mm256_set1_epi64x(b),
@@ -473,6 +491,17 @@ static inline __m256i FB(block_post4)(__m256i a, __m256i sign, __m256i thr, __m2
 }
 #endif
 
+/* Round-shift-saturate with the arithmetic shift done as a logical one: with C = 2^(63 - shift)
+ * (0 for shift 0), v + 2^63 (mod 2^64, folded into the rounding constant) read unsigned and
+ * shifted is floor(v / 2^shift) + C exactly; it is clamped to [lo + C, hi + C] (signed compares
+ * are right, it is below 2^63) and C taken off: the golden (v >> shift) clamped to [lo, hi]. */
+#define FB_OFFSET_SHIFT                                                                                        \
+    const uint64_t off_ = shift > 0 ? (uint64_t)1 << 63 : 0, C_ = shift > 0 ? (uint64_t)1 << (63 - shift) : 0; \
+    const __m256i vhalf_c = _mm256_set1_epi64x((long long)(half + off_)),                                      \
+                  vlo_c = _mm256_set1_epi64x((long long)((uint64_t)lo + C_)),                                  \
+                  vhi_c = _mm256_set1_epi64x((long long)((uint64_t)hi + C_)), vC = _mm256_set1_epi64x((long long)C_); \
+    const __m128i cnt = _mm_cvtsi32_si128(shift)
+
 /* Post op over one output row: acc (Wo x O) -> dst (Wo x O); scrow is the
  * shortcut row (Wo x O, already expanded for avgpool2_dup) or NULL. */
 static void FB(post_row)(const fb_step *st, const int32_t *restrict acc, int64_t *restrict dst,
@@ -485,20 +514,16 @@ static void FB(post_row)(const fb_step *st, const int32_t *restrict acc, int64_t
         const int64_t *restrict mul = st->mul, *restrict add = st->add;
 #ifdef FB_USE_AVX2
         if (O % 4 == 0) { /* the accumulator fits in int32: two multiplies per product (mul64x32) */
-            const __m256i vhalf = _mm256_set1_epi64x((long long)half), vlo = _mm256_set1_epi64x(lo),
-                          vhi = _mm256_set1_epi64x(hi);
-            const __m128i cnt = _mm_cvtsi32_si128(shift), cnt_fill = _mm_cvtsi32_si128(64 - shift);
+            FB_OFFSET_SHIFT;
             for (int x = 0; x < Wo; x++, acc += O, dst += O)
                 for (int o = 0; o < O; o += 4) {
                     __m256i a = _mm256_cvtepi32_epi64(_mm_loadu_si128((const __m128i *)(acc + o)));
                     __m256i v = _mm256_add_epi64(FB(mul64x32)(_mm256_loadu_si256((const __m256i *)(mul + o)), a),
-                                                 _mm256_add_epi64(_mm256_loadu_si256((const __m256i *)(add + o)), vhalf));
-                    if (shift > 0) {
-                        __m256i neg = _mm256_cmpgt_epi64(_mm256_setzero_si256(), v);
-                        v = _mm256_or_si256(_mm256_srl_epi64(v, cnt), _mm256_sll_epi64(neg, cnt_fill));
-                    }
-                    v = _mm256_blendv_epi8(v, vlo, _mm256_cmpgt_epi64(vlo, v));
-                    _mm256_storeu_si256((__m256i *)(dst + o), _mm256_blendv_epi8(v, vhi, _mm256_cmpgt_epi64(v, vhi)));
+                                                 _mm256_add_epi64(_mm256_loadu_si256((const __m256i *)(add + o)), vhalf_c));
+                    v = _mm256_srl_epi64(v, cnt); /* r + C, unsigned (see FB_OFFSET_SHIFT) */
+                    v = _mm256_blendv_epi8(v, vlo_c, _mm256_cmpgt_epi64(vlo_c, v));
+                    v = _mm256_blendv_epi8(v, vhi_c, _mm256_cmpgt_epi64(v, vhi_c));
+                    _mm256_storeu_si256((__m256i *)(dst + o), _mm256_sub_epi64(v, vC));
                 }
             return;
         }
@@ -520,6 +545,7 @@ static void FB(post_row)(const fb_step *st, const int32_t *restrict acc, int64_t
                       vhi = _mm256_set1_epi64x(hi);
         const __m128i cnt = _mm_cvtsi32_si128(shift), cnt_fill = _mm_cvtsi32_si128(64 - shift);
         if (st->post32) { /* sign, sc_mul and the shortcut fit in int32: exact signed 32x32->64 products */
+            FB_OFFSET_SHIFT;
             for (int x = 0; x < Wo; x++, acc += O, dst += O, scrow += O)
                 for (int o = 0; o < O; o += 4) {
 #define LD(p) _mm256_loadu_si256((const __m256i *)((p) + o))
@@ -527,14 +553,12 @@ static void FB(post_row)(const fb_step *st, const int32_t *restrict acc, int64_t
                     __m256i pos = _mm256_cmpgt_epi64(_mm256_mul_epi32(LD(sign), a), LD(thr));
                     __m256i m = _mm256_blendv_epi8(LD(nm), LD(pm), pos), b = _mm256_blendv_epi8(LD(na), LD(pa), pos);
                     __m256i v = _mm256_add_epi64(_mm256_add_epi64(FB(mul64x32)(m, a), b),
-                                                 _mm256_add_epi64(_mm256_mul_epi32(LD(scm), LD(scrow)), vhalf));
+                                                 _mm256_add_epi64(_mm256_mul_epi32(LD(scm), LD(scrow)), vhalf_c));
 #undef LD
-                    if (shift > 0) {
-                        __m256i neg = _mm256_cmpgt_epi64(_mm256_setzero_si256(), v);
-                        v = _mm256_or_si256(_mm256_srl_epi64(v, cnt), _mm256_sll_epi64(neg, cnt_fill));
-                    }
-                    v = _mm256_blendv_epi8(v, vlo, _mm256_cmpgt_epi64(vlo, v));
-                    _mm256_storeu_si256((__m256i *)(dst + o), _mm256_blendv_epi8(v, vhi, _mm256_cmpgt_epi64(v, vhi)));
+                    v = _mm256_srl_epi64(v, cnt); /* r + C, unsigned (see FB_OFFSET_SHIFT) */
+                    v = _mm256_blendv_epi8(v, vlo_c, _mm256_cmpgt_epi64(vlo_c, v));
+                    v = _mm256_blendv_epi8(v, vhi_c, _mm256_cmpgt_epi64(v, vhi_c));
+                    _mm256_storeu_si256((__m256i *)(dst + o), _mm256_sub_epi64(v, vC));
                 }
             return;
         }

@@ -61,6 +61,7 @@ typedef struct {
     int gate_index;                /* QCONV: index into the gate counters, -1 none */
     int sparse_lsb;                /* QCONV: skip the LSB pass where the gate is closed */
     int post32;                    /* block_post: sign, sc_mul and shortcut values fit in int32 */
+    int q32;                       /* QCONV: the residuals it quantizes, 3 x them and +-2^(frac_bits+1) fit in int32 */
     int32_t *gate32;               /* gate thresholds clamped to int32 (owned by the plan), or NULL */
     const uint64_t *wbits;
     const uint64_t *wbits_t; /* same, 4 output channels interleaved (O % 4 == 0), or NULL */
@@ -362,12 +363,27 @@ static int fits_i32(const int64_t *a, int n)
  * saturates to at most 30 bits, so a shortcut value, or the sum of 4 (avgpool2_dup), fits in
  * int32 too: sign * acc and sc_mul * shortcut are then exact signed 32x32->64 products (the
  * same low 64 bits as the int64 wrap); accumulators are int32 (|S| <= window bits). gate32: the int64 thresholds clamped to int32, which decides S > t alike
- * for every S of the conv (|S| <= K*K*Cin < 2^31 - 1). */
+ * for every S of the conv (|S| <= K*K*Cin < 2^31 - 1). q32 (QCONV): the slot it quantizes was last written
+ * by a post op saturating to at most 30 bits (|r| <= 2^29, so 3 r fits in int32) and 2^(frac_bits+1) fits in
+ * int32: the quantizer's compares are then exact on the low 32 bits of each residual. */
 static int derive_fast_paths(fb_plan *pl)
 {
     int small = 1;
     for (int i = 0; i < pl->nsteps; i++)
         if (pl->steps[i].kind != FB_STEP_POOLFC && pl->steps[i].bits > 30) small = 0;
+    /* bits of the post op that last wrote each slot (0: none yet) */
+    int *slot_bits = calloc((size_t)pl->nslots + 1, sizeof(int));
+    if (!slot_bits) return -1;
+    for (int i = 0; i < pl->nsteps; i++) {
+        fb_step *st = &pl->steps[i];
+        st->q32 = 0;
+        if (st->kind == FB_STEP_QCONV && st->src_slot >= 0 && st->src_slot < pl->nslots) {
+            const int sb = slot_bits[st->src_slot];
+            st->q32 = sb >= 2 && sb <= 30 && st->frac_bits + 1 <= 29;
+        }
+        if (st->kind != FB_STEP_POOLFC && st->dst_slot >= 0 && st->dst_slot < pl->nslots) slot_bits[st->dst_slot] = st->bits;
+    }
+    free(slot_bits);
     for (int i = 0; i < pl->nsteps; i++) {
         fb_step *st = &pl->steps[i];
         const int O = st->g.O;

@@ -233,6 +233,30 @@ def test_gate_thresholds_beyond_int32_identical(simd):
 
 
 @needs_ext
+@pytest.mark.parametrize("simd", [True, False])
+def test_post_multipliers_at_split_edge_identical(simd):
+    """The AVX2 post ops split multipliers in [-2^62, 2^62) into two int32 halves (exact products);
+    multipliers at the edge of that range, and beyond it (the 64-bit multiply path), must give the
+    golden engine's wrap-around results."""
+    packed = packed_model(seed=6)
+    inside = np.array([2**62 - 1, -2**62, 2**31 - 1, 2**31, -2**31, -2**31 - 1, 3 * 2**40], np.int64)
+    outside = np.array([2**62, -2**62 - 1, 2**63 - 1, -2**63], np.int64)
+    k = 0
+    for op in packed.program:
+        if op["op"] in ("scale_shift", "block_post"):
+            for name in ("mul",) if op["op"] == "scale_shift" else ("pos_mul", "neg_mul"):
+                t = np.array(packed.tensors[op[name]], copy=True)
+                edge = outside if k % 2 else inside
+                t.reshape(-1)[:len(edge)] = edge.astype(t.dtype)
+                packed.tensors[op[name]] = t
+            k += 1
+    assert k >= 2
+    x = images(5, 5)
+    want = golden.run_program(packed, x)["logits"]
+    np.testing.assert_array_equal(fast.FastEngine(packed, threads=1, simd=simd).logits(x), want)
+
+
+@needs_ext
 def test_saved_file_and_registry(tmp_path):
     packed = packed_model(seed=6)
     path = packed.save(tmp_path / "m.fbnn")

@@ -474,6 +474,13 @@ static inline __m256i FB(mul64x32)(__m256i x, __m256i a)
                             _mm256_and_si256(_mm256_slli_epi64(x, 32), neg));
 }
 
+/* Low 64 bits of m * a per lane for a split multiplier s = (m mod 2^31) | (m >> 31) << 32
+ * (fastkernels.c) and an int32 a: (m >> 31) a 2^31 + (m mod 2^31) a, two exact signed products. */
+static inline __m256i FB(mul31)(__m256i s, __m256i a)
+{
+    return _mm256_add_epi64(_mm256_slli_epi64(_mm256_mul_epi32(_mm256_srli_epi64(s, 32), a), 31), _mm256_mul_epi32(s, a));
+}
+
 /* block_post for 4 channels: the scalar formula of post_row, lane by lane. */
 static inline __m256i FB(block_post4)(__m256i a, __m256i sign, __m256i thr, __m256i pm, __m256i pa, __m256i nm,
                                       __m256i na, __m256i scm, __m256i sc, __m256i half, __m128i cnt,
@@ -511,14 +518,15 @@ static void FB(post_row)(const fb_step *st, const int32_t *restrict acc, int64_t
     const int64_t hi = (int64_t)((((uint64_t)1) << (st->bits - 1)) - 1), lo = -hi - 1;
     const uint64_t half = shift > 0 ? (uint64_t)1 << (shift - 1) : 0;
     if (st->post == FB_POST_SCALE_SHIFT) {
-        const int64_t *restrict mul = st->mul, *restrict add = st->add;
+        const int64_t *restrict mul = st->mul, *restrict add = st->add, *restrict mul31 = st->mul31;
 #ifdef FB_USE_AVX2
         if (O % 4 == 0) { /* the accumulator fits in int32: two multiplies per product (mul64x32) */
             FB_OFFSET_SHIFT;
             for (int x = 0; x < Wo; x++, acc += O, dst += O)
                 for (int o = 0; o < O; o += 4) {
                     __m256i a = _mm256_cvtepi32_epi64(_mm_loadu_si128((const __m128i *)(acc + o)));
-                    __m256i v = _mm256_add_epi64(FB(mul64x32)(_mm256_loadu_si256((const __m256i *)(mul + o)), a),
+                    __m256i v = _mm256_add_epi64(mul31 ? FB(mul31)(_mm256_loadu_si256((const __m256i *)(mul31 + o)), a)
+                                                       : FB(mul64x32)(_mm256_loadu_si256((const __m256i *)(mul + o)), a),
                                                  _mm256_add_epi64(_mm256_loadu_si256((const __m256i *)(add + o)), vhalf_c));
                     v = _mm256_srl_epi64(v, cnt); /* r + C, unsigned (see FB_OFFSET_SHIFT) */
                     v = _mm256_blendv_epi8(v, vlo_c, _mm256_cmpgt_epi64(vlo_c, v));
@@ -538,7 +546,7 @@ static void FB(post_row)(const fb_step *st, const int32_t *restrict acc, int64_t
     }
     const int64_t *restrict sign = st->sign, *restrict thr = st->thr, *restrict pm = st->pos_mul,
                   *restrict pa = st->pos_add, *restrict nm = st->neg_mul, *restrict na = st->neg_add,
-                  *restrict scm = st->sc_mul;
+                  *restrict scm = st->sc_mul, *restrict pm31 = st->pm31, *restrict nm31 = st->nm31;
 #ifdef FB_USE_AVX2
     if (O % 4 == 0) {
         const __m256i vhalf = _mm256_set1_epi64x((long long)half), vlo = _mm256_set1_epi64x(lo),
@@ -551,8 +559,10 @@ static void FB(post_row)(const fb_step *st, const int32_t *restrict acc, int64_t
 #define LD(p) _mm256_loadu_si256((const __m256i *)((p) + o))
                     __m256i a = _mm256_cvtepi32_epi64(_mm_loadu_si128((const __m128i *)(acc + o)));
                     __m256i pos = _mm256_cmpgt_epi64(_mm256_mul_epi32(LD(sign), a), LD(thr));
-                    __m256i m = _mm256_blendv_epi8(LD(nm), LD(pm), pos), b = _mm256_blendv_epi8(LD(na), LD(pa), pos);
-                    __m256i v = _mm256_add_epi64(_mm256_add_epi64(FB(mul64x32)(m, a), b),
+                    __m256i b = _mm256_blendv_epi8(LD(na), LD(pa), pos);
+                    __m256i ma = pm31 ? FB(mul31)(_mm256_blendv_epi8(LD(nm31), LD(pm31), pos), a)
+                                      : FB(mul64x32)(_mm256_blendv_epi8(LD(nm), LD(pm), pos), a);
+                    __m256i v = _mm256_add_epi64(_mm256_add_epi64(ma, b),
                                                  _mm256_add_epi64(_mm256_mul_epi32(LD(scm), LD(scrow)), vhalf_c));
 #undef LD
                     v = _mm256_srl_epi64(v, cnt); /* r + C, unsigned (see FB_OFFSET_SHIFT) */

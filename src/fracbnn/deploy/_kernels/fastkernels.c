@@ -63,6 +63,8 @@ typedef struct {
     int post32;                    /* block_post: sign, sc_mul and shortcut values fit in int32 */
     int q32;                       /* QCONV: the residuals it quantizes, 3 x them and +-2^(frac_bits+1) fit in int32 */
     int32_t *gate32;               /* gate thresholds clamped to int32 (owned by the plan), or NULL */
+    int64_t *split;                /* owned storage of the split multipliers below, or NULL */
+    const int64_t *mul31, *pm31, *nm31; /* mul / pos_mul / neg_mul as (m mod 2^31) | (m >> 31) << 32, or NULL */
     const uint64_t *wbits;
     const uint64_t *wbits_t; /* same, 4 output channels interleaved (O % 4 == 0), or NULL */
     const int64_t *gate;
@@ -341,7 +343,7 @@ static void plan_free(fb_plan *pl)
         free(pl->bufs);
     }
     if (pl->steps)
-        for (int i = 0; i < pl->nsteps; i++) free(pl->steps[i].gate32);
+        for (int i = 0; i < pl->nsteps; i++) { free(pl->steps[i].gate32); free(pl->steps[i].split); }
     free(pl->steps);
     free(pl);
 }
@@ -395,6 +397,26 @@ static int derive_fast_paths(fb_plan *pl)
             if (!st->gate32) return -1;
             for (int o = 0; o < O; o++)
                 st->gate32[o] = st->gate[o] < INT32_MIN ? INT32_MIN : (st->gate[o] > INT32_MAX ? INT32_MAX : (int32_t)st->gate[o]);
+        }
+        /* multipliers in [-2^62, 2^62): m = (m >> 31) 2^31 + (m mod 2^31), both parts int32, so m * a
+         * (a int32) is two exact signed 32x32->64 products, the high one shifted (mod 2^64 like numpy) */
+        const int64_t *src[2] = {NULL, NULL};
+        if (st->post == FB_POST_SCALE_SHIFT) src[0] = st->mul;
+        else if (st->post == FB_POST_BLOCK) { src[0] = st->pos_mul; src[1] = st->neg_mul; }
+        int ok = src[0] != NULL;
+        for (int k = 0; k < 2 && ok; k++)
+            for (int o = 0; src[k] && o < O; o++) ok = ok && src[k][o] >= -((int64_t)1 << 62) && src[k][o] < ((int64_t)1 << 62);
+        if (ok) {
+            st->split = malloc((size_t)2 * O * sizeof(int64_t));
+            if (!st->split) return -1;
+            for (int k = 0; k < 2 && src[k]; k++)
+                for (int o = 0; o < O; o++) {
+                    const int64_t m = src[k][o];
+                    st->split[(size_t)k * O + o] =
+                        (int64_t)(((uint64_t)m & 0x7fffffffu) | ((uint64_t)(uint32_t)(int32_t)(m >> 31) << 32));
+                }
+            if (st->post == FB_POST_SCALE_SHIFT) st->mul31 = st->split;
+            else { st->pm31 = st->split; st->nm31 = st->split + O; }
         }
     }
     return 0;

@@ -139,7 +139,7 @@ static inline __m256i FB(popcnt8)(__m256i v, __m256i table, __m256i low4)
                     d3 += __builtin_popcountll(xl[j] ^ wbs[4 * j + 3]);                                       \
                 }                                                                                             \
             }                                                                                                 \
-            FB_DOT8_STORE(ama, amb, ala, _mm_setr_epi32(d0, d1, d2, d3));                                     \
+            FB_DOT8_STORE(ama, amb, ala, _mm_set_epi64x((long long)((uint32_t)d2 | (uint64_t)(uint32_t)d3 << 32), (long long)((uint32_t)d0 | (uint64_t)(uint32_t)d1 << 32)));                                     \
         }                                                                                                     \
     }
 

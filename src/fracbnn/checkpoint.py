@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import os
 import pickle
-import tempfile
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from .errors import CheckpointError
+from .fileio import atomic_write  # noqa: F401  (re-exported: callers import it from here)
 from .models import create_model
 from .nn import FracConv2d
 
@@ -66,27 +66,6 @@ def _data_facts(model: nn.Module) -> dict:
     if classes is not None:
         out["classes"] = [str(c) for c in classes]
     return out
-
-
-def atomic_write(path: str | os.PathLike, write) -> Path:
-    """Call ``write(file)`` on a temporary file beside ``path``, fsync, then rename it over ``path``.
-
-    A crash or kill at any moment leaves either the old file or the new one,
-    never a partial file; the temporary file is removed on failure.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def atomic_torch_save(obj, path: str | os.PathLike) -> Path:

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..quant.thermometer import thermometer_level
+from ..ir.arith import thermometer_level
 from .engines import Engine, EngineError
 from .packed import PackedModel, unpack_weight_bits
 

@@ -18,23 +18,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-
-def _round_half_even_div(p, r: int):
-    """round(p / r), ties to even, for non-negative integer arrays or tensors."""
-    q = p // r
-    rem = p - q * r
-    up = (2 * rem > r) | ((2 * rem == r) & (q % 2 == 1))
-    return q + up
-
-
-def bits_per_channel(resolution: int) -> int:
-    """T = round(255 / R), ties to even (255 / R is never a tie for integer R > 0)."""
-    return int(_round_half_even_div(255, int(resolution)))
-
-
-def thermometer_level(pixels, resolution: int = 8):
-    """Number of +1 bits, n = round(p / R), for integer pixels (numpy or torch)."""
-    return _round_half_even_div(pixels, int(resolution))
+# one definition for the trained model and the integer IR (works on numpy arrays and tensors)
+from ..ir.arith import bits_per_channel  # noqa: F401
+from ..ir.arith import round_half_even_div as _round_half_even_div  # noqa: F401
+from ..ir.arith import thermometer_level  # noqa: F401
 
 
 def to_pixels(images: torch.Tensor) -> torch.Tensor:

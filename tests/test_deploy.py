@@ -155,7 +155,8 @@ def test_default_widths_first_block_matches_pytorch_to_the_lsb():
     packed = export_model(model)
     fx = FixedPoint()
     assert packed.meta["fixed_point"] == {"frac_bits": fx.frac_bits, "residual_bits": fx.residual_bits,
-                                          "param_frac_bits": fx.param_frac_bits}
+                                          "param_frac_bits": fx.param_frac_bits,
+                                          "classifier_frac_bits": fx.param_frac_bits}
     buf = run_program(packed, x.numpy())
     lsb = 2.0**-fx.frac_bits
     stem = acts["stem.out"].numpy()

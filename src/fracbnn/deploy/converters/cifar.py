@@ -1,0 +1,38 @@
+"""CIFAR ResNets (resnet20/32/44/56, -fracbnn and -bnn) -> IR.
+
+    stem: thermometer -> binary_conv -> scale_shift
+    block: [avgpool2_dup of x when down-sampling]
+           quantize2/sign_bit -> frac_conv/binary_conv -> block_post(shortcut x or its pool)   -> y
+           quantize2/sign_bit -> frac_conv/binary_conv -> block_post(shortcut y)               -> out
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from ...models.resnet_cifar import CifarResNet, DuplicateDownsample
+from . import register_converter
+from .builder import Builder, UnsupportedModelError
+
+
+@register_converter(CifarResNet)
+def convert_cifar_resnet(model: CifarResNet, b: Builder) -> str:
+    unit = 2.0 ** -b.fx.frac_bits  # real value of one residual integer
+    x = b.thermometer_stem(model.encoder, model.stem, model.stem_bn)
+    for i, stage in enumerate(model.stages):
+        for j, blk in enumerate(stage):
+            name = f"stages.{i}.{j}"
+            if isinstance(blk.shortcut, DuplicateDownsample):
+                sc, pooled = f"{name}.shortcut", True
+                b.op(op="avgpool2_dup", input=x, output=sc)
+            elif isinstance(blk.shortcut, nn.Identity):
+                sc, pooled = x, False
+            else:
+                raise UnsupportedModelError(f"{name} has an unsupported shortcut {type(blk.shortcut).__name__}")
+            acc, u = b.block_conv(blk.conv1, x, f"{name}.conv1")
+            b.block_post(acc, u, blk.bn1, blk.rprelu1, blk.bn_res1, sc, unit, f"{name}.y", f"{name}.post1", pooled)
+            y = f"{name}.y"
+            acc, u = b.block_conv(blk.conv2, y, f"{name}.conv2")
+            b.block_post(acc, u, blk.bn2, blk.rprelu2, blk.bn_res2, y, unit, f"{name}.out", f"{name}.post2")
+            x = f"{name}.out"
+    return x

@@ -34,11 +34,11 @@ def ops_markdown() -> str:
     for name, op in registered_ops().items():
         out.append(f"### `{name}` {{{_signature(op)}}}\n")
         out.append(inspect.cleandoc(op.__doc__ or "").rstrip() + "\n")
-        out.append(f"Outputs: {'uint8 0/1 bit planes' if op.out_kind == BITS else 'int64'}. "
-                   f"Defined in `{op.__module__.replace('.', '/')}.py` (class `{op.__name__}`).")
+        line = (f"Outputs: {'uint8 0/1 bit planes' if op.out_kind == BITS else 'int64'}. "
+                f"Defined in `{op.__module__.replace('.', '/')}.py` (class `{op.__name__}`).")
         if op.params:
-            out.append(" Integer attributes: " + "; ".join(f"`{k}`: {v}" for k, v in op.params.items()) + ".")
-        out.append("\n")
+            line += " Integer attributes: " + "; ".join(f"`{k}`: {v}" for k, v in op.params.items()) + "."
+        out.append(line + "\n")
     return "\n".join(out).rstrip() + "\n"
 
 

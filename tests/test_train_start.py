@@ -88,6 +88,10 @@ def test_out_that_is_a_file_is_refused(tmp_path, capsys):
     assert "is a file, not a folder" in one_line_error(capsys) and target.read_text() == "keep me"
     assert main(["train", "--config", str(tiny(tmp_path)), "--out", str(target / "run")]) == 2
     assert "Not a directory" in one_line_error(capsys)
+    assert main(["quickstart", "--out", str(target)]) == 2
+    assert "is a file, not a folder" in one_line_error(capsys)
+    assert main(["quickstart", "--threads", "0"]) == 2
+    assert "runtime.threads must be a positive integer" in one_line_error(capsys)
 
 
 def test_read_only_output_is_a_one_line_error(tmp_path, capsys, monkeypatch):

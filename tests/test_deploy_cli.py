@@ -16,6 +16,8 @@ from fracbnn.cli import main
 from fracbnn.deploy.fast import available as fast_available
 from fracbnn.models import create_model
 
+from conftest import skip_or_fail_without_c
+
 DATASETS = Path(os.environ.get("FRACBNN_DATASETS", Path(__file__).resolve().parents[1].parent / "shared" / "datasets"))
 
 
@@ -133,7 +135,7 @@ def test_cli_subprocess_truncated_file_no_traceback(files, tmp_path):
 @pytest.mark.parametrize("engine", ["golden", "fast"])
 def test_eval_packed_on_cifar_json(files, capsys, engine):
     if engine == "fast" and not fast_available():
-        pytest.skip("fast engine extension not built")
+        skip_or_fail_without_c("fast engine extension not built")
     assert main(["eval", str(files / "m.fbnn"), "--data", str(DATASETS), "--engine", engine, "--limit", "20",
                  "--batch-size", "7", "--json"]) == 0
     res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])

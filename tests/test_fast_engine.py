@@ -10,7 +10,9 @@ from fracbnn.deploy import fast, golden
 from fracbnn.models import create_model
 from fracbnn.quant import thermometer_bits
 
-needs_ext = pytest.mark.skipif(not fast.available(), reason="fast engine extension not built (pip install -e .)")
+from conftest import needs_c
+
+needs_ext = needs_c(fast.available(), "fast engine extension not built (pip install -e .)")
 
 
 def randomize(model, seed):

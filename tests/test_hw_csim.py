@@ -17,9 +17,9 @@ from fracbnn.hw.perf_model import cycle_model
 from fracbnn.hw.report import compare_with_csim, measured
 from fracbnn.models import create_model
 
-from conftest import datasets_dir
+from conftest import datasets_dir, needs_c
 
-pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="g++ is needed to build the C testbench")
+pytestmark = needs_c(shutil.which("g++") is not None, "g++ is needed to build the C testbench")
 
 
 def _random_model(seed, thr_range=(-5.0, 40.0), **kwargs):

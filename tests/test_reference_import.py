@@ -235,3 +235,24 @@ def test_zero_weights_are_reported(reference_resnet20, capsys, tmp_path):
     torch.save(zeroed, src)
     assert main(["import-reference", str(src), "--arch", "resnet20", "-o", str(tmp_path / "o.pt")]) == 0
     assert "3 binary weights are exactly 0" in capsys.readouterr().out
+
+
+def test_imported_resnet20_records_its_data_so_eval_needs_no_dataset(tmp_path, reference_resnet20, monkeypatch,
+                                                                     capsys):
+    """cifar10.py trains on CIFAR-10: the checkpoint says so, and `fracbnn eval CKPT --data ...` uses it."""
+    state, io = reference_resnet20
+    src = tmp_path / "ref.pt"
+    torch.save(_as_saved_by_reference(state, io), src)
+    out = tmp_path / "imported.pt"
+    assert main(["import-reference", str(src), "--arch", "resnet20", "-o", str(out)]) == 0
+    ckpt = load_checkpoint(out)
+    assert ckpt["dataset"] == {"name": "cifar10"} and ckpt["input_size"] == [3, 32, 32]
+    assert ckpt["classes"][:2] == ["airplane", "automobile"] and len(ckpt["classes"]) == 10
+    from test_data_datasets import make_fake_cifar10
+
+    archive = tmp_path / "cifar-10-python.tar.gz"
+    make_fake_cifar10(archive)
+    monkeypatch.setenv("FRACBNN_CACHE", str(tmp_path / "cache"))
+    capsys.readouterr()
+    assert main(["eval", str(out), "--data", str(archive), "--json", "--device", "cpu"]) == 0
+    assert '"dataset": "cifar10"' in capsys.readouterr().out

@@ -88,3 +88,52 @@ def test_resolved_recipe_round_trips(tmp_path):
 def test_merge_does_not_touch_defaults():
     merged = merge(DEFAULTS, {"optim": {"lr": 0.5}})
     assert merged["optim"]["lr"] == 0.5 and DEFAULTS["optim"]["lr"] == 1e-3
+
+
+@pytest.mark.parametrize("override, match", [
+    ("optim.betas=0.9", r"optim\.betas must be a list of two numbers in \[0, 1\)"),
+    ("optim.betas=[0.9, 1.5]", r"optim\.betas"),
+    ("optim.lr=fast", r"optim\.lr must be a number >= 0"),
+    ("optim.eps=-1", r"optim\.eps"),
+    ("data.num_workers=-1", r"data\.num_workers must be an integer >= 0, got -1"),
+    ("data.num_workers=2.5", r"data\.num_workers"),
+    ("data.batch_size=true", r"data\.batch_size must be a positive integer"),
+    ("data.train_limit=0", r"data\.train_limit must be null or a positive integer"),
+    ("data.download=maybe", r"data\.download must be true or false"),
+    ("data.root=[1]", r"data\.root must be null or a path"),
+    ("runtime.threads=0", r"runtime\.threads must be a positive integer or auto, got 0"),
+    ("runtime.threads=two", r"runtime\.threads"),
+    ("runtime.amp=yes please", r"runtime\.amp must be auto, true or false"),
+    ("runtime.progress=2", r"runtime\.progress must be true or false"),
+    ("runtime.checkpoint_every=-5", r"runtime\.checkpoint_every"),
+    ("gate.weight=-1", r"gate\.weight must be a number >= 0"),
+    ("gate.target=high", r"gate\.target must be null or a number"),
+    ("distill.temperature=warm", r"distill\.temperature must be a number > 0"),
+    ("distill.alpha=.nan", r"distill\.alpha"),
+    ("seed=-1", r"seed must be an integer >= 0"),
+    ("seed=1.5", r"seed must be an integer"),
+    ("deterministic=1", r"deterministic must be true or false"),
+    ("device=gpu", r"device must be auto, cpu, cuda or cuda:N"),
+    ("name=", r"name must be a non-empty string"),
+    ("steps.0.lr=-1", r"steps\[0\]\.lr must be null or a number >= 0"),
+    ("steps.0.epochs=1.5", r"steps\[0\]\.epochs must be an integer >= 0"),
+])
+def test_every_bad_recipe_value_is_a_one_line_config_error(override, match):
+    """The whole class: a value of the wrong type or range stops at load time, never deep inside training."""
+    with pytest.raises(ConfigError, match=match) as e:
+        load_recipe(CONFIGS / "digits-quickstart.yaml", [override])
+    assert "\n" not in str(e.value)
+
+
+def test_threads_auto_leaves_busy_cores_free():
+    from fracbnn.train.threads import auto_threads, choose_threads
+
+    assert auto_threads(default=2, cores=2, load=0.1) == 2
+    assert auto_threads(default=2, cores=2, load=1.2) == 1  # one core busy elsewhere: one thread
+    assert auto_threads(default=2, cores=2, load=5.0) == 1  # never below 1
+    assert auto_threads(default=4, cores=16, load=2.0) == 4  # never above torch's default
+    assert auto_threads(default=2, cores=2, load=None) == 2  # no load average (Windows): torch's default
+    assert choose_threads(3) == (3, "set by runtime.threads")
+    n, why = choose_threads("auto")
+    assert n >= 1 and why.startswith("auto: ")
+    assert load_recipe(CONFIGS / "digits-quickstart.yaml")["runtime"]["threads"] == "auto"

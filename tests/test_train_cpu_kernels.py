@@ -11,7 +11,9 @@ from fracbnn.nn import FracConv2d, ThermometerConv2d, cpu_ops
 from fracbnn.nn.input_layer import thermometer_conv_reference
 from fracbnn.quant import ActivationQuantizer, ThermometerEncoder
 
-pytestmark = pytest.mark.skipif(not cpu_ops.built(), reason="the C training kernels were not built (no compiler)")
+from conftest import needs_c
+
+pytestmark = needs_c(cpu_ops.built(), "the C training kernels were not built (no compiler)")
 
 
 @pytest.fixture

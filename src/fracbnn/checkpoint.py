@@ -11,26 +11,40 @@ code. Keys:
     input_size  [C, H, W] of the images the model takes, when the model has
                 an ``input_size`` attribute (the trainer sets it)
     classes     class names, when the model has a ``classes`` attribute
+    dataset     {"name": ..., "image_size": [H, W], "mode": "L"|"RGB"} (the latter two
+                only where the recipe set them): the data the model was trained
+                on (training and import-reference write it)
+    checksum    {"algorithm": "sha256-v1", "digest": hex}: SHA-256 over every
+                other value (tensor bytes included) in a fixed order, written
+                at save time and verified on load, so flipped bytes inside a
+                tensor are an error, not silently different weights.
+                Checkpoints written before it existed have no checksum and
+                still load (unverified).
     ...         anything else the writer adds (optimizer, scheduler, rng,
-                epoch, step, config, metrics)
+                epoch, step, config, metrics, dataset)
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pickle
+import warnings
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from .errors import CheckpointError
-from .fileio import atomic_write  # noqa: F401  (re-exported: callers import it from here)
+from .fileio import TMP_PREFIX, TMP_SUFFIX, atomic_write, default_file_mode, stray_temp_files  # noqa: F401
 from .models import create_model
 from .nn import FracConv2d
 
 FORMAT = "fracbnn.checkpoint"
 VERSION = 1
+CHECKSUM_ALGORITHM = "sha256-v1"
+_ZIP_MAGIC = b"PK\x03\x04"
+_FBNN_MAGIC = b"FBNN"
 
 
 def model_spec(model: nn.Module) -> dict:
@@ -53,7 +67,40 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, **extra) -> Path:
                "state_dict": model_.state_dict()}
     payload.update(_data_facts(model_))
     payload.update(extra)
+    payload.pop("checksum", None)
+    payload["checksum"] = {"algorithm": CHECKSUM_ALGORITHM, "digest": payload_digest(payload)}
     return atomic_torch_save(payload, path)
+
+
+def payload_digest(payload: dict) -> str:
+    """SHA-256 over every value of a checkpoint except its ``checksum``, in a fixed order.
+
+    Dict keys are visited sorted, lists in order; a tensor contributes its
+    dtype, shape and raw bytes, a plain value its type and repr. The same
+    content therefore always gives the same digest, whatever the pickling.
+    """
+    h = hashlib.sha256()
+    _feed(h, {k: v for k, v in payload.items() if k != "checksum"})
+    return h.hexdigest()
+
+
+def _feed(h, value) -> None:
+    if isinstance(value, torch.Tensor):
+        t = value.detach().cpu().contiguous()
+        h.update(f"T{t.dtype}{tuple(t.shape)}:".encode())
+        if t.numel():
+            h.update(t.reshape(-1).view(torch.uint8).numpy())
+    elif isinstance(value, dict):
+        h.update(f"D{len(value)}:".encode())
+        for key in sorted(value, key=repr):
+            h.update(f"K{key!r}:".encode())
+            _feed(h, value[key])
+    elif isinstance(value, (list, tuple)):
+        h.update(f"{'L' if isinstance(value, list) else 'U'}{len(value)}:".encode())
+        for item in value:
+            _feed(h, item)
+    else:
+        h.update(f"V{type(value).__name__}:{value!r};".encode())
 
 
 def _data_facts(model: nn.Module) -> dict:
@@ -82,15 +129,44 @@ def safe_torch_load(path: str | os.PathLike, what: str, missing_hint: str, unsaf
     path = Path(path)
     if not path.is_file():
         raise error(f"{what} {path} not found; {missing_hint}")
+    kind = sniff_file(path)
+    if kind != "torch":
+        hint = ("give the .pt checkpoint it was exported from (eval, infer, bench and hw take .fbnn files)"
+                if kind.endswith("(.fbnn)") else corrupt_hint)
+        raise error(f"{path} is {kind}, not a {what} file; {hint}")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # torch's own advice (weights_only=False) is not ours to give
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
-        first = (str(e).strip().splitlines() or [""])[0]
-        raise error(f"{path} holds objects other than tensors and plain values, refused as unsafe to load "
-                    f"({first[:120]}); {unsafe_hint}") from None
-    except Exception as e:  # torch raises several types for damaged files
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise error(f"{path} is truncated or corrupt ({first[:100]}); {corrupt_hint}") from None
+        name = _unsupported_global(str(e))
+        raise error(f"{path} holds objects other than tensors and plain values{name}, refused as unsafe to "
+                    f"load; {unsafe_hint}") from None
+    except Exception:  # torch raises several types (RuntimeError, UnicodeDecodeError, EOFError...) for damage
+        raise error(f"{path} is truncated or corrupt (PyTorch cannot read it); {corrupt_hint}") from None
+
+
+def sniff_file(path: Path) -> str:
+    """"torch" for a file that starts like a torch.save file, else a short description of what it is."""
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if head.startswith(_ZIP_MAGIC):
+        return "torch"
+    if head[:1] == b"\x80" and len(head) > 1 and 2 <= head[1] <= 5:  # legacy (non-zip) torch.save format
+        return "torch"
+    if head.startswith(_FBNN_MAGIC):
+        return "an exported packed model (.fbnn)"
+    if not head:
+        return "empty"
+    return "damaged or of another format (it does not start like a PyTorch file)"
+
+
+def _unsupported_global(message: str) -> str:
+    """' (e.g. GLOBAL x.y)' from torch's refusal text, where it names the offending object."""
+    import re
+
+    m = re.search(r"GLOBAL ([\w.]+)", message)
+    return f" (e.g. {m.group(1)})" if m else ""
 
 
 def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
@@ -107,21 +183,42 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
     for key in ("model", "state_dict"):
         if key not in ckpt:
             raise CheckpointError(f"{path} lacks '{key}'; the file is incomplete, use another checkpoint")
+    verify_checksum(ckpt, path)
     return ckpt
 
 
-def load_state_dict_strict(model: nn.Module, state_dict: dict, source: str = "checkpoint") -> None:
-    """load_state_dict(strict=True) with a one-line error naming the bad keys."""
+def verify_checksum(ckpt: dict, path) -> bool:
+    """Check the recorded checksum; False for an old checkpoint without one, an error on a mismatch."""
+    recorded = ckpt.get("checksum")
+    if recorded is None:
+        return False
+    if not isinstance(recorded, dict) or recorded.get("algorithm") != CHECKSUM_ALGORITHM:
+        raise CheckpointError(f"{path} has a checksum of an unknown kind ({recorded!r:.60}); upgrade fracbnn")
+    if payload_digest(ckpt) != recorded.get("digest"):
+        raise CheckpointError(f"{path} is damaged: its contents do not match the checksum written when it was "
+                              "saved; use another checkpoint (the step's final.pt, an epoch_XXX.pt, or see "
+                              "docs/training.md#recovering-a-damaged-checkpoint)")
+    return True
+
+
+def check_state_dict(model: nn.Module, state_dict: dict, source: str = "checkpoint") -> None:
+    """A one-line error naming the missing, unexpected or wrongly shaped keys, if ``state_dict`` does not fit."""
     own = model.state_dict()
     missing = sorted(set(own) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(own))
-    bad_shape = sorted(k for k in set(own) & set(state_dict) if own[k].shape != state_dict[k].shape)
+    bad_shape = sorted(k for k in set(own) & set(state_dict)
+                       if not isinstance(state_dict[k], torch.Tensor) or own[k].shape != state_dict[k].shape)
     if missing or unexpected or bad_shape:
         parts = []
         for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", bad_shape)):
             if keys:
                 parts.append(f"{label} keys: {', '.join(keys[:8])}{' ...' if len(keys) > 8 else ''}")
         raise CheckpointError(f"{source} does not match the model ({'; '.join(parts)})")
+
+
+def load_state_dict_strict(model: nn.Module, state_dict: dict, source: str = "checkpoint") -> None:
+    """load_state_dict(strict=True) with a one-line error naming the bad keys."""
+    check_state_dict(model, state_dict, source)
     model.load_state_dict(state_dict, strict=True)
 
 

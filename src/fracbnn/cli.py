@@ -38,10 +38,19 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module, help_text) in COMMANDS.items():
         mod = importlib.import_module(module)
-        p = sub.add_parser(name, help=help_text, description=(mod.__doc__ or help_text).strip())
+        p = sub.add_parser(name, help=help_text, description=(mod.__doc__ or help_text).strip(),
+                           formatter_class=argparse.RawDescriptionHelpFormatter)  # keep the examples' lines
         mod.add_arguments(p)
         p.set_defaults(_run=mod.run)
     return parser
+
+
+def os_error_line(e: OSError) -> str:
+    """One line for an OSError: what the OS said, about which path, and what to check."""
+    what = e.strerror or type(e).__name__
+    paths = [str(p) for p in (e.filename, e.filename2) if p is not None]
+    where = f": {' -> '.join(paths)}" if paths else (f" ({e})" if not e.strerror and str(e) else "")
+    return f"{what}{where}; check that the path is right and writable"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -55,8 +64,10 @@ def main(argv: list[str] | None = None) -> int:
     except FracBNNError as e:
         print(f"fracbnn {args.command}: error: {e}", file=sys.stderr)
         return 2
-    except (FileNotFoundError, IsADirectoryError, PermissionError) as e:
-        print(f"fracbnn {args.command}: error: {e}", file=sys.stderr)
+    except BrokenPipeError:
+        raise
+    except OSError as e:  # any file-system refusal (missing, read-only, permissions, full disk, not a folder)
+        print(f"fracbnn {args.command}: error: {os_error_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"fracbnn {args.command}: interrupted", file=sys.stderr)

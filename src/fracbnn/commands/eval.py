@@ -35,6 +35,8 @@ def run(args) -> int:
 
     from ..errors import FracBNNError
 
+    if args.limit is not None and args.limit < 1:
+        raise FracBNNError(f"--limit must be >= 1 (the number of images to evaluate), got {args.limit}")
     if str(args.checkpoint).endswith(".fbnn"):
         try:
             from ..deploy.cli import eval_packed
@@ -50,23 +52,25 @@ def run(args) -> int:
     from ..summary import summarize
     from ..train.distributed import pick_device
     from ..train.evaluate import evaluate
-    from ..train.trainer import body_effective_bits, limit_dataset
+    from ..train.trainer import body_effective_bits, dataset_options, limit_dataset
 
     if args.batch_size < 1:
         raise FracBNNError(f"--batch-size must be >= 1, got {args.batch_size}")
+    device = pick_device(args.device)
     ckpt = load_checkpoint(args.checkpoint)
     recipe = ckpt.get("config") or {}
     data_cfg = recipe.get("data", {}) if isinstance(recipe, dict) else {}
-    name = args.dataset or data_cfg.get("name")
+    recorded = data_cfg.get("name") or (ckpt.get("dataset") or {}).get("name")  # recipe, or set by the importer
+    name = args.dataset or recorded
     if not name:
         raise FracBNNError(f"{args.checkpoint} records no dataset; pass --dataset NAME (e.g. cifar10)")
     root = args.data if args.data is not None else data_cfg.get("root")
-    ds = load_dataset(name, root, split=args.split, download=False)
+    # the recipe's image options (size, colour mode) when evaluating on the dataset it was trained on
+    options = dataset_options({"data": data_cfg}) if data_cfg and str(name) == str(data_cfg.get("name")) else {}
+    ds = load_dataset(name, root, split=args.split, download=False, **options)
     ds = limit_dataset(ds, args.limit)
     model = model_from_checkpoint(ckpt)
-    if hasattr(ds, "image_size"):
-        model.input_size = (int(ds.in_channels), *map(int, ds.image_size))
-    device = pick_device(args.device)
+    check_data_fits(args.checkpoint, model, ds, name)
     model.to(device)
     loader = make_loader(ds, args.batch_size, train=False)
     with tqdm(total=len(loader), desc="eval", unit="batch", file=sys.stderr, disable=args.json, leave=False) as bar:
@@ -95,3 +99,21 @@ def run(args) -> int:
     if out["effective_activation_bits"] < 32:
         print(f"effective activation bits: {out['effective_activation_bits']:.3f}")
     return 0
+
+
+def check_data_fits(source, model, ds, name: str) -> None:
+    """A one-line error when the data's image shape or class count is not what the model was built for."""
+    from ..errors import FracBNNError
+
+    shape = (int(ds.in_channels), *map(int, ds.image_size))
+    expected = getattr(model, "input_size", None)
+    if expected is not None and tuple(expected) != shape:
+        raise FracBNNError(f"{source} takes {'x'.join(map(str, expected))} images but {name} has "
+                           f"{'x'.join(map(str, shape))}; evaluate it on the data it was trained on (--dataset)")
+    if expected is None:
+        model.input_size = shape
+    fc = getattr(model, "fc", None)
+    n_out = getattr(fc, "out_features", None)
+    if n_out is not None and int(n_out) != int(ds.num_classes):
+        raise FracBNNError(f"{source} predicts {n_out} classes but {name} has {ds.num_classes}; evaluate it on "
+                           "the data it was trained on (--dataset)")

@@ -30,7 +30,8 @@ QUICKSTART_RECIPE = {
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", metavar="RUN_DIR", help="keep the run here (default: a temporary folder, deleted)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads (default: auto, the free cores; see docs/training.md#speed)")
     p.add_argument("--json", action="store_true",
                    help="print one JSON object (test_top1 as a fraction, the summary totals, timings)")
 
@@ -54,7 +55,7 @@ def run(args) -> int:
 
     recipe = merge(copy.deepcopy(DEFAULTS), QUICKSTART_RECIPE, where="quickstart")
     recipe["seed"] = int(args.seed)
-    if args.threads:
+    if args.threads is not None:  # 0 or less is refused by resolve() with a one-line error
         recipe["runtime"]["threads"] = int(args.threads)
     recipe["runtime"]["tensorboard"] = False
     cfg = resolve(recipe)

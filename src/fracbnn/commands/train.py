@@ -30,6 +30,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N (sets device)")
     p.add_argument("--seed", type=int, help="random seed (sets seed)")
     p.add_argument("--deterministic", action="store_true", help="bit-reproducible kernels (sets deterministic)")
+    p.add_argument("--threads", type=int, metavar="N",
+                   help="CPU threads (sets runtime.threads; default auto: free cores, see docs/training.md#speed)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--json", action="store_true", help="print the results of every step as one JSON object")
 
@@ -53,6 +55,8 @@ def run(args) -> int:
         overrides.append("deterministic=true")
     # display-only settings: also allowed with --resume (they do not change the training)
     display = ["runtime.progress=false"] if args.no_progress else []
+    if args.threads is not None:  # speed only: also allowed with --resume
+        display.append(f"runtime.threads={args.threads}")
 
     if args.resume:
         if not args.out:

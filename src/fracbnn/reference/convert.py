@@ -134,6 +134,10 @@ def convert_reference(state_dict: dict, arch: str, source: str = "reference chec
     mapped = _mapped_state_dict(model, sd, layout, source)
     load_state_dict_strict(model, mapped, source)
     model.eval()
+    if layout.input_size:  # what the reference script trained on: recorded in the checkpoint by save_checkpoint
+        model.input_size = tuple(layout.input_size)
+    if layout.classes and len(layout.classes) == num_classes:
+        model.classes = list(layout.classes)
     ignored = sorted(k for k in sd if layout.is_ignorable(k))
     report = {
         "arch": arch,
@@ -177,7 +181,10 @@ def import_reference_file(path: str | os.PathLike, arch: str, out: str | os.Path
         atomic_torch_save(teacher, teacher_out)
         report["teacher_out"] = str(teacher_out)
         report["teacher_tensors"] = len(teacher)
+    layout = LAYOUTS[arch]
+    dataset = {"name": layout.dataset} if layout.dataset else None  # lets `fracbnn eval OUT` pick the data
     save_checkpoint(out, model, imported_from={"path": str(Path(path).resolve()), "arch": arch,
-                                               "format": "cornell-zhang/FracBNN state dict"})
+                                               "format": "cornell-zhang/FracBNN state dict"}, dataset=dataset)
+    report["dataset"] = layout.dataset
     report["out"] = str(out)
     return report

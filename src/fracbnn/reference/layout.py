@@ -78,6 +78,10 @@ def _reactnet_key(key: str) -> str:
     raise UnmappedKeyError(key)
 
 
+#: CIFAR-10's label names in label order (as in the dataset's batches.meta)
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+
+
 @dataclass(frozen=True)
 class ReferenceLayout:
     """How one reference architecture maps onto one of our registered models."""
@@ -88,6 +92,9 @@ class ReferenceLayout:
     classifier_weight: str  # reference key whose shape gives (num_classes, features)
     ignorable: Callable[[str], bool]  # reference keys that hold no model state
     script: str  # the reference training script that writes such files
+    dataset: str = ""  # the dataset that script trains on (recorded in the imported checkpoint)
+    input_size: tuple = ()  # (C, H, W) of the images the model takes
+    classes: tuple = ()  # class names in label order, where the dataset fixes them
 
     def is_ignorable(self, ref_key: str) -> bool:
         return self.ignorable(ref_key)
@@ -103,8 +110,8 @@ def _reactnet_ignorable(key: str) -> bool:
 
 LAYOUTS = {
     "resnet20": ReferenceLayout("resnet20", "resnet20-fracbnn", _cifar_key, "linear.weight", _cifar_ignorable,
-                                "cifar10.py"),
+                                "cifar10.py", "cifar10", (3, 32, 32), CIFAR10_CLASSES),
     "reactnet": ReferenceLayout("reactnet", "reactnet-fracbnn", _reactnet_key, "fc.weight", _reactnet_ignorable,
-                                "imagenet.py"),
+                                "imagenet.py", "imagenet", (3, 224, 224)),
 }
 ARCHS = tuple(LAYOUTS)

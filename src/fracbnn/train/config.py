@@ -17,6 +17,7 @@ VALUE is parsed as YAML (``null``, ``1e-3``, ``[0.9, 0.99]``, ``true``).
 from __future__ import annotations
 
 import copy
+import math
 import os
 import re
 from pathlib import Path
@@ -46,8 +47,11 @@ DEFAULTS: dict = {
         "batch_size": 128,  # global batch, split over DDP processes
         "eval_batch_size": 256,
         "num_workers": 0,
-        "train_limit": None,  # use only the first N training images (short runs)
+        "train_limit": None,  # use only N training images, the same number from every class (short runs)
         "test_limit": None,
+        "image_size": None,  # imagefolder: [H, W] (or one number for square) to resize to; null keeps the size
+        "mode": None,  # imagefolder: RGB (3 channels) | L or grayscale (1 channel); null: RGB
+        "check_files": "auto",  # decode every image file before epoch 1: auto (imagefolder only) | true | false
     },
     "optim": {
         "lr": 1.0e-3,
@@ -68,7 +72,7 @@ DEFAULTS: dict = {
     "runtime": {
         "amp": "auto",  # auto (CUDA only) | true | false
         "channels_last": "auto",  # auto (CUDA only) | true | false
-        "threads": None,  # torch CPU threads; null leaves torch's default
+        "threads": "auto",  # torch CPU threads: auto (cores minus the current load, see docs) | N
         "keep_freed_memory": "auto",  # auto (CPU only) | true | false: see fracbnn.train.allocator
         "checkpoint_every": 200,  # batches between mid-epoch checkpoints; 0: epoch ends only
         "keep_epoch_checkpoints": False,  # also keep epoch_XXX.pt besides last.pt
@@ -213,43 +217,76 @@ def _set_path(node: dict, parts: list[str], value, item: str, allow_new: bool = 
 
 
 def resolve(cfg: dict) -> dict:
-    """Validate types and fill each step with the values it inherits."""
+    """Validate every value (type and range) and fill each step with the values it inherits.
+
+    All checks live here, so a bad value is a one-line ConfigError at load time,
+    before anything is written, never a TypeError deep inside training.
+    """
     cfg = copy.deepcopy(cfg)
-    _check_type(cfg, "name", str)
-    _check_type(cfg, "seed", int)
-    if cfg["seed"] < 0:
-        raise ConfigError("seed must be >= 0")
-    _check_type(cfg, "deterministic", bool)
+    _check_str(cfg["name"], "name")
+    _check_int(cfg["seed"], "seed", lo=0)
+    _check_bool(cfg["deterministic"], "deterministic")
+    _check_device(cfg["device"])
+    m = cfg["model"]
+    _check_str(m["name"], "model.name")
+    if not isinstance(m["kwargs"], dict):
+        raise ConfigError("model.kwargs must be a mapping")
+
     d = cfg["data"]
+    _check_str(d["name"], "data.name")
+    if d["root"] is not None and not isinstance(d["root"], str):
+        raise ConfigError(f"data.root must be null or a path, got {d['root']!r}")
+    _check_bool(d["download"], "data.download")
     for key in ("batch_size", "eval_batch_size"):
-        if not isinstance(d[key], int) or d[key] < 1:
-            raise ConfigError(f"data.{key} must be a positive integer, got {d[key]!r}")
+        _check_int(d[key], f"data.{key}", lo=1)
+    _check_int(d["num_workers"], "data.num_workers", lo=0)
     for key in ("train_limit", "test_limit"):
-        if d[key] is not None and (not isinstance(d[key], int) or d[key] < 1):
-            raise ConfigError(f"data.{key} must be null or a positive integer, got {d[key]!r}")
+        _check_int(d[key], f"data.{key}", lo=1, null=True)
+    if d["check_files"] not in ("auto", True, False):
+        raise ConfigError(f"data.check_files must be auto, true or false, got {d['check_files']!r}")
+    d["mode"] = _normalize_mode(d["mode"])
+    d["image_size"] = _normalize_image_size(d["image_size"])
+    if (d["mode"] is not None or d["image_size"] is not None) and str(d["name"]).lower() != "imagefolder":
+        raise ConfigError(f"data.mode and data.image_size apply to imagefolder data only, not {d['name']!r}; "
+                          "remove them")
     try:
         d["augment"] = normalize_augment(d["augment"])
     except ValueError as e:
         raise ConfigError(f"data.augment: {e}") from None
+
     o = cfg["optim"]
     if o["schedule"] not in ("linear", "constant"):
         raise ConfigError(f"optim.schedule must be linear or constant, got {o['schedule']!r}")
     for key in ("lr", "weight_decay", "eps"):
-        if not isinstance(o[key], (int, float)) or o[key] < 0:
-            raise ConfigError(f"optim.{key} must be a non-negative number, got {o[key]!r}")
+        _check_number(o[key], f"optim.{key}", lo=0.0)
+    betas = o["betas"]
+    if (not isinstance(betas, (list, tuple)) or len(betas) != 2
+            or not all(_is_number(b) and 0.0 <= b < 1.0 for b in betas)):
+        raise ConfigError(f"optim.betas must be a list of two numbers in [0, 1), e.g. [0.9, 0.999], got {betas!r}")
+    o["betas"] = [float(b) for b in betas]
+
+    g = cfg["gate"]
+    _check_number(g["target"], "gate.target", null=True)
+    _check_number(g["weight"], "gate.weight", lo=0.0)
+
     dist = cfg["distill"]
-    if not 0.0 <= float(dist["alpha"]) <= 1.0:
-        raise ConfigError(f"distill.alpha must be in [0, 1], got {dist['alpha']!r}")
-    if float(dist["temperature"]) <= 0:
-        raise ConfigError(f"distill.temperature must be > 0, got {dist['temperature']!r}")
+    _check_number(dist["alpha"], "distill.alpha", lo=0.0, hi=1.0)
+    _check_number(dist["temperature"], "distill.temperature", lo=0.0, lo_open=True)
     t = dist["teacher"]
     if t is not None and (not isinstance(t, dict) or not ({"checkpoint", "torchvision"} & set(t))):
         raise ConfigError("distill.teacher must be null, {checkpoint: PATH} or {torchvision: NAME, weights: ...}")
-    if not isinstance(cfg["model"]["kwargs"], dict):
-        raise ConfigError("model.kwargs must be a mapping")
-    every = cfg["runtime"]["checkpoint_every"]
-    if not isinstance(every, int) or every < 0:
-        raise ConfigError(f"runtime.checkpoint_every must be an integer >= 0, got {every!r}")
+
+    rt = cfg["runtime"]
+    for key in ("amp", "channels_last", "keep_freed_memory"):
+        if rt[key] not in ("auto", None, True, False):
+            raise ConfigError(f"runtime.{key} must be auto, true or false, got {rt[key]!r}")
+    if rt["threads"] is None:
+        rt["threads"] = "auto"
+    if rt["threads"] != "auto":
+        _check_int(rt["threads"], "runtime.threads", lo=1, hint="or auto")
+    _check_int(rt["checkpoint_every"], "runtime.checkpoint_every", lo=0)
+    for key in ("keep_epoch_checkpoints", "progress", "tensorboard"):
+        _check_bool(rt[key], f"runtime.{key}")
 
     steps = cfg["steps"]
     if not isinstance(steps, list) or not steps:
@@ -268,14 +305,12 @@ def resolve(cfg: dict) -> dict:
         names.add(s["name"])
         if s["conv_mode"] is not None and s["conv_mode"] not in CONV_MODES:
             raise ConfigError(f"steps[{i}].conv_mode must be one of {CONV_MODES} or null, got {s['conv_mode']!r}")
-        if not isinstance(s["epochs"], int) or s["epochs"] < 0:
-            raise ConfigError(f"steps[{i}].epochs must be an integer >= 0, got {s['epochs']!r}")
-        for key, inherit in (("lr", o["lr"]), ("weight_decay", o["weight_decay"]),
-                             ("gate_target", cfg["gate"]["target"]), ("gate_weight", cfg["gate"]["weight"])):
+        _check_int(s["epochs"], f"steps[{i}].epochs", lo=0)
+        for key, inherit, lo in (("lr", o["lr"], 0.0), ("weight_decay", o["weight_decay"], 0.0),
+                                 ("gate_target", g["target"], None), ("gate_weight", g["weight"], 0.0)):
             if s[key] is None:
                 s[key] = inherit
-            if s[key] is not None and not isinstance(s[key], (int, float)):
-                raise ConfigError(f"steps[{i}].{key} must be a number, got {s[key]!r}")
+            _check_number(s[key], f"steps[{i}].{key}", lo=lo, null=True)
             if s[key] is not None:
                 s[key] = float(s[key])
         if not isinstance(s["init"], str):
@@ -285,9 +320,68 @@ def resolve(cfg: dict) -> dict:
     return cfg
 
 
-def _check_type(cfg: dict, key: str, typ) -> None:
-    if not isinstance(cfg[key], typ) or (typ is int and isinstance(cfg[key], bool)):
-        raise ConfigError(f"{key} must be a {typ.__name__}, got {cfg[key]!r}")
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _check_number(v, key: str, lo: float | None = None, hi: float | None = None, lo_open: bool = False,
+                  null: bool = False) -> None:
+    if v is None and null:
+        return
+    ok = _is_number(v) and (lo is None or (v > lo if lo_open else v >= lo)) and (hi is None or v <= hi)
+    if not ok:
+        rng = [f"{'>' if lo_open else '>='} {lo:g}" if lo is not None else "", f"<= {hi:g}" if hi is not None else ""]
+        rng_text = " and ".join(r for r in rng if r)
+        raise ConfigError(f"{key} must be {'null or ' if null else ''}a number{' ' + rng_text if rng_text else ''}, "
+                          f"got {v!r}")
+
+
+def _check_int(v, key: str, lo: int | None = None, null: bool = False, hint: str = "") -> None:
+    if v is None and null:
+        return
+    if not isinstance(v, int) or isinstance(v, bool) or (lo is not None and v < lo):
+        kind = "a positive integer" if lo == 1 else f"an integer{f' >= {lo}' if lo is not None else ''}"
+        raise ConfigError(f"{key} must be {'null or ' if null else ''}{kind}{' ' + hint if hint else ''}, got {v!r}")
+
+
+def _check_bool(v, key: str) -> None:
+    if not isinstance(v, bool):
+        raise ConfigError(f"{key} must be true or false, got {v!r}")
+
+
+def _check_str(v, key: str) -> None:
+    if not isinstance(v, str) or not v:
+        raise ConfigError(f"{key} must be a non-empty string, got {v!r}")
+
+
+def _check_device(v) -> None:
+    if not isinstance(v, str) or not re.fullmatch(r"auto|cpu|cuda(:\d+)?", v):
+        raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {v!r}")
+
+
+#: accepted spellings of data.mode -> Pillow mode
+_MODE_ALIASES = {"rgb": "RGB", "color": "RGB", "colour": "RGB", "l": "L", "gray": "L", "grey": "L",
+                 "grayscale": "L", "greyscale": "L"}
+
+
+def _normalize_mode(v):
+    if v is None:
+        return None
+    mode = _MODE_ALIASES.get(str(v).lower()) if isinstance(v, str) else None
+    if mode is None:
+        raise ConfigError(f"data.mode must be RGB (3 channels) or L / grayscale (1 channel), got {v!r}")
+    return mode
+
+
+def _normalize_image_size(v):
+    if v is None:
+        return None
+    if isinstance(v, int) and not isinstance(v, bool):
+        v = [v, v]
+    if (not isinstance(v, (list, tuple)) or len(v) != 2
+            or not all(isinstance(x, int) and not isinstance(x, bool) and x >= 1 for x in v)):
+        raise ConfigError(f"data.image_size must be null, a positive integer or [H, W], got {v!r}")
+    return [int(v[0]), int(v[1])]
 
 
 def dump_yaml(cfg: dict) -> str:

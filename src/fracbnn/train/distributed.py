@@ -63,22 +63,23 @@ class DistContext:
 
 
 def pick_device(spec: str, local_rank: int = 0) -> torch.device:
-    """``auto`` -> the local CUDA device when available, else CPU."""
+    """``auto`` -> the local CUDA device when available, else CPU; a CUDA device that is not there is an error."""
+    from ..errors import FracBNNError
+
     spec = str(spec or "auto")
     if spec == "auto":
         spec = "cuda" if torch.cuda.is_available() else "cpu"
-    if spec == "cuda":
-        return torch.device("cuda", local_rank)
     try:
-        device = torch.device(spec)
+        device = torch.device("cuda", local_rank) if spec == "cuda" else torch.device(spec)
     except RuntimeError:
-        from ..errors import FracBNNError
-
         raise FracBNNError(f"unknown device {spec!r}; use auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        from ..errors import FracBNNError
-
-        raise FracBNNError(f"device {spec} requested but CUDA is not available; use --device cpu")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise FracBNNError(f"device {spec} requested but CUDA is not available to this torch "
+                               f"({torch.__version__}); use --device cpu (or auto)")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise FracBNNError(f"device {device} requested but only {torch.cuda.device_count()} CUDA device(s) "
+                               "are visible; use cuda:0 .. cuda:N-1 or auto")
     return device
 
 

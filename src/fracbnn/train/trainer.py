@@ -41,7 +41,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..checkpoint import atomic_write, load_checkpoint, load_state_dict_strict, save_checkpoint
+from ..checkpoint import (atomic_write, check_state_dict, load_checkpoint, load_state_dict_strict, save_checkpoint,
+                          stray_temp_files)
 from ..errors import FracBNNError
 from ..nn import FracConv2d, cpu_ops, gate_regularizer, reset_gate_statistics, set_conv_mode, sparsity_by_layer
 from .allocator import keep_freed_memory
@@ -51,6 +52,8 @@ from .distributed import DistContext, convert_batchnorm, setup_distributed
 from .evaluate import autocast_context, evaluate, topk_correct
 from .metrics import MetricsLogger
 from .reproducibility import capture_rng_state, restore_rng_state, seed_everything, set_deterministic
+from .runlock import RunLock
+from .threads import choose_threads
 
 CONFIG_FILE = "config.yaml"
 RESULTS_FILE = "results.json"
@@ -71,37 +74,109 @@ def log(msg: str, ctx: DistContext | None = None) -> None:
 
 # ---------------------------------------------------------------- data and model
 def limit_dataset(ds, n: int | None):
-    """The first ``n`` samples of ``ds`` (for short runs); ``ds`` itself when n is None or larger."""
+    """The first ``n`` samples of ``ds``; ``ds`` itself when n is None or larger (``eval --limit``)."""
+    if n is None or n >= len(ds):
+        return ds
+    return subset_dataset(ds, range(n))
+
+
+def balanced_limit(ds, n: int | None):
+    """``n`` samples of ``ds`` with every class equally represented (for ``data.train_limit``/``test_limit``).
+
+    Each class contributes its first ``n // C`` samples in file order (the
+    first ``n % C`` classes one more; a class with too few samples gives all
+    it has and the rest is filled from the others), and the chosen samples
+    keep the dataset's order. In-memory data (CIFAR, digits) is stored in
+    mixed class order already and keeps its first ``n`` samples, so short runs
+    stay comparable with earlier ones.
+    """
     if n is None or n >= len(ds):
         return ds
     if getattr(ds, "in_memory", False):
-        return ds.subset(range(n))
-    return _FirstN(ds, n)
+        return limit_dataset(ds, n)
+    labels = [int(v) for v in ds.labels]
+    by_class: dict[int, list[int]] = {}
+    for i, label in enumerate(labels):
+        by_class.setdefault(label, []).append(i)
+    chosen: list[int] = []
+    rank = 0
+    while len(chosen) < n:  # round-robin over classes: the k-th sample of every class before any (k+1)-th
+        added = False
+        for members in by_class.values():
+            if rank < len(members) and len(chosen) < n:
+                chosen.append(members[rank])
+                added = True
+        if not added:
+            break
+        rank += 1
+    return subset_dataset(ds, sorted(chosen))
 
 
-class _FirstN:
-    def __init__(self, ds, n):
-        self.ds, self.n = ds, n
+def subset_dataset(ds, indices):
+    if getattr(ds, "in_memory", False):
+        return ds.subset(list(indices))
+    return _Subset(ds, list(indices))
+
+
+class _Subset:
+    """Samples ``indices`` of a file-backed dataset; every other attribute is the dataset's."""
+
+    def __init__(self, ds, indices):
+        self.ds, self.indices = ds, indices
 
     def __len__(self):
-        return self.n
+        return len(self.indices)
 
     def __getitem__(self, i):
-        if not 0 <= i < self.n:
+        if not 0 <= i < len(self.indices):
             raise IndexError(i)
-        return self.ds[i]
+        return self.ds[self.indices[i]]
+
+    @property
+    def labels(self):
+        labels = self.ds.labels
+        return [labels[i] for i in self.indices]
+
+    @property
+    def samples(self):
+        return [self.ds.samples[i] for i in self.indices]
+
+    def check_files(self, progress: bool = False) -> None:
+        self.ds.check_files(progress=progress, indices=self.indices)
 
     def __getattr__(self, name):
         return getattr(self.ds, name)
 
 
-def load_data(cfg: dict):
+def dataset_options(cfg: dict) -> dict:
+    """The recipe's per-dataset options (imagefolder: image_size, mode) as load_dataset kwargs."""
+    d = cfg["data"]
+    kwargs = {}
+    if d.get("image_size") is not None:
+        kwargs["image_size"] = tuple(d["image_size"])
+    if d.get("mode") is not None:
+        kwargs["mode"] = d["mode"]
+    return kwargs
+
+
+def load_data(cfg: dict, check_files: bool = False, progress: bool = False):
+    """(train, test) datasets of the recipe, limited; with ``check_files`` every file is decoded first."""
     from ..data import load_dataset
 
     d = cfg["data"]
-    train = load_dataset(d["name"], d["root"], split="train", download=d["download"])
-    test = load_dataset(d["name"], d["root"], split="test", download=d["download"])
-    return limit_dataset(train, d["train_limit"]), limit_dataset(test, d["test_limit"])
+    kwargs = dataset_options(cfg)
+    train = load_dataset(d["name"], d["root"], split="train", download=d["download"], **kwargs)
+    test = load_dataset(d["name"], d["root"], split="test", download=d["download"], **kwargs)
+    shapes = [(int(ds.in_channels), *map(int, ds.image_size)) for ds in (train, test)]
+    if shapes[0] != shapes[1]:
+        raise FracBNNError(f"the {d['name']} training images are {'x'.join(map(str, shapes[0]))} but the test images "
+                           f"are {'x'.join(map(str, shapes[1]))}; set data.image_size so both are resized alike")
+    train, test = balanced_limit(train, d["train_limit"]), balanced_limit(test, d["test_limit"])
+    if check_files:
+        for ds in (train, test):
+            if hasattr(ds, "check_files"):
+                ds.check_files(progress=progress)
+    return train, test
 
 
 def build_model(cfg: dict, dataset) -> nn.Module:
@@ -175,32 +250,51 @@ class Trainer:
         self.progress = bool(rt["progress"]) and ctx.is_main
 
     # -------------------------------------------------------- setup
-    def prepare_run_dir(self) -> None:
+    def check_run_dir(self) -> None:
+        """Read-only checks of the run folder: it can take a new run, or holds one to resume."""
         cfg_path = self.run_dir / CONFIG_FILE
+        if self.run_dir.exists() and not self.run_dir.is_dir():
+            raise FracBNNError(f"--out {self.run_dir} is a file, not a folder; choose a folder for the run")
+        if cfg_path.exists() and not self.resume:
+            raise FracBNNError(f"{self.run_dir} already holds a run; pass --resume to continue it or choose "
+                               "another --out (nothing was overwritten)")
+        if self.resume and not cfg_path.exists():
+            raise FracBNNError(f"{self.run_dir} holds no run to resume ({CONFIG_FILE} missing); "
+                               "start it without --resume")
+
+    def open_run_dir(self) -> None:
+        """Lock the folder (if not yet), delete stray temporary files, write the recipe (new runs)."""
         if self.ctx.is_main:
-            if cfg_path.exists() and not self.resume:
-                raise FracBNNError(f"{self.run_dir} already holds a run; pass --resume to continue it or choose "
-                                   "another --out (nothing was overwritten)")
-            if self.resume and not cfg_path.exists():
-                raise FracBNNError(f"{self.run_dir} holds no run to resume ({CONFIG_FILE} missing); "
-                                   "start it without --resume")
-            self.run_dir.mkdir(parents=True, exist_ok=True)
+            if self.lock is None:
+                self.run_dir.mkdir(parents=True, exist_ok=True)
+                self.lock = RunLock(self.run_dir).acquire()
+                self.check_run_dir()  # another run may have started here while this one was validating
+            for tmp in stray_temp_files(self.run_dir):
+                tmp.unlink(missing_ok=True)
+                log(f"removed {tmp} (left by an interrupted write)", self.ctx)
             if not self.resume:
-                write_recipe(self.cfg, cfg_path)
+                write_recipe(self.cfg, self.run_dir / CONFIG_FILE)
         self.ctx.barrier()
+        self.metrics = MetricsLogger(self.run_dir, self.cfg["runtime"]["tensorboard"], enabled=self.ctx.is_main)
 
     def setup(self) -> None:
+        """Everything that can fail on bad input (threads, data, model, initial weights, teacher): no writes."""
         cfg = self.cfg
-        if cfg["runtime"]["threads"]:
-            torch.set_num_threads(int(cfg["runtime"]["threads"]))
+        threads = self.resumed_threads() or choose_threads(cfg["runtime"]["threads"])
+        torch.set_num_threads(threads[0])
+        if self.device.type == "cpu":
+            log(f"CPU threads: {threads[0]} ({threads[1]})", self.ctx)
         keep = cfg["runtime"].get("keep_freed_memory", "auto")
         if (self.device.type == "cpu") if keep in ("auto", None) else bool(keep):
             keep_freed_memory()
         seed_everything(cfg["seed"])
         set_deterministic(cfg["deterministic"], self.device)
-        self.train_ds, self.test_ds = load_data(cfg)
+        check = cfg["data"]["check_files"]
+        check = str(cfg["data"]["name"]).lower() == "imagefolder" if check == "auto" else check
+        self.train_ds, self.test_ds = load_data(cfg, check_files=check, progress=self.progress)
         model = build_model(cfg, self.train_ds)
         self.initial_state = copy.deepcopy(model.state_dict())
+        self.check_initial_weights(model)
         if self.ctx.enabled:
             convert_batchnorm(model, self.device)
         model.to(self.device)
@@ -212,39 +306,98 @@ class Trainer:
         self.model = model
         teacher = build_teacher(cfg["distill"]["teacher"], self.device)
         self.criterion = TrainingLoss(teacher, cfg["distill"]["alpha"], cfg["distill"]["temperature"])
-        self.metrics = MetricsLogger(self.run_dir, cfg["runtime"]["tensorboard"], enabled=self.ctx.is_main)
+
+    def resumed_threads(self) -> tuple[int, str] | None:
+        """A deterministic resumed run with ``threads: auto`` keeps the thread count it started with.
+
+        CPU reductions may group sums by thread, so another count could change
+        the last bits of the weights; the count is recorded in every last.pt.
+        """
+        if not (self.resume and self.cfg["deterministic"] and self.cfg["runtime"]["threads"] == "auto"):
+            return None
+        for step in self.cfg["steps"]:
+            last = self.step_dir(step) / "last.pt"
+            if last.is_file() and not (self.step_dir(step) / "final.pt").is_file():
+                n = load_checkpoint(last).get("threads")
+                if isinstance(n, int) and n >= 1:
+                    return n, f"as when this deterministic run started ({last})"
+        return None
+
+    def selected_steps(self) -> list[int]:
+        return self.only_steps if self.only_steps is not None else list(range(len(self.cfg["steps"])))
+
+    def check_initial_weights(self, model: nn.Module) -> None:
+        """Load and match every checkpoint a selected step will start from, before anything is written."""
+        steps, selected = self.cfg["steps"], self.selected_steps()
+        self._weights_cache: dict[str, dict] = {}
+        for n, i in enumerate(selected):
+            step = steps[i]
+            sdir = self.step_dir(step)
+            if self.resume and ((sdir / "final.pt").is_file() or (sdir / "last.pt").is_file()):
+                continue
+            if n == 0 and self.init:
+                path, source = self.init, f"--init {self.init}"
+            elif step["init"] not in ("previous", "none"):
+                path, source = step["init"], f"steps[{i}].init {step['init']}"
+            elif step["init"] == "previous" and i > 0 and n == 0:
+                prev = self.step_dir(steps[i - 1]) / "final.pt"
+                if not prev.is_file():
+                    raise FracBNNError(f"step {step['name']} starts from the final weights of step "
+                                       f"{steps[i - 1]['name']}, but {prev} does not exist; run that step first "
+                                       "or pass --init CHECKPOINT")
+                path, source = str(prev), str(prev)
+            else:
+                continue
+            sd = load_checkpoint(path)["state_dict"]
+            check_state_dict(model, sd, source)
+            self._weights_cache[str(path)] = sd
+
+    def _weights(self, path) -> dict:
+        cached = getattr(self, "_weights_cache", {}).pop(str(path), None)
+        return cached if cached is not None else load_checkpoint(path)["state_dict"]
 
     # -------------------------------------------------------- whole recipe
     def run(self) -> dict:
-        self.prepare_run_dir()
-        self.setup()
-        steps = self.cfg["steps"]
-        selected = self.only_steps if self.only_steps is not None else list(range(len(steps)))
-        results = {}
+        self.check_run_dir()
+        self.lock = None
+        self.metrics = None
         try:
-            for i, step in enumerate(steps):
-                if i not in selected:
-                    continue
-                final = self.step_dir(step) / "final.pt"
-                if self.resume and final.is_file():
-                    ckpt = load_checkpoint(final)
-                    results[step["name"]] = ckpt.get("results", {})
-                    log(f"[{step['name']}] already complete ({final}); skipping", self.ctx)
-                    continue
-                results[step["name"]] = self.run_step(i, step, first=(i == selected[0]))
-            if self.ctx.is_main and selected:
-                last = self.step_dir(steps[max(selected)]) / "final.pt"
-                if last.is_file():
-                    atomic_copy(last, self.run_dir / "final.pt")
-                old = {}
-                if (self.run_dir / RESULTS_FILE).is_file():
-                    try:
-                        old = json.loads((self.run_dir / RESULTS_FILE).read_text())
-                    except json.JSONDecodeError:
-                        old = {}
-                atomic_write_text(self.run_dir / RESULTS_FILE, json.dumps({**old, **results}, indent=2) + "\n")
+            if self.resume and self.ctx.is_main:  # refuse at once while the run is still alive elsewhere
+                self.lock = RunLock(self.run_dir).acquire()
+            self.setup()
+            self.open_run_dir()
+            return self.run_steps()
         finally:
-            self.metrics.close()
+            if self.metrics is not None:
+                self.metrics.close()
+            if self.lock is not None:
+                self.lock.release()
+
+    def run_steps(self) -> dict:
+        steps = self.cfg["steps"]
+        selected = self.selected_steps()
+        results = {}
+        for i, step in enumerate(steps):
+            if i not in selected:
+                continue
+            final = self.step_dir(step) / "final.pt"
+            if self.resume and final.is_file():
+                ckpt = load_checkpoint(final)
+                results[step["name"]] = ckpt.get("results", {})
+                log(f"[{step['name']}] already complete ({final}); skipping", self.ctx)
+                continue
+            results[step["name"]] = self.run_step(i, step, first=(i == selected[0]))
+        if self.ctx.is_main and selected:
+            last = self.step_dir(steps[max(selected)]) / "final.pt"
+            if last.is_file():
+                atomic_copy(last, self.run_dir / "final.pt")
+            old = {}
+            if (self.run_dir / RESULTS_FILE).is_file():
+                try:
+                    old = json.loads((self.run_dir / RESULTS_FILE).read_text())
+                except json.JSONDecodeError:
+                    old = {}
+            atomic_write_text(self.run_dir / RESULTS_FILE, json.dumps({**old, **results}, indent=2) + "\n")
         return results
 
     def step_dir(self, step: dict) -> Path:
@@ -255,18 +408,18 @@ class Trainer:
         """(state dict or None for the builder's own init, description) for step ``i``."""
         steps = self.cfg["steps"]
         if first and self.init:
-            return load_checkpoint(self.init)["state_dict"], f"--init {self.init}"
+            return self._weights(self.init), f"--init {self.init}"
         if step["init"] == "none":
             return self.initial_state, "fresh initialisation"
         if step["init"] != "previous":
-            return load_checkpoint(step["init"])["state_dict"], step["init"]
+            return self._weights(step["init"]), step["init"]
         if i == 0:
             return self.initial_state, "fresh initialisation"
         prev = self.step_dir(steps[i - 1]) / "final.pt"
         if not prev.is_file():
             raise FracBNNError(f"step {step['name']} starts from the final weights of step {steps[i - 1]['name']}, "
                                f"but {prev} does not exist; run that step first or pass --init CHECKPOINT")
-        return load_checkpoint(prev)["state_dict"], str(prev)
+        return self._weights(prev), str(prev)
 
     # -------------------------------------------------------- one step
     def run_step(self, i: int, step: dict, first: bool) -> dict:
@@ -335,13 +488,15 @@ class Trainer:
             save_checkpoint(path, model, optimizer=opt.state_dict(), scheduler=sched.state_dict(),
                             scaler=scaler.state_dict() if scaler.is_enabled() else None,
                             rng=capture_rng_state(), recipe_step=step["name"], step_index=i, epoch=epoch,
-                            batch=batch, global_step=global_step, running=running_.cpu(), config=cfg)
+                            batch=batch, global_step=global_step, running=running_.cpu(), config=cfg,
+                            threads=torch.get_num_threads(), dataset=self.dataset_record())
 
         for epoch in range(start_epoch, epochs):
             loader.set_epoch(epoch)
             net.train()
             reset_gate_statistics(model)
-            lr_at_start = opt.param_groups[0]["lr"]
+            # the schedule's value at the epoch's first iteration, also when resuming mid-epoch
+            lr_at_start = sched.base_lrs[0] * sched.lr_lambdas[0](epoch * len(loader))
             bad = torch.zeros((), dtype=torch.bool, device=device)
             t0, seen = time.perf_counter(), 0
             bar = self.bar(len(loader), start_batch, f"{step['name']} {epoch + 1}/{epochs}")
@@ -423,13 +578,18 @@ class Trainer:
                    "conv_mode": mode, "epochs": epochs, "sparsity": sparsity, "effective_activation_bits": bits}
         if ctx.is_main:
             save_checkpoint(sdir / "final.pt", model, config=cfg, recipe_step=step["name"], step_index=i,
-                            results=results)
+                            results=results, dataset=self.dataset_record())
         ctx.barrier()
         log(f"[{step['name']}] done: test top-1 {100 * results['top1']:.2f}%  top-5 {100 * results['top5']:.2f}%"
             f"  ({results['count']} images) -> {sdir / 'final.pt'}", ctx)
         return results
 
     # -------------------------------------------------------- helpers
+    def dataset_record(self) -> dict:
+        """The checkpoint's ``dataset``: name and image options, so eval/export can load the same data."""
+        return {"name": self.cfg["data"]["name"], **{k: list(v) if isinstance(v, tuple) else v
+                                                     for k, v in dataset_options(self.cfg).items()}}
+
     def make_train_loader(self, i: int):
         from ..data import make_loader
 

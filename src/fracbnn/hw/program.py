@@ -34,6 +34,7 @@ class HwLayer:
     shift: int = 0
     bits: int = 16
     order: np.ndarray | None = None  # engine slot -> output channel (None: identity)
+    msb: str | None = None           # IR buffer of the layer's MSB input plane (None for the stem)
 
     def channel_order(self) -> np.ndarray:
         return np.arange(self.shape.cout) if self.order is None else self.order
@@ -61,69 +62,69 @@ def _fail(msg: str):
 
 
 def hw_program(packed) -> HwProgram:
-    from ..deploy.packed import unpack_weight_bits
+    """The accelerator's layer list, read from the IR graph (ops and the buffers they declare)."""
+    from ..ir import Graph, unpack_weight_bits
 
     t = packed.tensors
     shapes = packed.validate()
-    prog = packed.program
-    by_input = {}
-    for op in prog:
-        for b in (op["input"] if isinstance(op["input"], list) else [op["input"]]):
-            by_input.setdefault(b, []).append(op)
-    if prog[0]["op"] != "thermometer" or prog[1]["op"] != "binary_conv" or prog[2]["op"] != "scale_shift":
+    g = Graph(packed.program)
+    nodes = g.nodes
+    if [n.op for n in nodes[:3]] != ["thermometer", "binary_conv", "scale_shift"] or \
+            nodes[1].inputs != nodes[0].outputs or nodes[2].inputs != nodes[1].outputs:
         _fail("the program does not start with thermometer -> binary_conv -> scale_shift")
-    th, stem, ss = prog[0], prog[1], prog[2]
+    th, stem, ss = nodes[:3]
     if stem["kernel"] != 3 or stem["padding"] != 1 or stem["stride"] != 1:
         _fail("the input convolution is not 3x3, stride 1, padding 1")
     _, c_img, h, w = shapes["image"]
-    layers = [HwLayer(ConvLayer("stem", "input", stem["in_channels"], stem["out_channels"], h, w, 1, "none"),
+    layers = [HwLayer(ConvLayer(stem.name, "input", stem["in_channels"], stem["out_channels"], h, w, 1, "none"),
                       unpack_weight_bits(t[stem["weight"]], stem["in_channels"]), None,
                       {"pos_mul": t[ss["mul"]], "pos_add": t[ss["add"]]}, int(ss["shift"]), int(ss["bits"]))]
     frac_bits = None
     x = ss["output"]
     i = 3
-    while i < len(prog) and prog[i]["op"] != "global_sum_pool":
-        op = prog[i]
+    while i < len(nodes) and nodes[i].op != "global_sum_pool":
+        node = nodes[i]
         pooled = None
-        if op["op"] == "avgpool2_dup":
-            if op["input"] != x:
+        if node.op == "avgpool2_dup":
+            if node.inputs != [x]:
                 _fail("a shortcut pools something other than the block input")
-            pooled, i = op["output"], i + 1
-            op = prog[i]
-        if op["op"] != "quantize2" or op["input"] != x:
-            _fail(f"op {i} ({op['op']}) is not the 2-bit quantizer of the residual stream")
+            pooled, i = node["output"], i + 1
+            node = nodes[i]
+        if node.op != "quantize2" or node.inputs != [x]:
+            _fail(f"op {i} ({node.op}) is not the 2-bit quantizer of the residual stream")
         if frac_bits is None:
-            frac_bits = int(op["frac_bits"])
-        elif frac_bits != int(op["frac_bits"]):
+            frac_bits = int(node["frac_bits"])
+        elif frac_bits != int(node["frac_bits"]):
             _fail("quantizers with different fraction bits")
-        conv, post = prog[i + 1], prog[i + 2]
-        if conv["op"] != "frac_conv" or post["op"] != "block_post" or post["input"] != conv["output"]:
-            _fail(f"op {i + 1} is not frac_conv followed by block_post")
+        conv, post = nodes[i + 1], nodes[i + 2]
+        if conv.op != "frac_conv" or post.op != "block_post" or conv.inputs != node.outputs \
+                or post["input"] != conv["output"]:
+            _fail(f"op {i + 1} is not frac_conv of the quantizer's planes followed by block_post")
         if conv["kernel"] != 3 or conv["padding"] != 1 or conv["stride"] not in (1, 2):
-            _fail(f"{conv['output']} is not a 3x3 padding-1 convolution with stride 1 or 2")
+            _fail(f"{conv.name} is not a 3x3 padding-1 convolution with stride 1 or 2")
         if pooled is not None:
             if post["shortcut"] != pooled or conv["stride"] != 2 or conv["out_channels"] != 2 * conv["in_channels"]:
-                _fail(f"{conv['output']}: a pooled shortcut must go with a stride-2 channel-doubling conv")
+                _fail(f"{conv.name}: a pooled shortcut must go with a stride-2 channel-doubling conv")
             residual = "downsample"
             hin = shapes[x][2:]
             if hin[0] % 2 or hin[1] % 2:
                 _fail("down-sampling needs even feature-map sizes")
         else:
             if post["shortcut"] != x or conv["stride"] != 1 or conv["in_channels"] != conv["out_channels"]:
-                _fail(f"{conv['output']}: an identity shortcut needs a stride-1 conv with equal channels")
+                _fail(f"{conv.name}: an identity shortcut needs a stride-1 conv with equal channels")
             residual = "identity"
         _, cin, hh, ww = shapes[x]
-        name = conv["output"][:-4] if conv["output"].endswith(".acc") else conv["output"]
         gate = t[conv["gate_threshold"]] if conv["gate_threshold"] is not None else None
         consts = {k: t[post[k]] for k in ("sign", "threshold", "pos_mul", "pos_add", "neg_mul", "neg_add", "sc_mul")}
-        layers.append(HwLayer(ConvLayer(name, "frac", cin, conv["out_channels"], hh, ww, conv["stride"], residual),
+        layers.append(HwLayer(ConvLayer(conv.name, "frac", cin, conv["out_channels"], hh, ww, conv["stride"],
+                                        residual),
                               unpack_weight_bits(t[conv["weight"]], cin), gate, consts, int(post["shift"]),
-                              int(post["bits"])))
+                              int(post["bits"]), msb=conv.inputs[0]))
         x = post["output"]
         i += 3
-    if i >= len(prog) or prog[i]["input"] != x or i + 1 >= len(prog) or prog[i + 1]["op"] != "linear":
+    if i >= len(nodes) or nodes[i].inputs != [x] or i + 1 >= len(nodes) or nodes[i + 1].op != "linear":
         _fail("the program does not end in global_sum_pool -> linear on the residual stream")
-    lin = prog[i + 1]
+    lin = nodes[i + 1]
     if len(layers) < 2:
         _fail("the model has no gated block convolutions")
     bits = {l.bits for l in layers}
@@ -161,7 +162,7 @@ def gate_open_rates(packed, prog: HwProgram, pixels: np.ndarray) -> dict:
         if layer.gate is None:
             rates[s.name] = np.ones(s.cout)
             continue
-        s_m = binary_conv2d(buf[f"{s.name}.msb"], layer.weight_bits, s.stride, 1)
+        s_m = binary_conv2d(buf[layer.msb], layer.weight_bits, s.stride, 1)
         rates[s.name] = (s_m > layer.gate.reshape(1, -1, 1, 1)).mean(axis=(0, 2, 3))
     return rates
 
@@ -194,7 +195,7 @@ def lsb_tile_stats(packed, prog: HwProgram, cfg: HwConfig, pixels: np.ndarray, b
     stats = {}
     for layer in prog.layers[1:]:
         s = layer.shape
-        m = buf[f"{s.name}.msb"]
+        m = buf[layer.msb]
         s_m = binary_conv2d(m, layer.weight_bits, s.stride, 1)  # (N, Cout, Ho, Wo)
         is_open = np.ones_like(s_m, bool) if layer.gate is None else s_m > layer.gate.reshape(1, -1, 1, 1)
         _, slots, _ = segment_plan(s.cin, s.w_out, cfg)

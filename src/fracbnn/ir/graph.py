@@ -29,6 +29,11 @@ class Node:
     def outputs(self) -> list[str]:
         return get_op(self.op).output_buffers(self.attrs)
 
+    @property
+    def name(self) -> str:
+        """The trained layer this node comes from (its first output buffer in files that record none)."""
+        return self.attrs.get("name") or self.outputs[0]
+
     def __getitem__(self, key):
         return self.attrs[key]
 
@@ -55,6 +60,11 @@ class Graph:
 
     def consumers(self, buffer: str) -> list[Node]:
         return list(self._consumers.get(buffer, []))
+
+    def layer_name(self, buffer: str) -> str:
+        """Name of the layer that writes ``buffer`` (see :attr:`Node.name`)."""
+        node = self.producer(buffer)
+        return buffer if node is None else node.name
 
     def of_kind(self, *ops: str) -> list[Node]:
         return [n for n in self.nodes if n.op in ops]

@@ -9,6 +9,8 @@ only place that knows what the attributes mean:
   parsing names;
 * ``tensors``: attributes naming integer tensors, with their dtype;
 * ``params``: plain integer attributes;
+* ``name`` (optional, every op): the trained module the node comes from
+  (e.g. ``stages.0.0.conv1``), for reports that speak of layers;
 * :meth:`infer_shapes`: the output shapes, checking the node;
 * :meth:`bounds`: the worst-case magnitude of the widest intermediate and of
   each output, from the inputs' bounds (the accumulator-width analysis);
@@ -117,6 +119,7 @@ class IntegerOp:
             ok = isinstance(v, str) if n == 1 else (isinstance(v, list) and len(v) == n
                                                    and all(isinstance(b, str) for b in v))
             need(ok, f"attribute {a!r} must be {'a buffer name' if n == 1 else f'a list of {n} buffer names'}")
+        need(isinstance(node.get("name", ""), str), "attribute 'name' must be a string")
         for a in cls.params:
             need(isinstance(node[a], int) and not isinstance(node[a], bool), f"attribute {a!r} must be an integer")
         for a, dtype in cls.tensors.items():

@@ -85,7 +85,7 @@ class Builder:
         F, P = self.fx.frac_bits, self.fx.param_frac_bits
         self.op(op="thermometer", input="image", output="thermo", resolution=encoder.resolution, bits=encoder.bits)
         w = self.tensor(f"{name}.weight", pack_weight_bits(binary_weight(stem)))
-        self.op(op="binary_conv", input="thermo", output=f"{name}.acc", weight=w, **self.conv_attrs(stem))
+        self.op(op="binary_conv", name=name, input="thermo", output=f"{name}.acc", weight=w, **self.conv_attrs(stem))
         a, c = bn_affine(stem_bn)
         self.op(op="scale_shift", input=f"{name}.acc", output=f"{name}.out", mul=self.tensor(f"{name}.mul", q(a, F + P)),
                 add=self.tensor(f"{name}.add", q(c, F + P)), shift=P, bits=self.fx.residual_bits)
@@ -110,7 +110,7 @@ class Builder:
         acc = f"{name}.acc"
         if bits == 1:
             self.op(op="sign_bit", input=src, output=f"{name}.bits")
-            self.op(op="binary_conv", input=f"{name}.bits", output=acc, weight=w, **self.conv_attrs(conv))
+            self.op(op="binary_conv", name=name, input=f"{name}.bits", output=acc, weight=w, **self.conv_attrs(conv))
             return acc, 1.0
         self.op(op="quantize2", input=src, output=[f"{name}.msb", f"{name}.lsb"], frac_bits=F)
         gate = None
@@ -118,7 +118,8 @@ class Builder:
             theta = f64(conv.threshold)
             gate = self.tensor(f"{name}.gate_threshold",
                                np.clip(np.floor(1.5 * theta), -2.0**40, 2.0**40).astype(np.int64))
-        self.op(op="frac_conv", input=[f"{name}.msb", f"{name}.lsb"], output=acc, weight=w, gate_threshold=gate,
+        self.op(op="frac_conv", name=name, input=[f"{name}.msb", f"{name}.lsb"], output=acc, weight=w,
+                gate_threshold=gate,
                 **self.conv_attrs(conv))
         return acc, 1.0 / 3.0
 

@@ -35,6 +35,10 @@ def run(args) -> int:
 
     from ..errors import FracBNNError
 
+    if args.batch_size < 1:
+        raise FracBNNError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.limit is not None and args.limit < 1:
+        raise FracBNNError(f"--limit must be at least 1 (the number of images to evaluate), got {args.limit}")
     if str(args.checkpoint).endswith(".fbnn"):
         try:
             from ..deploy.cli import eval_packed
@@ -52,8 +56,6 @@ def run(args) -> int:
     from ..train.evaluate import evaluate
     from ..train.trainer import body_effective_bits, limit_dataset
 
-    if args.batch_size < 1:
-        raise FracBNNError(f"--batch-size must be >= 1, got {args.batch_size}")
     ckpt = load_checkpoint(args.checkpoint)
     recipe = ckpt.get("config") or {}
     data_cfg = recipe.get("data", {}) if isinstance(recipe, dict) else {}
@@ -64,6 +66,7 @@ def run(args) -> int:
     ds = load_dataset(name, root, split=args.split, download=False)
     ds = limit_dataset(ds, args.limit)
     model = model_from_checkpoint(ckpt)
+    _check_data_fits(model, ds, name, args.checkpoint)
     if hasattr(ds, "image_size"):
         model.input_size = (int(ds.in_channels), *map(int, ds.image_size))
     device = pick_device(args.device)
@@ -95,3 +98,21 @@ def run(args) -> int:
     if out["effective_activation_bits"] < 32:
         print(f"effective activation bits: {out['effective_activation_bits']:.3f}")
     return 0
+
+
+def _check_data_fits(model, ds, name: str, path) -> None:
+    """One-line errors when the data's images or classes cannot go through the model."""
+    from ..errors import FracBNNError
+
+    shape = (int(ds.in_channels), *map(int, ds.image_size))
+    recorded = getattr(model, "input_size", None)
+    channels = getattr(model, "spec", {}).get("kwargs", {}).get("in_channels")
+    if recorded is not None and tuple(recorded) != shape or recorded is None and channels not in (None, shape[0]):
+        want = tuple(recorded) if recorded is not None else f"{channels}-channel"
+        raise FracBNNError(f"the {name} images are {shape} (C, H, W) but {path} takes {want} images; "
+                           "pass the --dataset/--data it was trained on")
+    fc = getattr(model, "fc", None)
+    outputs = getattr(fc, "out_features", None)
+    if outputs is not None and int(ds.num_classes) > int(outputs):
+        raise FracBNNError(f"the {name} data has {ds.num_classes} classes but {path} has {outputs} outputs; "
+                           "pass the --dataset/--data it was trained on")

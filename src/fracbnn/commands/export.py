@@ -34,6 +34,7 @@ def run(args) -> int:
 
     from ..checkpoint import load_checkpoint, model_from_checkpoint
     from ..deploy.export import CIFAR10_CLASSES, FixedPoint, export_model
+    from ..deploy.preprocess import attach_data_facts
     from ..errors import FracBNNError
 
     out = Path(args.output)
@@ -45,7 +46,7 @@ def run(args) -> int:
     fx = FixedPoint(args.frac_bits, args.residual_bits, args.param_frac_bits).check()
     ckpt_path = Path(args.checkpoint)
     ckpt = load_checkpoint(ckpt_path)
-    model = model_from_checkpoint(ckpt, source=str(ckpt_path)).eval()
+    model = attach_data_facts(model_from_checkpoint(ckpt, source=str(ckpt_path)).eval(), ckpt)
     digest = hashlib.sha256(ckpt_path.read_bytes()).hexdigest()
     names = None
     if getattr(model, "classes", None) is None and _data_name(ckpt) == "cifar10" \

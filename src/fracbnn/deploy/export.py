@@ -27,6 +27,7 @@ from ..errors import FracBNNError
 from ..nn import BinaryConv2d, FracConv2d
 from ..quant import ActivationQuantizer, ThermometerEncoder
 from .packed import KIND, PackedModel, accumulator_bits, infer_shapes, pack_weight_bits
+from .preprocess import data_meta
 
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
@@ -244,6 +245,7 @@ def export_model(model: nn.Module, fx: FixedPoint | None = None, *, class_names=
         "program": b.program,
         "accumulator_bits": accumulator_bits(b.program, (C, H, W), b.tensors, fx.residual_bits),
         "source": source or {},
+        **data_meta(model, (C, H, W)),  # dataset and preprocessing (deploy/preprocess.py)
     }
     widest = max(meta["accumulator_bits"].items(), key=lambda kv: kv[1])
     if widest[1] > 64:

@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
 #: what to do about an operating-system error, by errno
 _OS_HINTS = {
     errno.ENOENT: "check the path",
-    errno.EROFS: "the file system is read-only; choose another location",
+    errno.EROFS: "choose another location",
     errno.EACCES: "choose a location you may write to, or fix the permissions",
     errno.EPERM: "choose a location you may write to, or fix the permissions",
     errno.ENOTDIR: "a part of the path is a file, not a folder",

@@ -54,7 +54,10 @@ def run(args) -> int:
         names = CIFAR10_CLASSES  # a checkpoint from before class names were recorded, trained on CIFAR-10
     packed = export_model(model, fx, class_names=names,
                           source={"checkpoint": ckpt_path.name, "checkpoint_sha256": digest})
-    packed.save(out)
+    try:
+        packed.save(out)
+    except OSError as e:  # read-only or full disk, no permission: the old file (if any) is untouched
+        raise FracBNNError(f"cannot write {out} ({e.strerror or e}); choose another -o location") from None
     weight_bits = sum(int(t.size) * 8 for n, t in packed.tensors.items() if t.dtype.name == "uint8")
     res = {"output": str(out), "model": packed.meta["model"]["name"], "bytes": out.stat().st_size,
            "checkpoint_bytes": ckpt_path.stat().st_size, "ops": len(packed.program),

@@ -298,8 +298,8 @@ def sample_images(packed, n: int, *, data: str | Path | None = None, dataset: st
     try:
         ds = load_dataset(name, data, split, download=False, **dataset_options(name, packed.meta))
     except FracBNNError as e:
-        raise FracBNNError(f"no {split} images for the testbench: {e} (or pass --random-images for seeded "
-                           "random pixels)") from None
+        raise FracBNNError(f"cannot read the {name} {split} images the model needs here: {e} (or pass "
+                           "--random-images for seeded random pixels)") from None
     check_dataset_fits(ds, packed, name)
     n = min(n, len(ds))
     where = f" from {data}" if data is not None else ""
@@ -310,7 +310,7 @@ def sample_images(packed, n: int, *, data: str | Path | None = None, dataset: st
     picks = np.unique(np.linspace(0, len(ds) - 1, n).round().astype(int))
     images = np.stack([ds[int(i)][0].numpy() for i in tqdm(picks, desc=f"{name} {split} images", unit="image",
                                                             leave=False, disable=len(picks) < 200)])
-    return images.astype(np.uint8), f"{len(picks)} {name} {split} images spread over {len(ds)}{where}"
+    return images.astype(np.uint8), f"{name} {split} images spread evenly over all {len(ds)}{where}"
 
 
 def generate_project(packed, out_dir: str | Path, *, cfg: HwConfig | None = None, board: str = "ultra96v2",

@@ -179,3 +179,30 @@ def test_hw_wrong_data_for_the_model_is_an_error(own, tmp_path, capsys):
                  "--data", str(tmp_path / "rgb")]) == 2
     err = capsys.readouterr().err
     assert "(1, 32, 32)" in err and "takes (1, 28, 28)" in err
+
+
+def test_resize_and_centre_crop_models(own, tmp_path, capsys):
+    """ImageNet-style preprocessing (short side to S, centre crop C) in eval and infer, as the dataset does it."""
+    pytest.importorskip("torchvision")
+    from fracbnn.data.imagenet import ImageNetEvalTransform
+    from fracbnn.deploy import export_model
+
+    model = create_model("resnet20-fracbnn", num_classes=2, width=0.25).eval()
+    model.input_size, model.dataset, model.data_options = (3, 16, 16), "imagenet", {"eval_resize": 18}
+    packed = export_model(model)
+    assert packed.meta["preprocess"] == {"mode": "RGB", "resize": 18, "crop": 16}
+    packed.save(tmp_path / "i.fbnn")
+    rng = np.random.default_rng(3)
+    for split in ("train", "val"):
+        for cls in ("a", "b"):
+            (tmp_path / "inet" / split / cls).mkdir(parents=True)
+            PIL.fromarray(rng.integers(0, 256, (24, 30, 3), dtype=np.uint8)).save(tmp_path / "inet" / split / cls / "0.png")
+    assert main(["eval", str(tmp_path / "i.fbnn"), "--data", str(tmp_path / "inet"), "--json"]) == 0
+    assert _json(capsys)["images"] == 2
+    src = tmp_path / "inet" / "val" / "a" / "0.png"
+    assert main(["infer", str(tmp_path / "i.fbnn"), str(src), "--top", "2", "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)["predictions"]
+    with PIL.open(src) as im:
+        x = ImageNetEvalTransform(crop=16, resize=18)(im.convert("RGB")).numpy()[None]
+    want = get_engine("golden")(packed).scores(x)[0]
+    assert [p["logit"] for p in got] == pytest.approx(sorted(want.tolist(), reverse=True))

@@ -134,6 +134,9 @@ def test_infer_undecodable_images(files, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # 32x32 = 1,024 pixels: over twice the limit, a "bomb"
     err = _one_line_error(capsys, main(["infer", str(files / "c.fbnn"), str(files / "ok.png")]), "ok.png")
     assert "DecompressionBombError" in err
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 600)  # over the limit but under twice it: Pillow only warns
+    err = _one_line_error(capsys, main(["infer", str(files / "c.fbnn"), str(files / "ok.png")]), "ok.png")
+    assert "DecompressionBombWarning" in err
     monkeypatch.undo()
     _one_line_error(capsys, main(["infer", str(files / "c.fbnn"), str(files / "ok.png"), "--top", "0"]),
                     "--top must be at least 1")

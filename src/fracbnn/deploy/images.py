@@ -9,6 +9,7 @@ the model never saw.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -38,10 +39,12 @@ def load_image(path: str | Path, input_size: tuple[int, int, int], transform: Ca
     if c not in (1, 3):
         raise ImageInputError(f"the model takes {c}-channel images; only 1 (grey) and 3 (RGB) can be read from files")
     try:
-        with Image.open(path) as im:
-            if transform is not None:
-                return transform(im)
-            arr = np.asarray(im.convert({3: "RGB", 1: "L"}[c]), dtype=np.uint8)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)  # > 89 Mpixels: refuse, do not decode
+            with Image.open(path) as im:
+                if transform is not None:
+                    return transform(im)
+                arr = np.asarray(im.convert({3: "RGB", 1: "L"}[c]), dtype=np.uint8)
     except FracBNNError as e:
         raise ImageInputError(f"{path} {e}") from None
     except MemoryError:

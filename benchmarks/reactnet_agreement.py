@@ -7,7 +7,7 @@ real ones). Then, for the full-width model at 224 x 224, a random model with
 data-like statistics (``fracbnn.models.calibrate.data_like``) gives the
 integer-vs-float logit differences at the paper's size.
 
-    python benchmarks/reactnet_agreement.py --data ../shared/datasets --out /tmp/rx [--steps 1500]
+    python benchmarks/reactnet_agreement.py --data ../shared/datasets --out /tmp/rx [--steps 800]
 
 Training saves DIR/model.pt every 100 steps and resumes from it, so an
 interrupted run goes on where it stopped. The last line is one JSON object
@@ -84,9 +84,10 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True, help="folder holding cifar-10-python.tar.gz")
     p.add_argument("--out", required=True, help="work folder (trained model, resumable)")
-    p.add_argument("--width", type=float, default=0.25)
-    p.add_argument("--steps", type=int, default=1500)
-    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--width", type=float, default=0.125)
+    p.add_argument("--steps", type=int, default=800)
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--test-images", type=int, default=2000)
     p.add_argument("--full-images", type=int, default=4, help="images for the 224 x 224 logit comparison (0: skip)")
@@ -94,6 +95,8 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     train_set = load_dataset("cifar10", args.data, "train", download=False)
     test_set = load_dataset("cifar10", args.data, "test", download=False)

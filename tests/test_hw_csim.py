@@ -146,7 +146,7 @@ def test_cli_generate_csim_report(tmp_path, capsys):
     for k in ("cycles", "fps", "lut", "ff", "bram18k", "dsp"):
         assert rep["totals"][k] > 0
     assert rep["csim"]["within_tolerance"] and rep["csim"]["mismatched_images"] == 0
-    rc, stdout, err = _cli(capsys, "report", model_path, "--images", 2)
+    rc, stdout, err = _cli(capsys, "report", model_path, "--images", 2, "--random-images")
     assert rc == 0 and "images/s" in stdout, err
     # a fracbnn checkpoint is exported on the fly (ResNet-32 here: another depth)
     from fracbnn.checkpoint import save_checkpoint

@@ -8,7 +8,9 @@ inside ``run`` so ``fracbnn --help`` stays fast.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
+import os
 import sys
 
 from .errors import FracBNNError
@@ -45,14 +47,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def os_error_line(e: OSError) -> str:
-    """One line for an OSError: what the OS said, about which path, and what to check."""
-    what = e.strerror or type(e).__name__
-    paths = [str(p) for p in (e.filename, e.filename2) if p is not None]
-    where = f": {' -> '.join(paths)}" if paths else (f" ({e})" if not e.strerror and str(e) else "")
-    return f"{what}{where}; check that the path is right and writable"
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -60,18 +54,52 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(args._run(args) or 0)
+        rc = int(args._run(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows up here, inside the handlers below
+        return rc
     except FracBNNError as e:
         print(f"fracbnn {args.command}: error: {e}", file=sys.stderr)
         return 2
-    except BrokenPipeError:
-        raise
-    except OSError as e:  # any file-system refusal (missing, read-only, permissions, full disk, not a folder)
-        print(f"fracbnn {args.command}: error: {os_error_line(e)}", file=sys.stderr)
+    except BrokenPipeError:  # `fracbnn ... | head`: the reader left; stop quietly, as cat does
+        _silence_stdout()
+        return 141
+    except OSError as e:  # unreadable input, read-only or full disk, a file where a folder should be, ...
+        print(f"fracbnn {args.command}: error: {os_error_message(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"fracbnn {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+#: what to do about an operating-system error, by errno
+_OS_HINTS = {
+    errno.ENOENT: "check the path",
+    errno.EROFS: "choose another location",
+    errno.EACCES: "choose a location you may write to, or fix the permissions",
+    errno.EPERM: "choose a location you may write to, or fix the permissions",
+    errno.ENOTDIR: "a part of the path is a file, not a folder",
+    errno.EISDIR: "give a file, not a folder",
+    errno.EEXIST: "choose another name",
+    errno.ENOSPC: "free some disk space",
+    errno.EDQUOT: "free some disk space",
+}
+
+
+def os_error_message(e: OSError) -> str:
+    """One line naming the file, the system's reason and what to do."""
+    where = " -> ".join(str(f) for f in (e.filename, e.filename2) if f is not None)
+    reason = e.strerror or str(e) or type(e).__name__
+    hint = _OS_HINTS.get(e.errno)
+    return f"{where + ': ' if where else ''}{reason}" + (f"; {hint}" if hint else "")
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush cannot raise again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
 
 
 if __name__ == "__main__":

@@ -35,8 +35,10 @@ def run(args) -> int:
 
     from ..errors import FracBNNError
 
+    if args.batch_size < 1:
+        raise FracBNNError(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.limit is not None and args.limit < 1:
-        raise FracBNNError(f"--limit must be >= 1 (the number of images to evaluate), got {args.limit}")
+        raise FracBNNError(f"--limit must be at least 1 (the number of images to evaluate), got {args.limit}")
     if str(args.checkpoint).endswith(".fbnn"):
         try:
             from ..deploy.cli import eval_packed
@@ -54,8 +56,6 @@ def run(args) -> int:
     from ..train.evaluate import evaluate
     from ..train.trainer import body_effective_bits, dataset_options, limit_dataset
 
-    if args.batch_size < 1:
-        raise FracBNNError(f"--batch-size must be >= 1, got {args.batch_size}")
     device = pick_device(args.device)
     ckpt = load_checkpoint(args.checkpoint)
     recipe = ckpt.get("config") or {}

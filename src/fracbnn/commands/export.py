@@ -34,6 +34,7 @@ def run(args) -> int:
 
     from ..checkpoint import load_checkpoint, model_from_checkpoint
     from ..deploy.export import CIFAR10_CLASSES, FixedPoint, export_model
+    from ..deploy.preprocess import attach_data_facts
     from ..errors import FracBNNError
 
     out = Path(args.output)
@@ -45,7 +46,7 @@ def run(args) -> int:
     fx = FixedPoint(args.frac_bits, args.residual_bits, args.param_frac_bits).check()
     ckpt_path = Path(args.checkpoint)
     ckpt = load_checkpoint(ckpt_path)
-    model = model_from_checkpoint(ckpt, source=str(ckpt_path)).eval()
+    model = attach_data_facts(model_from_checkpoint(ckpt, source=str(ckpt_path)).eval(), ckpt)
     digest = hashlib.sha256(ckpt_path.read_bytes()).hexdigest()
     names = None
     if getattr(model, "classes", None) is None and _data_name(ckpt) == "cifar10" \
@@ -53,7 +54,10 @@ def run(args) -> int:
         names = CIFAR10_CLASSES  # a checkpoint from before class names were recorded, trained on CIFAR-10
     packed = export_model(model, fx, class_names=names,
                           source={"checkpoint": ckpt_path.name, "checkpoint_sha256": digest})
-    packed.save(out)
+    try:
+        packed.save(out)
+    except OSError as e:  # read-only or full disk, no permission: the old file (if any) is untouched
+        raise FracBNNError(f"cannot write {out} ({e.strerror or e}); choose another -o location") from None
     weight_bits = sum(int(t.size) * 8 for n, t in packed.tensors.items() if t.dtype.name == "uint8")
     res = {"output": str(out), "model": packed.meta["model"]["name"], "bytes": out.stat().st_size,
            "checkpoint_bytes": ckpt_path.stat().st_size, "ops": len(packed.program),

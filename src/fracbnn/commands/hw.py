@@ -1,6 +1,7 @@
 """FPGA accelerator: generate a Vitis HLS project, C-simulate it, report cycles and resources.
 
-  fracbnn hw generate model.fbnn --board ultra96v2 -o DIR   # HLS project + testbench (100 test images)
+  fracbnn hw generate model.fbnn --board ultra96v2 -o DIR   # HLS project + testbench (100 test images
+                                                            # of the model's recorded data set; --data PATH)
   fracbnn hw csim DIR                                       # g++ build + run; exit 1 on any logit mismatch
   fracbnn hw report DIR|model.fbnn [--json]                 # per-layer cycles, images/s, LUT/FF/BRAM/DSP
 
@@ -34,13 +35,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--board", default="ultra96v2", help="target board (ultra96v2)")
     g.add_argument("-o", "--out", required=True, metavar="DIR", help="project directory (new or a previous project)")
     g.add_argument("--images", type=int, default=100, metavar="N", help="test images in the testbench (default 100)")
-    g.add_argument("--data", metavar="PATH", help="CIFAR-10 folder, a folder holding it or "
-                   "cifar-10-python.tar.gz, or the archive (default: $FRACBNN_DATA, else the data cache; never "
-                   "downloaded); without the data set seeded random images are used")
-    g.add_argument("--random-images", action="store_true", help="use seeded random images even if CIFAR-10 exists")
-    g.add_argument("--seed", type=int, default=0, help="seed of the random images")
+    _data_args(g)
     g.add_argument("--calib-images", type=int, default=64, metavar="K",
-                   help="CIFAR-10 training images (random without the data set) used to order output channels "
+                   help="training images (random with --random-images) used to order output channels "
                    "by gate rate so rarely-open channels share lanes (default 64; 0 keeps the natural order)")
     _config_args(g)
     c = sub.add_parser("csim", help="build and run the C testbench with g++",
@@ -57,9 +54,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="LSB tile density to assume for every layer (default: measured)")
     r.add_argument("--images", type=int, default=100, metavar="N",
                    help="images to measure LSB densities on, for a MODEL.fbnn (default 100)")
-    r.add_argument("--data", metavar="PATH", help="CIFAR-10 folder, a folder holding it or its archive, or the "
-                   "archive (default: $FRACBNN_DATA, else the data cache; never downloaded)")
+    _data_args(r)
     _config_args(r)
+
+
+def _data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", metavar="PATH", help="the model's data set: an image folder with train/ and val/, or "
+                   "the CIFAR folder / archive (default: $FRACBNN_DATA, else the data cache; never downloaded); "
+                   "a missing or wrong path is an error")
+    p.add_argument("--dataset", metavar="NAME", help="data set name (default: the one recorded in the model)")
+    p.add_argument("--random-images", action="store_true",
+                   help="use seeded random pixels instead of the data set (say so explicitly: never a fallback)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random images")
 
 
 def _config(args, base=None):
@@ -77,30 +83,22 @@ def _config(args, base=None):
     return cfg
 
 
-def _calib_images(args, n):
-    import numpy as np
-
-    from ..hw.generate import default_images
+def _calib_images(args, packed, n):
+    from ..hw.generate import sample_images
 
     if n <= 0:
         return None
-    if getattr(args, "random_images", False):
-        return np.random.default_rng(args.seed + 1).integers(0, 256, size=(n, 3, 32, 32), dtype=np.uint8)
-    return default_images(n, seed=args.seed, datasets=args.data, split="train")[0]
+    return sample_images(packed, n, data=args.data, dataset=args.dataset, split="train", seed=args.seed,
+                         random=args.random_images)[0]
 
 
-def _images(args, n):
-    import numpy as np
-
+def _images(args, packed, n):
     from ..errors import FracBNNError
-    from ..hw.generate import default_images
+    from ..hw.generate import sample_images
 
     if n < 1:
         raise FracBNNError(f"--images must be at least 1, got {n}")
-    if getattr(args, "random_images", False):
-        rng = np.random.default_rng(args.seed)
-        return rng.integers(0, 256, size=(n, 3, 32, 32), dtype=np.uint8), f"random uint8 images (seed {args.seed})"
-    return default_images(n, seed=getattr(args, "seed", 0), datasets=args.data)
+    return sample_images(packed, n, data=args.data, dataset=args.dataset, seed=args.seed, random=args.random_images)
 
 
 def _magic(p) -> bytes:
@@ -116,10 +114,12 @@ def _load_model(path):
 
     p = Path(path)
     if p.is_file() and _magic(p) != b"FBNN":
-        from ..checkpoint import model_from_checkpoint
+        from ..checkpoint import load_checkpoint, model_from_checkpoint
         from ..deploy import export_model
+        from ..deploy.preprocess import attach_data_facts
 
-        return export_model(model_from_checkpoint(p).eval())
+        ckpt = load_checkpoint(p)
+        return export_model(attach_data_facts(model_from_checkpoint(ckpt, source=str(p)).eval(), ckpt))
     return PackedModel.load(p)
 
 
@@ -132,19 +132,15 @@ def run(args) -> int:
     if not args.hw_command:
         raise FracBNNError("choose an action: fracbnn hw generate|csim|report (see fracbnn hw --help)")
     if args.hw_command == "generate":
-        from ..hw.generate import generate_project
+        from ..hw.generate import check_output_dir, generate_project
 
+        check_output_dir(args.out)
         packed = _load_model(args.model)
         cfg = _config(args)
         if args.design == "published":
             raise FracBNNError("--design published is a reference for `hw report`; the generator writes our design")
-        images, origin = _images(args, args.images)
-        if images.shape[1:] != tuple(packed.input_size):
-            raise FracBNNError(f"the model takes {tuple(packed.input_size)} images; the test images are "
-                               f"{tuple(images.shape[1:])} (use --random-images)")
-        calib = _calib_images(args, args.calib_images)
-        if calib is not None and calib.shape[1:] != images.shape[1:]:
-            calib = None
+        images, origin = _images(args, packed, args.images)
+        calib = _calib_images(args, packed, args.calib_images)
         meta = generate_project(packed, args.out, cfg=cfg, board=args.board, images=images, image_origin=origin,
                                 model_label=Path(args.model).name, calib_images=calib)
         print(f"wrote {args.out}: {len(meta['layers'])} conv layers, {meta['test_images']['count']} test images "
@@ -198,10 +194,9 @@ def run(args) -> int:
         if args.lsb_density is None and cfg.style == "fracbnn":
             from ..hw.program import gate_open_rates, order_channels_by_gate_rate
 
-            args.random_images, args.seed = False, 0
-            calib = _calib_images(args, 64)
+            calib = _calib_images(args, packed, 64)
             order_channels_by_gate_rate(prog, gate_open_rates(packed, prog, calib))
-            images, origin = _images(args, args.images)
+            images, origin = _images(args, packed, args.images)
             stats = lsb_tile_stats(packed, prog, cfg, images)
             source += f" (LSB densities measured on {len(images)} {origin.split(' from ')[0]})"
     dens = args.lsb_density if args.lsb_density is not None else {k: v["tile_density"] for k, v in stats.items()}

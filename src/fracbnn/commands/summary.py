@@ -40,9 +40,30 @@ def run(args) -> int:
         densities = recorded_densities(ckpt)
     else:
         raise FracBNNError(f"{args.model!r} is neither a model name ({', '.join(list_models())}) nor a file")
-    s = summarize(model, input_size=args.input_size, lsb_density=args.lsb_density, layer_densities=densities)
+    size = _checked_input_size(model, args.input_size)
+    try:
+        s = summarize(model, input_size=size, lsb_density=args.lsb_density, layer_densities=densities)
+    except (RuntimeError, ValueError) as e:  # images too small for the strides/pooling of the network
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+        raise FracBNNError(f"{args.model} cannot run on {'x'.join(map(str, size))} images ({first}); pass a larger "
+                           "--input-size, e.g. the model's own") from None
     print(s.to_json() if args.json else s.format_table())
     return 0
+
+
+def _checked_input_size(model, size):
+    """``--input-size`` with positive sizes and the model's channel count (None: the model's own)."""
+    from ..errors import FracBNNError
+
+    if size is None:
+        return None
+    if min(size) < 1:
+        raise FracBNNError(f"--input-size must be three positive numbers C H W, got {' '.join(map(str, size))}")
+    channels = getattr(model, "spec", {}).get("kwargs", {}).get("in_channels")
+    if channels is not None and int(channels) != size[0]:
+        raise FracBNNError(f"{model.spec['name']} takes {channels}-channel images, --input-size gives {size[0]}; "
+                           f"pass {channels} as C")
+    return tuple(size)
 
 
 def recorded_densities(ckpt: dict) -> dict[str, float] | None:

@@ -29,6 +29,7 @@ from ..errors import FracBNNError
 from ..ir.model import KIND, PackedModel, accumulator_bits, infer_shapes, value_bounds
 from .converters import converter_for, supported_families
 from .converters.builder import Builder, UnsupportedModelError, bn_affine, f64, q  # noqa: F401  (bn_affine re-exported)
+from .preprocess import data_meta
 
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
@@ -122,6 +123,7 @@ def export_model(model: nn.Module, fx: FixedPoint | None = None, *, class_names=
         "program": b.program,
         "accumulator_bits": accumulator_bits(b.program, size, b.tensors),
         "source": source or {},
+        **data_meta(model, size),  # dataset and preprocessing (deploy/preprocess.py)
     }
     widest = max(meta["accumulator_bits"].items(), key=lambda kv: kv[1])
     if widest[1] > 64:

@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 from ..errors import FracBNNError
@@ -30,7 +31,7 @@ def run_csim(project_dir: str | Path, cxx: str | None = None, timeout: float = 1
     if shutil.which(cxx) is None:
         raise CsimError(f"C++ compiler {cxx!r} not found; install g++ or set CXX")
     build = d / "build"
-    build.mkdir(exist_ok=True)
+    _check_writable(d, build)
     exe = build / "csim"
     cmd = [cxx, *CXXFLAGS, "-I", str(d / "src"), "-o", str(exe), str(d / "src" / "fracbnn_kernel.cpp"),
            str(d / "src" / "tb.cpp")]
@@ -48,3 +49,16 @@ def run_csim(project_dir: str | Path, cxx: str | None = None, timeout: float = 1
     result["stdout"] = r.stdout
     result["returncode"] = r.returncode
     return result
+
+
+def _check_writable(project: Path, build: Path) -> None:
+    """csim writes build/csim and csim_result.json inside the project: say so when it cannot."""
+    for folder in (project, build):
+        try:
+            folder.mkdir(exist_ok=True)
+            with tempfile.TemporaryFile(dir=folder):
+                pass
+        except OSError as e:
+            raise CsimError(f"cannot write to {folder} ({e.strerror or e}); csim builds the testbench and writes "
+                            f"its results inside the project: copy it somewhere writable (cp -r {project} "
+                            "/tmp/) and run csim there") from None

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -257,6 +258,61 @@ def default_images(n: int, seed: int = 0, datasets: str | Path | None = None, sp
     return ds.images[:n].numpy().astype(np.uint8), f"CIFAR-10 {split} images 0..{n - 1}{where}"
 
 
+def check_output_dir(out_dir: str | Path) -> Path:
+    """Refuse, before any work, an output that is a file or lies where nothing can be written."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise FracBNNError(f"-o {out} is a file, not a directory; pass a new or empty directory for the project")
+    probe = out
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise FracBNNError(f"cannot create {out}: {probe} is a file, not a directory; choose another -o path")
+    try:
+        with tempfile.TemporaryFile(dir=probe):
+            pass
+    except OSError as e:
+        raise FracBNNError(f"cannot write to {probe} ({e.strerror or e}); choose a -o directory you can "
+                           "write to") from None
+    return out
+
+
+def sample_images(packed, n: int, *, data: str | Path | None = None, dataset: str | None = None,
+                  split: str = "test", seed: int = 0, random: bool = False) -> tuple[np.ndarray, str]:
+    """(uint8 (n', C, H, W) images, where they came from) for a testbench or a density measurement.
+
+    The images come from the data set the model records (or ``dataset``),
+    preprocessed as in training, in the model's input shape: the first ``n``
+    of an in-memory split (CIFAR), ``n`` spread evenly over a file-backed one
+    (an image folder sorted by class). Random images only when ``random``:
+    a missing or wrong ``data`` is an error, never a silent fallback.
+    """
+    from ..data import load_dataset
+    from ..deploy.preprocess import check_dataset_fits, dataset_options, recorded_dataset
+
+    shape = tuple(int(v) for v in packed.input_size)
+    if random:
+        rng = np.random.default_rng(seed + (0 if split == "test" else 1))
+        return rng.integers(0, 256, size=(n, *shape), dtype=np.uint8), f"random uint8 images (seed {seed})"
+    name = str(dataset).lower() if dataset else recorded_dataset(packed.meta)[0]
+    try:
+        ds = load_dataset(name, data, split, download=False, **dataset_options(name, packed.meta))
+    except FracBNNError as e:
+        raise FracBNNError(f"cannot read the {name} {split} images the model needs here: {e} (or pass "
+                           "--random-images for seeded random pixels)") from None
+    check_dataset_fits(ds, packed, name)
+    n = min(n, len(ds))
+    where = f" from {data}" if data is not None else ""
+    if getattr(ds, "in_memory", False):
+        return ds.images[:n].numpy().astype(np.uint8), f"{name} {split} images 0..{n - 1}{where}"
+    from tqdm import tqdm
+
+    picks = np.unique(np.linspace(0, len(ds) - 1, n).round().astype(int))
+    images = np.stack([ds[int(i)][0].numpy() for i in tqdm(picks, desc=f"{name} {split} images", unit="image",
+                                                            leave=False, disable=len(picks) < 200)])
+    return images.astype(np.uint8), f"{name} {split} images spread evenly over all {len(ds)}{where}"
+
+
 def generate_project(packed, out_dir: str | Path, *, cfg: HwConfig | None = None, board: str = "ultra96v2",
                      images: np.ndarray | None = None, n_images: int = 100, image_origin: str = "",
                      model_label: str = "", calib_images: np.ndarray | None = None) -> dict:
@@ -279,7 +335,7 @@ def generate_project(packed, out_dir: str | Path, *, cfg: HwConfig | None = None
     if prog.input_size[0] * prog.thermo_bits != prog.layers[0].shape.cin:
         raise FracBNNError("thermometer channels do not match the input convolution")
     if images is None:
-        images, image_origin = default_images(n_images)
+        images, image_origin = sample_images(packed, n_images)
     images = np.ascontiguousarray(images, np.uint8)
     if images.ndim != 4 or tuple(images.shape[1:]) != tuple(prog.input_size):
         raise FracBNNError(f"test images must have shape (N, {', '.join(map(str, prog.input_size))})")

@@ -14,8 +14,8 @@ import time
 import numpy as np
 
 from ..errors import FracBNNError
+from ..ir import Graph, PackedModel
 from .engines import get_engine
-from .packed import PackedModel
 
 
 def load_engine(model_path, engine: str = "golden"):
@@ -81,7 +81,8 @@ def eval_packed(args) -> int:
            "fixed_point": packed.meta.get("fixed_point")}
     counts = getattr(engine, "gate_counts", None)  # both engines count open LSB gates
     if counts:
-        res["sparsity"] = {k.removesuffix(".acc"): 1 - o / t for k, (o, t) in counts.items() if t}
+        layer = Graph(packed.program).layer_name  # gate counts are kept per conv output buffer
+        res["sparsity"] = {layer(k): 1 - o / t for k, (o, t) in counts.items() if t}
         opened, total = sum(o for o, _ in counts.values()), sum(t for _, t in counts.values())
         res["lsb_density"] = opened / total if total else None
     res["effective_activation_bits"] = effective_activation_bits(packed, counts or {})
@@ -112,7 +113,8 @@ def effective_activation_bits(packed: PackedModel, counts: dict) -> float | None
         rows = summarize(model, input_size=packed.input_size, lsb_density=1.0).rows
     except Exception:  # an architecture this fracbnn cannot build: report no figure rather than fail the eval
         return None
-    densities = {k.removesuffix(".acc"): o / t for k, (o, t) in counts.items() if t}
+    layer = Graph(packed.program).layer_name
+    densities = {layer(k): o / t for k, (o, t) in counts.items() if t}
     return summary_totals(with_lsb_densities(rows, densities))["effective_activation_bits"]
 
 

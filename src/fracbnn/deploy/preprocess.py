@@ -47,7 +47,8 @@ def attach_data_facts(model, ckpt: dict):
 def data_meta(model, input_size) -> dict:
     """``{"dataset", "preprocess"}`` for the metadata of a model exported with input size (C, H, W)."""
     c, h, w = (int(v) for v in input_size)
-    name = getattr(model, "dataset", None)
+    # the recipe's dataset; else the family's own (ReActNet is the ImageNet architecture)
+    name = getattr(model, "dataset", None) or getattr(type(model), "default_dataset", None)
     opts = dict(getattr(model, "data_options", None) or {})
     mode = opts.get("mode") or MODES.get(c, "RGB")
     resize, crop = None, None

@@ -88,6 +88,9 @@ class ReActNet(nn.Module):
     Input: (N, C, H, W) images as uint8 or float in [0, 1], H and W multiples of 32.
     """
 
+    #: what export records when the checkpoint has no recipe (ImageNet preprocessing: resize, centre crop)
+    default_dataset = "imagenet"
+
     def __init__(
         self,
         num_classes: int = 1000,

@@ -595,20 +595,41 @@ static void FB(post_row)(const fb_step *st, const int32_t *restrict acc, int64_t
         }
 }
 
-/* Shortcut row oy as the golden engine's buffer holds it: direct, or for
- * avgpool2_dup the 2x2 window SUM of the source, channels repeated. */
+/* Code v = 2c - L of the k-bit quantize op (L = 2^k - 1) on residual r with F fraction bits, as the golden
+ * uniform_code: c = clamp(floor((L (r + 2^F) + 2^F) / 2^(F+1)), 0, L), int64 wrap-around like numpy. */
+static inline int64_t FB(shortcut_code)(int64_t r, uint64_t one, uint64_t L, int sh)
+{
+    int64_t c = (int64_t)(L * ((uint64_t)r + one) + one) >> sh;
+    c = c < 0 ? 0 : c;
+    c = c > (int64_t)L ? (int64_t)L : c;
+    return 2 * c - (int64_t)L;
+}
+
+/* Shortcut row oy as the golden engine's buffer holds it, from the source residual: its quantize
+ * codes (FB_SC_QUANT) or the residual itself, 2x2 window sums (FB_SC_POOL), channels repeated when the
+ * source has fewer than O (channel_dup / avgpool2_dup). A plain residual row is returned in place. */
 static const int64_t *FB(shortcut_row)(const fb_step *st, const int64_t *sc, int oy, int64_t *tmp)
 {
-    const int O = st->g.O, Wo = st->g.Wo;
-    if (st->sc_mode == 1) return sc + (size_t)oy * Wo * O;
-    const int Cs = st->sc_C, Ws = st->sc_W;
+    const int O = st->g.O, Wo = st->g.Wo, Cs = st->sc_C, Ws = st->sc_W;
+    const int pool = st->sc_mode & FB_SC_POOL, quant = st->sc_mode & FB_SC_QUANT;
+    if (!pool && !quant && Cs == O) return sc + (size_t)oy * Wo * O;
+    const uint64_t one = quant ? (uint64_t)1 << st->sc_qfrac : 0, L = quant ? ((uint64_t)1 << st->sc_qbits) - 1 : 0;
+    const int sh = st->sc_qfrac + 1;
+#define FB_SCV(v) (quant ? FB(shortcut_code)((v), one, L, sh) : (v))
     for (int x = 0; x < Wo; x++) {
-        const int64_t *a = sc + ((size_t)(2 * oy) * Ws + 2 * x) * Cs, *b = a + (size_t)Ws * Cs;
-        int64_t *t = tmp + (size_t)x * O;
-        for (int c = 0; c < Cs; c++)
-            t[c] = (int64_t)((uint64_t)a[c] + (uint64_t)a[Cs + c] + (uint64_t)b[c] + (uint64_t)b[Cs + c]);
+        int64_t *restrict t = tmp + (size_t)x * O;
+        if (pool) {
+            const int64_t *a = sc + ((size_t)(2 * oy) * Ws + 2 * x) * Cs, *b = a + (size_t)Ws * Cs;
+            for (int c = 0; c < Cs; c++)
+                t[c] = (int64_t)((uint64_t)FB_SCV(a[c]) + (uint64_t)FB_SCV(a[Cs + c]) + (uint64_t)FB_SCV(b[c]) +
+                                 (uint64_t)FB_SCV(b[Cs + c]));
+        } else {
+            const int64_t *a = sc + ((size_t)oy * Ws + x) * Cs;
+            for (int c = 0; c < Cs; c++) t[c] = FB_SCV(a[c]);
+        }
         for (int c = Cs; c < O; c++) t[c] = t[c - Cs];
     }
+#undef FB_SCV
     return tmp;
 }
 

@@ -33,10 +33,13 @@
 #endif
 
 /* Bump when the plan layout changes; fast.py refuses a stale build. */
-#define FB_ABI_VERSION 3
+#define FB_MAX_CHANNELS 4096
+#define FB_ABI_VERSION 4
 
 enum { FB_STEP_THERMO = 1, FB_STEP_QCONV = 2, FB_STEP_POOLFC = 3 };
 enum { FB_POST_SCALE_SHIFT = 1, FB_POST_BLOCK = 2 };
+/* block_post shortcut: present; the 2x2 window sum of the source; the source's quantize codes first */
+enum { FB_SC_ON = 1, FB_SC_POOL = 2, FB_SC_QUANT = 4 };
 
 typedef struct {
     int Cin, H, W, O, Ho, Wo, K, stride, pad;
@@ -55,7 +58,9 @@ typedef struct {
     int src_slot, dst_slot, sc_slot;
     int qbits, frac_bits; /* QCONV input quantizer: 1 = sign, 2 = Q2 */
     int post, shift, bits;
-    int sc_mode, sc_C, sc_W;       /* 0 none, 1 direct, 2 avgpool2_dup sum; pooled source C, W */
+    int sc_mode, sc_C, sc_W;       /* shortcut flags (FB_SC_*); source residual's channels and width: channel
+                                    * c of the output reads c mod sc_C (channel duplication when sc_C < O) */
+    int sc_qbits, sc_qfrac;        /* FB_SC_QUANT: k and F of the quantize op giving the shortcut codes */
     int levels, img_C;             /* THERMO: table rows per tap, image channels */
     int ncls;                      /* POOLFC */
     int gate_index;                /* QCONV: index into the gate counters, -1 none */
@@ -423,7 +428,7 @@ static int derive_fast_paths(fb_plan *pl)
 }
 
 /* Integer fields of one step, in this order (fast.py builds the same tuple). */
-#define FB_NINTS 27
+#define FB_NINTS 29
 
 /* Array fields of one step, in this order; None where unused. Item sizes are
  * checked so a wrong dtype from Python cannot be misread. */
@@ -502,14 +507,15 @@ static PyObject *py_make_plan(PyObject *self, PyObject *args)
         st->bits = (int)v[17]; st->sc_mode = (int)v[18]; st->sc_C = (int)v[19]; st->sc_W = (int)v[20];
         st->levels = (int)v[21]; st->img_C = (int)v[22]; st->ncls = (int)v[23]; st->gate_index = (int)v[24];
         g->ncc = (int)v[26];
+        st->sc_qbits = (int)v[27]; st->sc_qfrac = (int)v[28];
         st->sparse_lsb = 0; /* dense by default: faster on CPUs unless most gates are closed */
         if (v[25] != FB_ABI_VERSION) {
             PyErr_SetString(PyExc_ValueError, "plan was built for another kernel version");
             goto fail;
         }
-        if (g->Cin < 1 || g->Cin > 512) {
-            PyErr_Format(PyExc_ValueError, "step %zd: %d input channels; the fast engine supports 1..512", i,
-                         g->Cin);
+        if (g->Cin < 1 || g->Cin > FB_MAX_CHANNELS) {
+            PyErr_Format(PyExc_ValueError, "step %zd: %d input channels; the fast engine supports 1..%d", i,
+                         g->Cin, FB_MAX_CHANNELS);
             goto fail;
         }
         if (st->bits < 2 || st->bits > 62 || st->shift < 0 || st->shift > 62 || st->frac_bits < 0 ||
@@ -551,7 +557,9 @@ static PyObject *py_make_plan(PyObject *self, PyObject *args)
             if (st->post == FB_POST_SCALE_SHIFT) ok = ok && st->mul && st->add;
             else if (st->post == FB_POST_BLOCK)
                 ok = ok && st->sign && st->thr && st->pos_mul && st->pos_add && st->neg_mul && st->neg_add &&
-                     st->sc_mul && st->sc_mode;
+                     st->sc_mul && (st->sc_mode & FB_SC_ON) && st->sc_C >= 1 && st->sc_C <= g->O &&
+                     (!(st->sc_mode & FB_SC_QUANT) ||
+                      (st->sc_qbits >= 2 && st->sc_qbits <= 8 && st->sc_qfrac >= 0 && st->sc_qfrac <= 52));
             else ok = 0;
         }
         if (!ok) {
@@ -689,9 +697,9 @@ static PyObject *py_binary_conv(PyObject *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "OOOOOOO(iiiiiiiii)ii", &xo, &wo, &rco, &cco, &cro, &nvo, &oo, &N, &g.Cin, &g.H,
                           &g.W, &g.O, &g.K, &g.stride, &g.pad, &g.ncc, &threads, &allow_simd))
         return NULL;
-    if (N < 0 || g.Cin < 1 || g.Cin > 512 || g.H < 1 || g.W < 1 || g.O < 1 || g.K < 1 || g.stride < 1 || g.pad < 0 ||
+    if (N < 0 || g.Cin < 1 || g.Cin > FB_MAX_CHANNELS || g.H < 1 || g.W < 1 || g.O < 1 || g.K < 1 || g.stride < 1 || g.pad < 0 ||
         g.ncc < 1) {
-        PyErr_SetString(PyExc_ValueError, "binary_conv: bad geometry (Cin must be 1..512)");
+        PyErr_SetString(PyExc_ValueError, "binary_conv: bad geometry (Cin must be 1..4096)");
         return NULL;
     }
     g.Ho = (g.H + 2 * g.pad - g.K) / g.stride + 1;

@@ -94,6 +94,8 @@ typedef struct {
     size_t slot_elems;
     fb_step *steps;
     Py_buffer *bufs;
+    struct fb_work_ *cache; /* image buffers kept between calls (see works_take) */
+    int ncache, cache_busy;
 } fb_plan;
 
 /* ---- per-target kernel instances --------------------------------------- */
@@ -192,7 +194,7 @@ static void scratch_free(fb_scratch *s)
 }
 
 /* One image in flight: residual slots, the two bit planes and pool scratch. */
-typedef struct {
+typedef struct fb_work_ {
     int64_t *slots;
     uint64_t *pm, *pl;
     int64_t *pooled;
@@ -208,6 +210,46 @@ static int work_alloc(fb_work *w, const fb_plan *pl)
 }
 
 static void work_free(fb_work *w) { free(w->slots); free(w->pm); free(w->pl); free(w->pooled); }
+
+/* The plan's image buffers, kept between calls: at 224 x 224 they are tens of MB, and fresh pages
+ * from the OS (zeroed by the kernel) cost as much as the smaller layers. Taken and given back while
+ * holding the GIL, so two Python threads running one plan at once never share them: the second
+ * gets buffers of its own for that call. No kernel relies on their contents being zero. */
+static fb_work *works_take(fb_plan *pl, int n, int *owned)
+{
+    fb_work *w;
+    if (!pl->cache_busy) {
+        if (pl->ncache < n) {
+            w = realloc(pl->cache, (size_t)n * sizeof(fb_work));
+            if (!w) return NULL;
+            pl->cache = w;
+            for (; pl->ncache < n; pl->ncache++)
+                if (!work_alloc(&w[pl->ncache], pl)) { work_free(&w[pl->ncache]); return NULL; }
+        }
+        pl->cache_busy = 1;
+        *owned = 0;
+        return pl->cache;
+    }
+    w = calloc((size_t)n, sizeof(fb_work));
+    if (!w) return NULL;
+    int ok = 1;
+    for (int i = 0; i < n; i++) ok &= work_alloc(&w[i], pl);
+    if (!ok) {
+        for (int i = 0; i < n; i++) work_free(&w[i]);
+        free(w);
+        return NULL;
+    }
+    *owned = 1;
+    return w;
+}
+
+static void works_give(fb_plan *pl, fb_work *w, int n, int owned)
+{
+    if (!w) return;
+    if (!owned) { pl->cache_busy = 0; return; }
+    for (int i = 0; i < n; i++) work_free(&w[i]);
+    free(w);
+}
 
 static inline int64_t *slot(const fb_plan *pl, fb_work *w, int i) { return w->slots + (size_t)i * pl->slot_elems; }
 
@@ -350,6 +392,8 @@ static void plan_free(fb_plan *pl)
     if (pl->steps)
         for (int i = 0; i < pl->nsteps; i++) { free(pl->steps[i].gate32); free(pl->steps[i].split); }
     free(pl->steps);
+    for (int i = 0; i < pl->ncache; i++) work_free(&pl->cache[i]);
+    free(pl->cache);
     free(pl);
 }
 
@@ -621,34 +665,42 @@ static PyObject *py_forward(PyObject *self, PyObject *args)
 #ifndef FB_HAVE_PHASES
         by_image = 1; /* without the phase counters, threads take whole images */
 #endif
+        int nworks = by_image ? nt : 1, owned = 0;
+        fb_work *works = works_take(pl, nworks, &owned);
+        if (!works) alloc_fail = 1;
         Py_BEGIN_ALLOW_THREADS
-        if (by_image) {
+        if (!works) {
+            /* nothing to run: out of memory */
+        } else if (by_image) {
 #ifdef _OPENMP
 #pragma omp parallel num_threads(nt) reduction(|: alloc_fail)
 #endif
             {
-                fb_work w;
+#ifdef _OPENMP
+                fb_work *w = &works[omp_get_thread_num()];
+#else
+                fb_work *w = &works[0];
+#endif
                 fb_scratch s;
-                int ok = work_alloc(&w, pl) & scratch_alloc(&s, pl->max_nK, pl->max_O, pl->max_row);
+                int ok = scratch_alloc(&s, pl->max_nK, pl->max_O, pl->max_row);
                 alloc_fail |= !ok;
 #ifdef _OPENMP
 #pragma omp for schedule(dynamic, 1)
 #endif
                 for (Py_ssize_t n = 0; n < N; n++)
-                    if (ok) run_image(pl, kr, &w, &s, px + (size_t)n * img_bytes, lg + (size_t)n * pl->ncls, gates, NULL, 0);
-                work_free(&w);
+                    if (ok) run_image(pl, kr, w, &s, px + (size_t)n * img_bytes, lg + (size_t)n * pl->ncls, gates, NULL, 0);
                 scratch_free(&s);
             }
         }
 #ifdef FB_HAVE_PHASES
         else {
-            fb_work w;
+            fb_work *w = &works[0];
             int nph = phases_per_image(pl);
             fb_sync y;
             y.claim = calloc((size_t)N * nph + 1, sizeof(int));
             y.done = calloc((size_t)N * nph + 1, sizeof(int));
             y.total = calloc((size_t)N * nph + 1, sizeof(int));
-            if (!work_alloc(&w, pl) || !y.claim || !y.done || !y.total) {
+            if (!y.claim || !y.done || !y.total) {
                 alloc_fail = 1;
             } else {
                 for (Py_ssize_t n = 0; n < N; n++) phase_totals(pl, y.total + (size_t)n * nph);
@@ -661,16 +713,16 @@ static PyObject *py_forward(PyObject *self, PyObject *args)
                     alloc_fail |= !ok;
                     /* a thread that cannot run must still not block the others: it simply claims nothing */
                     for (Py_ssize_t n = 0; n < N && ok; n++)
-                        run_image(pl, kr, &w, &s, px + (size_t)n * img_bytes, lg + (size_t)n * pl->ncls, gates, &y,
+                        run_image(pl, kr, w, &s, px + (size_t)n * img_bytes, lg + (size_t)n * pl->ncls, gates, &y,
                                   (int)(n * nph));
                     scratch_free(&s);
                 }
             }
-            work_free(&w);
             free(y.claim); free(y.done); free(y.total);
         }
 #endif
         Py_END_ALLOW_THREADS
+        works_give(pl, works, nworks, owned);
         if (alloc_fail) {
             PyErr_NoMemory();
             err = 1;

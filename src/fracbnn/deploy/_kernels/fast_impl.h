@@ -615,6 +615,41 @@ static const int64_t *FB(shortcut_row)(const fb_step *st, const int64_t *sc, int
     if (!pool && !quant && Cs == O) return sc + (size_t)oy * Wo * O;
     const uint64_t one = quant ? (uint64_t)1 << st->sc_qfrac : 0, L = quant ? ((uint64_t)1 << st->sc_qbits) - 1 : 0;
     const int sh = st->sc_qfrac + 1;
+#ifdef FB_USE_AVX2
+    if (quant && st->sc_q32 && Cs % 4 == 0) {
+        /* |r| <= 2^29 (sc_q32) and 2^(F+1) <= 2^31: L (r + 2^F) + 2^F cannot wrap, and the code is a
+         * non-decreasing function of r that reaches 0 at r = -2^F and L at r = 2^F, so clamping r to
+         * [-2^F, 2^F] first gives the same code; then t = r + 2^F fits in 32 bits, L t + 2^F is one
+         * exact 32x32->64 multiply, and the shift is a logical one (t >= 0). 4 channels per vector. */
+        const __m256i vone = _mm256_set1_epi64x((long long)one), vnone = _mm256_set1_epi64x(-(long long)one),
+                      vL = _mm256_set1_epi64x((long long)L);
+        const __m128i cnt = _mm_cvtsi32_si128(sh);
+#define FB_CODE4(p)                                                                                            \
+    ({                                                                                                         \
+        __m256i r_ = _mm256_loadu_si256((const __m256i *)(p));                                                 \
+        r_ = _mm256_blendv_epi8(r_, vnone, _mm256_cmpgt_epi64(vnone, r_));                                     \
+        r_ = _mm256_blendv_epi8(r_, vone, _mm256_cmpgt_epi64(r_, vone));                                       \
+        __m256i c_ = _mm256_srl_epi64(_mm256_add_epi64(_mm256_mul_epu32(_mm256_add_epi64(r_, vone), vL), vone), cnt); \
+        _mm256_sub_epi64(_mm256_add_epi64(c_, c_), vL);                                                        \
+    })
+        for (int x = 0; x < Wo; x++) {
+            int64_t *restrict t = tmp + (size_t)x * O;
+            if (pool) {
+                const int64_t *a = sc + ((size_t)(2 * oy) * Ws + 2 * x) * Cs, *b = a + (size_t)Ws * Cs;
+                for (int c = 0; c < Cs; c += 4)
+                    _mm256_storeu_si256((__m256i *)(t + c),
+                                        _mm256_add_epi64(_mm256_add_epi64(FB_CODE4(a + c), FB_CODE4(a + Cs + c)),
+                                                         _mm256_add_epi64(FB_CODE4(b + c), FB_CODE4(b + Cs + c))));
+            } else {
+                const int64_t *a = sc + ((size_t)oy * Ws + x) * Cs;
+                for (int c = 0; c < Cs; c += 4) _mm256_storeu_si256((__m256i *)(t + c), FB_CODE4(a + c));
+            }
+            for (int c = Cs; c < O; c += Cs) memcpy(t + c, t, (size_t)(O - c < Cs ? O - c : Cs) * sizeof(int64_t));
+        }
+#undef FB_CODE4
+        return tmp;
+    }
+#endif
 #define FB_SCV(v) (quant ? FB(shortcut_code)((v), one, L, sh) : (v))
     for (int x = 0; x < Wo; x++) {
         int64_t *restrict t = tmp + (size_t)x * O;

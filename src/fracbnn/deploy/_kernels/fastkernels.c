@@ -67,6 +67,7 @@ typedef struct {
     int sparse_lsb;                /* QCONV: skip the LSB pass where the gate is closed */
     int post32;                    /* block_post: sign, sc_mul and shortcut values fit in int32 */
     int q32;                       /* QCONV: the residuals it quantizes, 3 x them and +-2^(frac_bits+1) fit in int32 */
+    int sc_q32;                    /* FB_SC_QUANT: the shortcut's residuals are |r| <= 2^29 and sc_qfrac <= 30 */
     int32_t *gate32;               /* gate thresholds clamped to int32 (owned by the plan), or NULL */
     int64_t *split;                /* owned storage of the split multipliers below, or NULL */
     const int64_t *mul31, *pm31, *nm31; /* mul / pos_mul / neg_mul as (m mod 2^31) | (m >> 31) << 32, or NULL */
@@ -431,6 +432,11 @@ static int derive_fast_paths(fb_plan *pl)
         if (st->kind == FB_STEP_QCONV && st->src_slot >= 0 && st->src_slot < pl->nslots) {
             const int sb = slot_bits[st->src_slot];
             st->q32 = sb >= 2 && sb <= 30 && st->frac_bits + 1 <= 29;
+        }
+        st->sc_q32 = 0;
+        if (st->kind == FB_STEP_QCONV && (st->sc_mode & FB_SC_QUANT) && st->sc_slot >= 0 && st->sc_slot < pl->nslots) {
+            const int sb = slot_bits[st->sc_slot];
+            st->sc_q32 = sb >= 2 && sb <= 30 && st->sc_qfrac <= 30;
         }
         if (st->kind != FB_STEP_POOLFC && st->dst_slot >= 0 && st->dst_slot < pl->nslots) slot_bits[st->dst_slot] = st->bits;
     }

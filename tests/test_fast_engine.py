@@ -73,6 +73,8 @@ def golden_case(seed, n):
     (1, 130, 5, 5, 3, 3, 2, 1),  # several words per pixel, taps straddle words
     (1, 7, 4, 5, 2, 3, 1, 2),    # padding wider than a tap ring
     (1, 1, 6, 6, 3, 5, 1, 2),
+    (1, 600, 5, 4, 8, 3, 2, 1),  # beyond the old 512-channel cap: 85-word windows
+    (1, 1030, 3, 3, 4, 1, 1, 0),  # 1x1 of > 1024 channels: 17 words
 ])
 def test_binary_conv_matches_torch(n, c, h, w, o, k, s, p, simd):
     rng = np.random.default_rng(c * 100 + k)

@@ -12,11 +12,15 @@ on all cores through OpenMP:
 * ``quantize2 / sign_bit -> frac_conv / binary_conv -> block_post /
   scale_shift`` becomes one QCONV step: residual -> packed bit planes, a
   64-bit XNOR-popcount convolution that counts only valid taps (exact zero
-  padding), the precision gate, and the folded fixed-point post op;
-  ``avgpool2_dup`` is read on the fly by the post op;
+  padding), the precision gate, and the folded fixed-point post op; the
+  block_post shortcut (a residual, optionally through ``quantize``, then
+  ``sum_pool2`` / ``channel_dup`` / ``avgpool2_dup``) is computed on the fly
+  from the residual buffer, row by row;
 * ``global_sum_pool -> linear`` becomes one POOLFC step.
 
-Every integer operation is the golden one (same int64 wrap-around, same
+The program is read through :class:`fracbnn.ir.Graph` (producers and
+consumers of each buffer, as the op classes declare them), never by buffer
+names. Every integer operation is the golden one (same int64 wrap-around, same
 round_shift and saturate), so the logits are identical; tests prove it on
 random models and images. Programs that do not fit these patterns are
 refused with an EngineError (use the golden engine for them).

@@ -25,6 +25,11 @@ MSB passes and LSB passes, as if every gate were open) - the fast engine does
 the input layer with a partial-sum table instead, so it can beat the second.
 
     python benchmarks/engine_speed.py [--checkpoint CKPT] [--threads T] [--min-time 2]
+    python benchmarks/engine_speed.py --model reactnet-fracbnn    # ImageNet size, see main_imagenet
+
+With ``--model reactnet-fracbnn`` (or reactnet-bnn) the comparison is at the
+model's 224 x 224 input, batch 1 and 8, all cores, on a random model with
+data-like statistics; its JSON keys are described in ``main_imagenet``.
 
 Timing: per batch size, warm-up runs, then repeated runs until --min-time
 seconds and --repeats runs have passed; the median is reported. The main
@@ -52,6 +57,7 @@ import torch
 from fracbnn.deploy import export_model
 from fracbnn.deploy import fast
 from fracbnn.deploy.golden import GoldenEngine
+from fracbnn.ir import Graph
 from fracbnn.models import create_model
 from fracbnn.nn import cpu_ops
 
@@ -116,11 +122,11 @@ def popcount_words_per_s(threads: int, simd: bool, vec: bool = False, seconds: f
 def network_work(packed) -> dict:
     """BMACs and popcount words per image, from the packed program."""
     shapes = packed.validate()
+    graph = Graph(packed.program)
     bmac = {"input": 0, "msb": 0, "lsb": 0}
     engine_words = 0
-    for op in packed.program:
-        if op["op"] not in ("binary_conv", "frac_conv"):
-            continue
+    for node in graph.of_kind("binary_conv", "frac_conv"):
+        op = node.attrs
         o, ho, wo = shapes[op["output"]][1:]
         k, cin = int(op["kernel"]), int(op["in_channels"])
         per_plane = ho * wo * o * k * k * cin
@@ -129,7 +135,7 @@ def network_work(packed) -> dict:
             bmac["msb"] += per_plane
             bmac["lsb"] += per_plane
             engine_words += 2 * words
-        elif op["input"] == "thermo":
+        elif graph.producer(op["input"]).op == "thermometer":
             bmac["input"] += per_plane
         else:
             bmac["msb"] += per_plane
@@ -150,7 +156,14 @@ def main(argv=None) -> int:
     p.add_argument("--no-simd", action="store_true", help="force the portable kernels")
     p.add_argument("--no-single-thread", action="store_true",
                    help="skip the extra 1-thread comparison (less sensitive to other load on the machine)")
+    p.add_argument("--calib-images", type=int, default=4,
+                   help="ReActNet: images for data_like's BatchNorm statistics and gate placement")
+    p.add_argument("--calib-size", type=int, default=128,
+                   help="ReActNet: side of the calibration images, a multiple of 32 (224 takes minutes on 2 cores)")
+    p.add_argument("--width", type=float, default=1.0, help="ReActNet: channel width multiplier (quick checks)")
     args = p.parse_args(argv)
+    if args.model.startswith("reactnet"):
+        return main_imagenet(args, p)
 
     T = args.threads
     torch.set_num_threads(T)
@@ -243,6 +256,103 @@ def main(argv=None) -> int:
                   popcount_limit_ips_engine_work=round(lim_engine, 1), fraction_of_limit_engine_work=round(frac, 3),
                   bmac_per_image=work["bmac_total"], popcount_limit_ips_all_bmac=round(lim_bmac, 1),
                   fraction_of_limit_all_bmac=round(frac * lim_engine / lim_bmac, 3),
+                  load_avg_after=round(load_after, 2))
+    print(json.dumps(result))
+    return 0
+
+
+def popcount_limit_share(engine, images: np.ndarray, words_per_image: int, threads: int, simd: bool,
+                         rounds: int = 3, min_time: float = 0.5) -> tuple[float, float, float]:
+    """(limit words/s, engine images/s, share of the limit): the tight loops and the engine timed back to
+    back, ``rounds`` times (medians), so a change of machine load affects both sides of the ratio alike."""
+    rates, ipss, shares = [], [], []
+    for _ in range(rounds):
+        rate = max(popcount_words_per_s(threads, simd), popcount_words_per_s(threads, simd, vec=True))
+        ips = engine_rate(engine, images, argparse.Namespace(min_time=min_time, repeats=1, warmup=0))
+        rates.append(rate)
+        ipss.append(ips)
+        shares.append(ips * words_per_image / rate)
+    return statistics.median(rates), statistics.median(ipss), statistics.median(shares)
+
+
+def main_imagenet(args, parser) -> int:
+    """ReActNet at its input size (224 x 224): fast engine vs PyTorch FP32, batch 1 and 8 by default.
+
+    The model is random with data-like statistics (fracbnn.models.calibrate.data_like on smooth random
+    images, part-open gates). Same columns as the CIFAR comparison; the last line is one JSON object with
+    model, bit_exact, speedup_batch1/8 (vs fracbnn's CPU path), speedup_vs_stock_torch_batch1/8 and
+    popcount_limit_share_batch1/8 (fractions).
+    """
+    from fracbnn.models.calibrate import data_like, smooth_images
+
+    T = args.threads
+    batch_sizes = args.batch_sizes if args.batch_sizes != parser.get_default("batch_sizes") else [1, 8]
+    torch.manual_seed(0)
+    model = create_model(args.model, width=args.width)
+    size = tuple(model.input_size)
+    t0 = time.perf_counter()
+    torch.set_num_threads(1)  # many small ops: one thread is faster on busy cores
+    data_like(model, smooth_images(args.calib_images, (args.calib_size, args.calib_size)))
+    calib_s = time.perf_counter() - t0
+    torch.set_num_threads(T)
+    packed = export_model(model)
+    engine = fast.FastEngine(packed, threads=T, simd=not args.no_simd)
+    info = fast.build_info()
+    load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
+    print(f"model: random init {args.model}, data_like statistics from {args.calib_images} smooth images of "
+          f"{args.calib_size}x{args.calib_size} ({calib_s:.0f} s); input {size[1]}x{size[2]}")
+    print(f"cpu: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; threads: {T}; "
+          f"load average before: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    print(f"fast engine build: {info}")
+
+    check = smooth_images(2, size[1:], seed=1).numpy()
+    fast_logits = engine.logits(check)
+    bit_exact = bool(np.array_equal(fast_logits, GoldenEngine(packed).logits(check)))
+    print(f"fast == golden logits on {len(check)} images: {bit_exact}")
+
+    # one timed run per measurement is enough at these sizes (a PyTorch batch of 8 takes tens of seconds)
+    slow = argparse.Namespace(min_time=min(args.min_time, 1.0), repeats=1, warmup=1, batch1_repeats=3)
+    fp_model = None if args.no_fp else create_model(args.model.rsplit("-", 1)[0] + "-fp", width=args.width).eval()
+    result = {"model": args.model, "input_size": list(size), "threads": T, "cpu_count": os.cpu_count(),
+              "load_avg_before": round(load[0], 2), "bit_exact": bit_exact, "kernels": info["kernels"],
+              "openmp": bool(info["openmp"])}
+    work = network_work(packed)
+    rng = np.random.default_rng(0)
+    print(f"--- {T} thread(s)" + (" (all cores)" if T == os.cpu_count() else ""))
+    print(f"{'batch':>6} {'torch fracbnn':>15} {'fast engine':>13} {'ms/img':>7} {'speedup':>8} {'stock torch':>13} "
+          f"{'vs stock':>8}" + ("" if fp_model is None else f" {'torch fp':>10} {'vs fp':>7}")
+          + f" {'popcount limit share':>21}")
+    for bs in batch_sizes:
+        imgs = rng.integers(0, 256, (bs, *size), dtype=np.uint8)
+        timgs = torch.from_numpy(imgs)
+        once = slow if bs == batch_sizes[0] else argparse.Namespace(**dict(vars(slow), warmup=0))  # warm by now
+        r_torch = torch_rate(model, timgs, once)
+        with cpu_ops.disabled():
+            r_stock = torch_rate(model, timgs, once)
+        r_fp = torch_rate(fp_model, timgs, once) if fp_model is not None else None
+        rate, r_fast, share = popcount_limit_share(engine, imgs, work["engine_words"], T, not args.no_simd,
+                                                   min_time=args.min_time / 2)
+        line = (f"{bs:>6} {r_torch:>11.2f}/s {r_fast:>11.2f}/s {1000 / r_fast:>7.1f} {r_fast / r_torch:>7.1f}x "
+                f"{r_stock:>11.2f}/s {r_fast / r_stock:>7.1f}x")
+        if r_fp is not None:
+            line += f" {r_fp:>8.2f}/s {r_fast / r_fp:>6.1f}x"
+            result[f"torch_fp_ips_batch{bs}"] = round(r_fp, 3)
+            result[f"speedup_vs_fp_batch{bs}"] = round(r_fast / r_fp, 2)
+        print(line + f" {share:>20.0%}")
+        result.update({f"torch_fracbnn_ips_batch{bs}": round(r_torch, 3), f"fast_ips_batch{bs}": round(r_fast, 2),
+                       f"fast_ms_per_image_batch{bs}": round(1000 / r_fast, 2),
+                       f"speedup_batch{bs}": round(r_fast / r_torch, 2),
+                       f"torch_fracbnn_stock_ips_batch{bs}": round(r_stock, 3),
+                       f"speedup_vs_stock_torch_batch{bs}": round(r_fast / r_stock, 2),
+                       f"popcount_limit_words_per_s_batch{bs}": round(rate),
+                       f"popcount_limit_share_batch{bs}": round(share, 3)})
+    lim = statistics.median(result[f"popcount_limit_words_per_s_batch{bs}"] for bs in batch_sizes)
+    print(f"popcount limit: {lim / 1e9:.2f} G XOR+popcount words/s on {T} threads (best tight loop, L1-resident); "
+          f"engine popcount words/image {work['engine_words']:,} -> limit {lim / work['engine_words']:,.1f} images/s")
+    print(f"  network BMACs/image {work['bmac_total']:,} (input {work['bmac']['input']:,}, MSB "
+          f"{work['bmac']['msb']:,}, LSB {work['bmac']['lsb']:,})")
+    load_after = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    result.update(engine_words_per_image=work["engine_words"], bmac_per_image=work["bmac_total"],
                   load_avg_after=round(load_after, 2))
     print(json.dumps(result))
     return 0

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 
 from fracbnn.deploy import EngineError, FixedPoint, PackedModel, export_model, get_engine
 from fracbnn.deploy import fast, golden
+from fracbnn.ir import Graph, get_op
 from fracbnn.models import create_model
 from fracbnn.quant import thermometer_bits
 
@@ -74,6 +75,8 @@ def golden_case(seed, n):
     (1, 130, 5, 5, 3, 3, 2, 1),  # several words per pixel, taps straddle words
     (1, 7, 4, 5, 2, 3, 1, 2),    # padding wider than a tap ring
     (1, 1, 6, 6, 3, 5, 1, 2),
+    (1, 600, 5, 4, 8, 3, 2, 1),  # beyond the old 512-channel cap: 85-word windows
+    (1, 1030, 3, 3, 4, 1, 1, 0),  # 1x1 of > 1024 channels: 17 words
 ])
 def test_binary_conv_matches_torch(n, c, h, w, o, k, s, p, simd):
     rng = np.random.default_rng(c * 100 + k)
@@ -268,6 +271,147 @@ def test_saved_file_and_registry(tmp_path):
     np.testing.assert_array_equal(engine.logits(x), golden.GoldenEngine(packed).logits(x))
     np.testing.assert_array_equal(engine.predict(x), golden.GoldenEngine(packed).predict(x))
     assert engine.logits(x[:0]).shape == (0, 10)
+
+
+# ---------------------------------------------------------------- ReActNet
+
+
+def _data_like_reactnet(name, width, calib_size, seed=0, **kwargs):
+    """A ReActNet with data-like statistics and part-open gates. One torch thread: the calibration passes
+    are many small ops, which compete badly for busy cores with more."""
+    from fracbnn.models.calibrate import data_like, smooth_images
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        torch.manual_seed(seed)
+        return data_like(create_model(name, width=width, **kwargs), smooth_images(8, calib_size, seed=seed),
+                         seed=seed)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def reactnet_case(name, seed, width=0.0625, size=32, n=3):
+    """(packed ReActNet, images, golden logits, golden gate counts), cached per module run."""
+    key = ("reactnet", name, seed, width, size, n)
+    if key not in _CACHE:
+        from fracbnn.models.calibrate import smooth_images
+        model = _data_like_reactnet(name, width, (size, size), seed, num_classes=10)
+        x = smooth_images(n, (size, size), seed=seed + 100).numpy()
+        x[0, :, : size // 2] = 0  # extremes of the thermometer
+        x[-1, :, size // 2:] = 255
+        packed, gates = export_model(model, input_size=(3, size, size)), {}
+        _CACHE[key] = packed, x, golden.run_program(packed, x, collect_gates=gates)["logits"], gates
+    return _CACHE[key]
+
+
+@needs_ext
+@pytest.mark.parametrize("name", ["reactnet-fracbnn", "reactnet-bnn"])
+@pytest.mark.parametrize("seed,width,size", [(0, 0.0625, 32), (1, 0.125, 64), (2, 0.125, 32)])
+def test_reactnet_identical_logits_and_gates(name, seed, width, size):
+    """1x1 and stride-2 convs, 4-bit shortcut codes (direct, 2x2-summed, channel-doubled), stride-2 stem."""
+    packed, x, want, gates = reactnet_case(name, seed, width, size)
+    ops = {n["op"] for n in packed.program}
+    assert {"quantize", "sum_pool2", "channel_dup"} <= ops
+    engine = fast.FastEngine(packed, threads=1)
+    np.testing.assert_array_equal(engine.logits(x), want)
+    assert engine.gate_counts == gates
+    if name == "reactnet-fracbnn":
+        opened = sum(v[0] for v in gates.values()) / sum(v[1] for v in gates.values())
+        assert 0.05 < opened < 0.95  # gates really mixed
+
+
+@needs_ext
+@pytest.mark.parametrize("name", ["reactnet-fracbnn", "reactnet-bnn"])
+@pytest.mark.parametrize("threads,simd,sparse", [(2, True, True), (1, False, True), (2, False, False),
+                                                 (1, True, True)])
+def test_reactnet_all_execution_paths_identical(name, threads, simd, sparse):
+    """Batch 1 (threads share the rows of one image) and batch 9 (whole images per thread)."""
+    packed, x, want, _ = reactnet_case(name, 1, 0.125, 64, n=9)
+    engine = fast.FastEngine(packed, threads=threads, simd=simd, sparse_lsb=sparse)
+    np.testing.assert_array_equal(engine.logits(x), want)
+    np.testing.assert_array_equal(engine.logits(x[:1]), want[:1])
+
+
+@needs_ext
+@pytest.mark.parametrize("simd", [True, False])
+def test_reactnet_shortcut_codes_at_clamp_and_tie(simd):
+    """Residuals of exactly 0 (the quantizer's middle tie, x = 0 -> code (L+1)/2) and beyond +-1 (the clamp)
+    in the stem and two block outputs, whose 4-bit shortcut codes are read directly, channel-doubled and
+    2x2-summed."""
+    packed, x, _, _ = reactnet_case("reactnet-fracbnn", 3, 0.125, 32, n=4)
+    packed = PackedModel(dict(packed.meta), dict(packed.tensors))
+    g = Graph(packed.program)
+    nodes = [g.of_kind("scale_shift")[0], *g.of_kind("block_post")[:2]]
+    for node in nodes:  # channel 0: r = 0; channel 1: r saturated high; channel 2: saturated low
+        for t in ("mul", "pos_mul", "neg_mul", "sc_mul", "add", "pos_add", "neg_add"):
+            if t in node.attrs:
+                arr = np.array(packed.tensors[node[t]], copy=True)
+                arr[:3] = [0, 1 << 60, -(1 << 60)] if t.endswith("add") else 0
+                packed.tensors[node[t]] = arr
+    bufs = golden.run_program(packed, x)
+    readers = set()
+    for node in nodes:
+        q = next(n for n in g.consumers(node["output"]) if n.op == "quantize")
+        r, v, one = bufs[node["output"]], bufs[q["output"]], 1 << q["frac_bits"]
+        assert (r[:, 0] == 0).all() and (v[:, 0] == 1).all()  # the tie: code 8 of 0..15, v = 2 * 8 - 15
+        assert (r[:, 1] > one).all() and (v[:, 1] == 15).all() and (r[:, 2] < -one).all() and (v[:, 2] == -15).all()
+        readers |= {n.op for n in g.consumers(q["output"])}
+    assert readers == {"block_post", "sum_pool2", "channel_dup"}
+    engine = fast.FastEngine(packed, threads=1, simd=simd)
+    np.testing.assert_array_equal(engine.logits(x), bufs["logits"])
+
+
+@needs_ext
+def test_reactnet_buffer_names_are_not_parsed():
+    """The plan follows producers and consumers: renaming every inner buffer changes nothing."""
+    packed, x, want, _ = reactnet_case("reactnet-fracbnn", 0)
+    inner = {b for n in Graph(packed.program).nodes for b in n.inputs + n.outputs} - {"image", "logits"}
+    rename = {b: f"b{i}" for i, b in enumerate(sorted(inner, reverse=True))}
+
+    def ren(v):
+        return [rename.get(b, b) for b in v] if isinstance(v, list) else rename.get(v, v)
+
+    prog = []
+    for n in packed.program:
+        op = get_op(n["op"])
+        prog.append({k: ren(v) if k in op.inputs + op.outputs else v for k, v in n.items()})
+    renamed = PackedModel(dict(packed.meta, program=prog), packed.tensors)
+    np.testing.assert_array_equal(fast.FastEngine(renamed).logits(x), want)
+
+
+@needs_ext
+@pytest.mark.parametrize("change", ["pool_before_quantize", "shortcut_read_twice_as_conv_input"])
+def test_reactnet_unsupported_shortcuts_are_refused(change):
+    packed = reactnet_case("reactnet-fracbnn", 0)[0]
+    prog = [dict(n) for n in packed.program]
+    pool = next(n for n in prog if n["op"] == "sum_pool2")
+    quant = next(n for n in prog if n["op"] == "quantize" and n["output"] == pool["input"])
+    if change == "pool_before_quantize":  # quantize(sum_pool2(r)): not what the kernels compute
+        pool["input"], quant["input"], quant["output"], pool["output"] = (
+            quant["input"], "swapped.pool", pool["output"], "swapped.pool")
+        i, j = prog.index(quant), prog.index(pool)
+        prog[i], prog[j] = prog[j], prog[i]
+    else:  # a shortcut code buffer also read by a bit-plane quantizer
+        prog.insert(prog.index(pool) + 1, {"op": "sign_bit", "input": pool["output"], "output": "odd.bits"})
+    odd = PackedModel(dict(packed.meta, program=prog), packed.tensors)
+    with pytest.raises(EngineError, match="golden"):
+        fast.FastEngine(odd)
+
+
+@needs_ext
+@pytest.mark.slow
+def test_reactnet_full_width_224_identical():
+    """The real geometry: 32..1024 channels (3x3 windows up to 144 words), 112..7 pixels, 1000 classes."""
+    from fracbnn.models.calibrate import smooth_images
+    model = _data_like_reactnet("reactnet-fracbnn", 1.0, (64, 64))  # statistics at 64 x 64: faster than at 224
+    packed = export_model(model, input_size=(3, 224, 224))
+    assert max(n["in_channels"] for n in packed.program if n["op"] == "frac_conv") == 1024
+    x = smooth_images(1, (224, 224), seed=5).numpy()
+    gates = {}
+    want = golden.run_program(packed, x, collect_gates=gates)["logits"]
+    engine = fast.FastEngine(packed, threads=2)
+    np.testing.assert_array_equal(engine.logits(x), want)
+    assert engine.gate_counts == gates and want.shape == (1, 1000)
 
 
 # ---------------------------------------------------------------- errors

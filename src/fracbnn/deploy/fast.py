@@ -12,11 +12,15 @@ on all cores through OpenMP:
 * ``quantize2 / sign_bit -> frac_conv / binary_conv -> block_post /
   scale_shift`` becomes one QCONV step: residual -> packed bit planes, a
   64-bit XNOR-popcount convolution that counts only valid taps (exact zero
-  padding), the precision gate, and the folded fixed-point post op;
-  ``avgpool2_dup`` is read on the fly by the post op;
+  padding), the precision gate, and the folded fixed-point post op; the
+  block_post shortcut (a residual, optionally through ``quantize``, then
+  ``sum_pool2`` / ``channel_dup`` / ``avgpool2_dup``) is computed on the fly
+  from the residual buffer, row by row;
 * ``global_sum_pool -> linear`` becomes one POOLFC step.
 
-Every integer operation is the golden one (same int64 wrap-around, same
+The program is read through :class:`fracbnn.ir.Graph` (producers and
+consumers of each buffer, as the op classes declare them), never by buffer
+names. Every integer operation is the golden one (same int64 wrap-around, same
 round_shift and saturate), so the logits are identical; tests prove it on
 random models and images. Programs that do not fit these patterns are
 refused with an EngineError (use the golden engine for them).
@@ -26,6 +30,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..ir import Graph
 from ..ir.arith import thermometer_level
 from .engines import Engine, EngineError
 from .packed import PackedModel, unpack_weight_bits
@@ -38,15 +43,22 @@ except ImportError as e:  # pragma: no cover - depends on the build
     _IMPORT_ERROR = e
 
 #: Must equal FB_ABI_VERSION in _kernels/fastkernels.c (a stale build is refused).
-ABI_VERSION = 3
+ABI_VERSION = 4
 
 # step kinds and post ops (same numbers as the C enums)
 THERMO, QCONV, POOLFC = 1, 2, 3
 POST_SCALE_SHIFT, POST_BLOCK = 1, 2
-SC_NONE, SC_DIRECT, SC_POOLDUP = 0, 1, 2
+#: block_post shortcut flags: present; 2x2 window sum; 4-bit (k-bit) quantize codes of the residual first.
+#: A shortcut with fewer channels than the output (sc_C < O) is repeated over them (channel duplication).
+SC_ON, SC_POOL, SC_QUANT = 1, 2, 4
+_POST_OPS = ("scale_shift", "block_post")
+_CONVS = ("binary_conv", "frac_conv")
+_SHORTCUT_OPS = ("quantize", "sum_pool2", "channel_dup", "avgpool2_dup")
+#: every op the plan compiler knows how to fuse into its steps
+_FUSED_OPS = _POST_OPS + _CONVS + _SHORTCUT_OPS + ("thermometer", "quantize2", "sign_bit", "global_sum_pool", "linear")
 _ARRAYS = ("wbits", "gate", "mul", "add", "sign", "thr", "pos_mul", "pos_add", "neg_mul", "neg_add", "sc_mul",
            "lut", "level_of", "fc_w", "fc_b", "row_cls", "col_cls", "corr", "nvalid", "wbits_t")
-_MAX_CHANNELS = 512
+_MAX_CHANNELS = 4096
 BUILD_HINT = ("reinstall fracbnn with a C compiler available (`pip install -e .` in the source tree, "
               "gcc/clang needed), or use the golden engine")
 
@@ -189,135 +201,161 @@ def _i64(a) -> np.ndarray:
 
 
 class _Plan:
-    """Steps (ints + arrays per step) for the C side, compiled from a packed model's program."""
+    """Steps (ints + arrays per step) for the C side, compiled from a packed model's program.
+
+    The program is read as a graph (:class:`fracbnn.ir.Graph`): every step is
+    anchored at a post op (``scale_shift`` / ``block_post``) or at ``linear``,
+    and found by following producers of the buffers its op class declares;
+    ops whose results the kernels compute on the fly (bit planes, shortcut
+    codes, pools, channel duplication) are checked to feed nothing else.
+    """
 
     def __init__(self, packed: PackedModel):
         self.packed = packed
         self.shapes = packed.validate()  # batch-1 shapes of every buffer
         self.tensors = packed.tensors
+        self.graph = Graph(packed.program)
         self.steps: list[tuple[dict, dict]] = []
         self.gate_names: list[str] = []
-        self._compile(packed.program)
+        self._compile()
 
     # -- helpers
     def _chw(self, name):
         s = self.shapes[name]
         return s[1], s[2], s[3]
 
-    def _compile(self, program: list[dict]):
-        defs: dict[str, dict] = {"image": {"kind": "image"}}
-        uses: dict[str, int] = {}
-        for op in program:
-            ins = op["input"] if isinstance(op["input"], list) else [op["input"]]
-            if op["op"] == "block_post":
-                ins = ins + [op["shortcut"]]
-            for b in ins:
-                uses[b] = uses.get(b, 0) + 1
-        for op in program:
-            kind = op["op"]
-            out = op["output"]
-            if kind == "thermometer":
-                defs[out] = {"kind": "thermo", "src": op["input"], "op": op}
-            elif kind == "quantize2":
-                for which, name in zip(("m", "l"), out):
-                    defs[name] = {"kind": "plane", "src": op["input"], "qbits": 2, "frac_bits": int(op["frac_bits"]),
-                                  "which": which}
-            elif kind == "sign_bit":
-                defs[out] = {"kind": "plane", "src": op["input"], "qbits": 1, "frac_bits": 0, "which": "m"}
-            elif kind in ("binary_conv", "frac_conv"):
-                defs[out] = {"kind": "acc", "op": op}
-            elif kind == "avgpool2_dup":
-                if defs.get(op["input"], {}).get("kind") != "resid":
-                    _no("avgpool2_dup of a non-residual buffer")
-                defs[out] = {"kind": "pooldup", "src": op["input"]}
-            elif kind in ("scale_shift", "block_post"):
-                self._conv_step(op, defs, uses)
-                defs[out] = {"kind": "resid"}
-            elif kind == "global_sum_pool":
-                if defs.get(op["input"], {}).get("kind") != "resid":
-                    _no("global_sum_pool of a non-residual buffer")
-                defs[out] = {"kind": "pooled", "src": op["input"]}
-            elif kind == "linear":
-                src = defs.get(op["input"], {})
-                if src.get("kind") != "pooled" or out != "logits":
-                    _no("linear must read a global_sum_pool and write 'logits'")
-                c = self.shapes[src["src"]][1]
-                h, w = self.shapes[src["src"]][2:]
-                wt, bias = self.tensors[op["weight"]], self.tensors[op["bias"]]
-                self.steps.append((dict(kind=POOLFC, Cin=c, H=h, W=w, O=c, Ho=h, Wo=w, src=src["src"],
-                                        ncls=int(wt.shape[0])),
-                                   dict(fc_w=_i64(wt), fc_b=_i64(bias))))
-                defs[out] = {"kind": "logits"}
-            else:
-                _no(f"op {kind!r}")
-        if not self.steps or self.steps[-1][0]["kind"] != POOLFC:
+    def _only_read_by(self, buffer: str, ops: tuple[str, ...], what: str):
+        readers = self.graph.consumers(buffer)
+        if not readers or any(n.op not in ops for n in readers):
+            _no(f"{what} {buffer!r} is read by {sorted({n.op for n in readers}) or 'nothing'} "
+                f"(the kernels fuse it into {', '.join(ops)})")
+
+    def _residual(self, buffer: str, what: str) -> str:
+        """``buffer`` if a post op (a step) writes it: the int64 residual buffers the kernels keep."""
+        node = self.graph.producer(buffer)
+        if node is None or node.op not in _POST_OPS:
+            _no(f"{what} must be a residual buffer (written by scale_shift or block_post), not {buffer!r}")
+        return buffer
+
+    def _compile(self):
+        g = self.graph
+        for node in g.nodes:
+            if node.op not in _FUSED_OPS:
+                _no(f"op {node.op!r}")
+        for node in g.nodes:
+            if node.op in _POST_OPS:
+                self._conv_step(node)
+            elif node.op == "linear":
+                self._head_step(node)
+            elif node.op in _CONVS:
+                self._only_read_by(node["output"], _POST_OPS, "convolution output")
+                if len(g.consumers(node["output"])) != 1:
+                    _no(f"convolution output {node['output']!r} is read more than once")
+            elif node.op in ("quantize2", "sign_bit"):
+                for b in node.outputs:
+                    self._only_read_by(b, _CONVS, "bit plane")
+            elif node.op in _SHORTCUT_OPS:
+                self._only_read_by(node["output"], _SHORTCUT_OPS + ("block_post",), "shortcut buffer")
+            elif node.op == "thermometer":
+                if g.producer(node["input"]) is not None:  # no producer: the program's input image
+                    _no("thermometer of something other than the image")
+                self._only_read_by(node["output"], ("binary_conv",), "thermometer output")
+            elif node.op == "global_sum_pool":
+                self._only_read_by(node["output"], ("linear",), "pooled buffer")
+        if not self.steps or self.steps[-1][0]["kind"] != POOLFC or g.nodes[-1].op != "linear":
             _no("the program must end with global_sum_pool -> linear -> logits")
 
-    def _conv_step(self, op: dict, defs: dict, uses: dict):
-        acc = defs.get(op["input"], {})
-        if acc.get("kind") != "acc":
-            _no(f"{op['op']} must read a convolution's output")
-        if uses.get(op["input"], 0) != 1:
-            _no(f"convolution output {op['input']!r} is read more than once")
-        conv = acc["op"]
-        cin, h, w = self._chw(conv["input"][0] if isinstance(conv["input"], list) else conv["input"])
-        o, ho, wo = self._chw(op["input"])
+    def _head_step(self, node):
+        pool = self.graph.producer(node["input"])
+        if pool is None or pool.op != "global_sum_pool" or node["output"] != "logits":
+            _no("linear must read a global_sum_pool and write 'logits'")
+        src = self._residual(pool["input"], "global_sum_pool's input")
+        c, h, w = self._chw(src)
+        wt, bias = self.tensors[node["weight"]], self.tensors[node["bias"]]
+        self.steps.append((dict(kind=POOLFC, Cin=c, H=h, W=w, O=c, Ho=h, Wo=w, src=src, ncls=int(wt.shape[0])),
+                           dict(fc_w=_i64(wt), fc_b=_i64(bias))))
+
+    def _shortcut(self, buffer: str, o: int, ho: int, wo: int) -> dict:
+        """Step ints of a block_post shortcut: a residual, optionally quantized, 2x2-summed, channel-repeated.
+
+        Walks producers from ``buffer`` back to the residual; the kernels apply
+        quantize first, then the pool and the duplication (which commute).
+        """
+        chain, b = [], buffer
+        node = self.graph.producer(b)
+        while node is not None and node.op in _SHORTCUT_OPS:
+            chain.append(node)
+            b = node["input"]
+            node = self.graph.producer(b)
+        src = self._residual(b, "a block_post shortcut's source")
+        ops = [n.op for n in reversed(chain)]  # in application order, from the residual
+        pools = ops.count("sum_pool2") + ops.count("avgpool2_dup")
+        dups = ops.count("channel_dup") + ops.count("avgpool2_dup")
+        quant = [n for n in chain if n.op == "quantize"]
+        if pools > 1 or dups > 1 or len(quant) > 1 or (quant and ops[0] != "quantize"):
+            _no(f"shortcut chain {' -> '.join(ops)} (the kernels take quantize, then one 2x2 sum and/or "
+                "one channel duplication)")
+        c, hs, ws = self._chw(src)
+        side = (hs // 2, ws // 2) if pools else (hs, ws)
+        if c * (2 if dups else 1) != o or side != (ho, wo):
+            _no(f"shortcut {buffer!r} does not match the block's output shape")
+        ints = dict(sc=src, sc_mode=SC_ON | (SC_POOL if pools else 0), sc_C=c, sc_W=ws)
+        if quant:
+            ints.update(sc_mode=ints["sc_mode"] | SC_QUANT, sc_qbits=int(quant[0]["bits"]),
+                        sc_qfrac=int(quant[0]["frac_bits"]))
+        return ints
+
+    def _conv_step(self, post):
+        g = self.graph
+        conv = g.producer(post["input"])
+        if conv is None or conv.op not in _CONVS:
+            _no(f"{post.op} must read a convolution's output")
+        x_bufs = conv.inputs
+        cin, h, w = self._chw(x_bufs[0])
+        o, ho, wo = self._chw(post["input"])
         k, s, p = int(conv["kernel"]), int(conv["stride"]), int(conv["padding"])
         ints = dict(Cin=cin, H=h, W=w, O=o, Ho=ho, Wo=wo, K=k, stride=s, pad=p)
         arrs: dict[str, np.ndarray] = {}
         wbits = unpack_weight_bits(self.tensors[conv["weight"]], cin)  # (O, Cin, K, K) 0/1
-        if cin > _MAX_CHANNELS and not (conv["op"] == "binary_conv" and defs.get(conv["input"], {}).get("kind") == "thermo"):
-            _no(f"{cin} input channels (the kernels take up to {_MAX_CHANNELS})")
-        if conv["op"] == "binary_conv" and defs.get(conv["input"], {}).get("kind") == "thermo":
-            th = defs[conv["input"]]
-            if th["src"] != "image":
-                _no("thermometer of something other than the image")
-            colours = self.shapes["image"][1]
-            bits, res = int(th["op"]["bits"]), int(th["op"]["resolution"])
+        quant = g.producer(x_bufs[0])
+        if quant is None:
+            _no(f"a convolution reads {x_bufs[0]!r}, which nothing computes")
+        if conv.op == "binary_conv" and quant.op == "thermometer":
+            colours = self.shapes[quant["input"]][1]
+            bits, res = int(quant["bits"]), int(quant["resolution"])
             if cin != colours * bits:
                 _no("thermometer channels do not match the conv")
             level = np.minimum(thermometer_level(np.arange(256, dtype=np.int64), res), bits)
             ints.update(kind=THERMO, levels=bits + 1, img_C=colours, Cin=colours)
             arrs.update(lut=thermometer_table(wbits, colours, bits), level_of=level.astype(np.int32))
-        elif conv["op"] == "binary_conv":
-            plane = defs.get(conv["input"], {})
-            if plane.get("kind") != "plane" or plane["qbits"] != 1:
-                _no("binary_conv must read a sign_bit plane or the thermometer")
-            ints.update(kind=QCONV, qbits=1, frac_bits=0, src=plane["src"])
+        else:
+            if cin > _MAX_CHANNELS:
+                _no(f"{cin} input channels (the kernels take up to {_MAX_CHANNELS})")
+            if conv.op == "binary_conv":
+                if quant.op != "sign_bit":
+                    _no("binary_conv must read a sign_bit plane or the thermometer")
+                ints.update(qbits=1, frac_bits=0)
+            else:  # frac_conv: the MSB and LSB planes of one quantize2, in that order
+                if quant.op != "quantize2" or quant.outputs != x_bufs:
+                    _no("frac_conv must read the MSB and LSB planes of one quantize2")
+                ints.update(qbits=2, frac_bits=int(quant["frac_bits"]))
+                if conv["gate_threshold"] is not None:
+                    arrs["gate"] = _i64(self.tensors[conv["gate_threshold"]])
+                    ints["gate_index"] = len(self.gate_names)
+                    self.gate_names.append(conv["output"])
+            ints.update(kind=QCONV, src=self._residual(quant["input"], f"{quant.op}'s input"))
             arrs["wbits"] = pack_window_weights(wbits)
             self._border(ints, arrs, wbits, h, w, s, p)
-        else:  # frac_conv
-            pm, pl = (defs.get(b, {}) for b in conv["input"])
-            if not (pm.get("kind") == pl.get("kind") == "plane" and pm["qbits"] == pl["qbits"] == 2
-                    and pm["src"] == pl["src"] and pm["frac_bits"] == pl["frac_bits"]
-                    and pm["which"] == "m" and pl["which"] == "l"):
-                _no("frac_conv must read the MSB and LSB planes of one quantize2")
-            ints.update(kind=QCONV, qbits=2, frac_bits=pm["frac_bits"], src=pm["src"])
-            arrs["wbits"] = pack_window_weights(wbits)
-            self._border(ints, arrs, wbits, h, w, s, p)
-            if conv["gate_threshold"] is not None:
-                arrs["gate"] = _i64(self.tensors[conv["gate_threshold"]])
-                ints["gate_index"] = len(self.gate_names)
-                self.gate_names.append(conv["output"])
         t = self.tensors
-        ints.update(shift=int(op["shift"]), bits=int(op["bits"]), dst=op["output"])
-        if op["op"] == "scale_shift":
+        ints.update(shift=int(post["shift"]), bits=int(post["bits"]), dst=post["output"])
+        if post.op == "scale_shift":
             ints["post"] = POST_SCALE_SHIFT
-            arrs.update(mul=_i64(t[op["mul"]]), add=_i64(t[op["add"]]))
+            arrs.update(mul=_i64(t[post["mul"]]), add=_i64(t[post["add"]]))
         else:
             ints["post"] = POST_BLOCK
             for name in ("sign", "thr", "pos_mul", "pos_add", "neg_mul", "neg_add", "sc_mul"):
-                arrs[name] = _i64(t[op["threshold" if name == "thr" else name]])
-            sc = defs.get(op["shortcut"], {})
-            if sc.get("kind") == "resid":
-                ints.update(sc_mode=SC_DIRECT, sc=op["shortcut"])
-            elif sc.get("kind") == "pooldup":
-                c, hs, ws = self._chw(sc["src"])
-                if 2 * c != o or hs // 2 != ho or ws // 2 != wo:
-                    _no("avgpool2_dup shortcut shape")
-                ints.update(sc_mode=SC_POOLDUP, sc=sc["src"], sc_C=c, sc_W=ws)
-            else:
-                _no("block_post shortcut must be a residual buffer or its avgpool2_dup")
+                arrs[name] = _i64(t[post["threshold" if name == "thr" else name]])
+            ints.update(self._shortcut(post["shortcut"], o, ho, wo))
         self.steps.append((ints, arrs))
 
     @staticmethod
@@ -375,7 +413,7 @@ class _Plan:
                    g("pad"), slot_of.get(ints.get("src"), 0), slot_of.get(ints.get("dst"), 0),
                    slot_of.get(ints.get("sc"), 0), g("qbits"), g("frac_bits"), g("post"), g("shift"), g("bits", 2),
                    g("sc_mode"), g("sc_C"), g("sc_W"), g("levels"), g("img_C"), g("ncls"),
-                   g("gate_index", -1), ABI_VERSION, g("ncc", 1))
+                   g("gate_index", -1), ABI_VERSION, g("ncc", 1), g("sc_qbits"), g("sc_qfrac"))
             out.append((tup, tuple(arrs.get(k) for k in _ARRAYS)))
         return meta, out
 
@@ -410,7 +448,7 @@ class FastEngine(Engine):
         #: engine (a frac_conv without a gate counts every output as open)
         self.gate_counts: dict[str, tuple[int, int]] = {}
         self._frac_convs = [(op["output"], int(np.prod(plan.shapes[op["output"]][1:])))
-                            for op in packed.program if op["op"] == "frac_conv"]
+                            for op in plan.graph.of_kind("frac_conv")]
 
     def logits(self, pixels) -> np.ndarray:
         pixels = self.check_pixels(pixels)

@@ -595,20 +595,76 @@ static void FB(post_row)(const fb_step *st, const int32_t *restrict acc, int64_t
         }
 }
 
-/* Shortcut row oy as the golden engine's buffer holds it: direct, or for
- * avgpool2_dup the 2x2 window SUM of the source, channels repeated. */
+/* Code v = 2c - L of the k-bit quantize op (L = 2^k - 1) on residual r with F fraction bits, as the golden
+ * uniform_code: c = clamp(floor((L (r + 2^F) + 2^F) / 2^(F+1)), 0, L), int64 wrap-around like numpy. */
+static inline int64_t FB(shortcut_code)(int64_t r, uint64_t one, uint64_t L, int sh)
+{
+    int64_t c = (int64_t)(L * ((uint64_t)r + one) + one) >> sh;
+    c = c < 0 ? 0 : c;
+    c = c > (int64_t)L ? (int64_t)L : c;
+    return 2 * c - (int64_t)L;
+}
+
+/* Shortcut row oy as the golden engine's buffer holds it, from the source residual: its quantize
+ * codes (FB_SC_QUANT) or the residual itself, 2x2 window sums (FB_SC_POOL), channels repeated when the
+ * source has fewer than O (channel_dup / avgpool2_dup). A plain residual row is returned in place. */
 static const int64_t *FB(shortcut_row)(const fb_step *st, const int64_t *sc, int oy, int64_t *tmp)
 {
-    const int O = st->g.O, Wo = st->g.Wo;
-    if (st->sc_mode == 1) return sc + (size_t)oy * Wo * O;
-    const int Cs = st->sc_C, Ws = st->sc_W;
+    const int O = st->g.O, Wo = st->g.Wo, Cs = st->sc_C, Ws = st->sc_W;
+    const int pool = st->sc_mode & FB_SC_POOL, quant = st->sc_mode & FB_SC_QUANT;
+    if (!pool && !quant && Cs == O) return sc + (size_t)oy * Wo * O;
+    const uint64_t one = quant ? (uint64_t)1 << st->sc_qfrac : 0, L = quant ? ((uint64_t)1 << st->sc_qbits) - 1 : 0;
+    const int sh = st->sc_qfrac + 1;
+#ifdef FB_USE_AVX2
+    if (quant && st->sc_q32 && Cs % 4 == 0) {
+        /* |r| <= 2^29 (sc_q32) and 2^(F+1) <= 2^31: L (r + 2^F) + 2^F cannot wrap, and the code is a
+         * non-decreasing function of r that reaches 0 at r = -2^F and L at r = 2^F, so clamping r to
+         * [-2^F, 2^F] first gives the same code; then t = r + 2^F fits in 32 bits, L t + 2^F is one
+         * exact 32x32->64 multiply, and the shift is a logical one (t >= 0). 4 channels per vector. */
+        const __m256i vone = _mm256_set1_epi64x((long long)one), vnone = _mm256_set1_epi64x(-(long long)one),
+                      vL = _mm256_set1_epi64x((long long)L);
+        const __m128i cnt = _mm_cvtsi32_si128(sh);
+#define FB_CODE4(p)                                                                                            \
+    ({                                                                                                         \
+        __m256i r_ = _mm256_loadu_si256((const __m256i *)(p));                                                 \
+        r_ = _mm256_blendv_epi8(r_, vnone, _mm256_cmpgt_epi64(vnone, r_));                                     \
+        r_ = _mm256_blendv_epi8(r_, vone, _mm256_cmpgt_epi64(r_, vone));                                       \
+        __m256i c_ = _mm256_srl_epi64(_mm256_add_epi64(_mm256_mul_epu32(_mm256_add_epi64(r_, vone), vL), vone), cnt); \
+        _mm256_sub_epi64(_mm256_add_epi64(c_, c_), vL);                                                        \
+    })
+        for (int x = 0; x < Wo; x++) {
+            int64_t *restrict t = tmp + (size_t)x * O;
+            if (pool) {
+                const int64_t *a = sc + ((size_t)(2 * oy) * Ws + 2 * x) * Cs, *b = a + (size_t)Ws * Cs;
+                for (int c = 0; c < Cs; c += 4)
+                    _mm256_storeu_si256((__m256i *)(t + c),
+                                        _mm256_add_epi64(_mm256_add_epi64(FB_CODE4(a + c), FB_CODE4(a + Cs + c)),
+                                                         _mm256_add_epi64(FB_CODE4(b + c), FB_CODE4(b + Cs + c))));
+            } else {
+                const int64_t *a = sc + ((size_t)oy * Ws + x) * Cs;
+                for (int c = 0; c < Cs; c += 4) _mm256_storeu_si256((__m256i *)(t + c), FB_CODE4(a + c));
+            }
+            for (int c = Cs; c < O; c += Cs) memcpy(t + c, t, (size_t)(O - c < Cs ? O - c : Cs) * sizeof(int64_t));
+        }
+#undef FB_CODE4
+        return tmp;
+    }
+#endif
+#define FB_SCV(v) (quant ? FB(shortcut_code)((v), one, L, sh) : (v))
     for (int x = 0; x < Wo; x++) {
-        const int64_t *a = sc + ((size_t)(2 * oy) * Ws + 2 * x) * Cs, *b = a + (size_t)Ws * Cs;
-        int64_t *t = tmp + (size_t)x * O;
-        for (int c = 0; c < Cs; c++)
-            t[c] = (int64_t)((uint64_t)a[c] + (uint64_t)a[Cs + c] + (uint64_t)b[c] + (uint64_t)b[Cs + c]);
+        int64_t *restrict t = tmp + (size_t)x * O;
+        if (pool) {
+            const int64_t *a = sc + ((size_t)(2 * oy) * Ws + 2 * x) * Cs, *b = a + (size_t)Ws * Cs;
+            for (int c = 0; c < Cs; c++)
+                t[c] = (int64_t)((uint64_t)FB_SCV(a[c]) + (uint64_t)FB_SCV(a[Cs + c]) + (uint64_t)FB_SCV(b[c]) +
+                                 (uint64_t)FB_SCV(b[Cs + c]));
+        } else {
+            const int64_t *a = sc + ((size_t)oy * Ws + x) * Cs;
+            for (int c = 0; c < Cs; c++) t[c] = FB_SCV(a[c]);
+        }
         for (int c = Cs; c < O; c++) t[c] = t[c - Cs];
     }
+#undef FB_SCV
     return tmp;
 }
 

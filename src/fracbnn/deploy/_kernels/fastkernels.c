@@ -33,10 +33,13 @@
 #endif
 
 /* Bump when the plan layout changes; fast.py refuses a stale build. */
-#define FB_ABI_VERSION 3
+#define FB_MAX_CHANNELS 4096
+#define FB_ABI_VERSION 4
 
 enum { FB_STEP_THERMO = 1, FB_STEP_QCONV = 2, FB_STEP_POOLFC = 3 };
 enum { FB_POST_SCALE_SHIFT = 1, FB_POST_BLOCK = 2 };
+/* block_post shortcut: present; the 2x2 window sum of the source; the source's quantize codes first */
+enum { FB_SC_ON = 1, FB_SC_POOL = 2, FB_SC_QUANT = 4 };
 
 typedef struct {
     int Cin, H, W, O, Ho, Wo, K, stride, pad;
@@ -55,13 +58,16 @@ typedef struct {
     int src_slot, dst_slot, sc_slot;
     int qbits, frac_bits; /* QCONV input quantizer: 1 = sign, 2 = Q2 */
     int post, shift, bits;
-    int sc_mode, sc_C, sc_W;       /* 0 none, 1 direct, 2 avgpool2_dup sum; pooled source C, W */
+    int sc_mode, sc_C, sc_W;       /* shortcut flags (FB_SC_*); source residual's channels and width: channel
+                                    * c of the output reads c mod sc_C (channel duplication when sc_C < O) */
+    int sc_qbits, sc_qfrac;        /* FB_SC_QUANT: k and F of the quantize op giving the shortcut codes */
     int levels, img_C;             /* THERMO: table rows per tap, image channels */
     int ncls;                      /* POOLFC */
     int gate_index;                /* QCONV: index into the gate counters, -1 none */
     int sparse_lsb;                /* QCONV: skip the LSB pass where the gate is closed */
     int post32;                    /* block_post: sign, sc_mul and shortcut values fit in int32 */
     int q32;                       /* QCONV: the residuals it quantizes, 3 x them and +-2^(frac_bits+1) fit in int32 */
+    int sc_q32;                    /* FB_SC_QUANT: the shortcut's residuals are |r| <= 2^29 and sc_qfrac <= 30 */
     int32_t *gate32;               /* gate thresholds clamped to int32 (owned by the plan), or NULL */
     int64_t *split;                /* owned storage of the split multipliers below, or NULL */
     const int64_t *mul31, *pm31, *nm31; /* mul / pos_mul / neg_mul as (m mod 2^31) | (m >> 31) << 32, or NULL */
@@ -89,6 +95,8 @@ typedef struct {
     size_t slot_elems;
     fb_step *steps;
     Py_buffer *bufs;
+    struct fb_work_ *cache; /* image buffers kept between calls (see works_take) */
+    int ncache, cache_busy;
 } fb_plan;
 
 /* ---- per-target kernel instances --------------------------------------- */
@@ -187,7 +195,7 @@ static void scratch_free(fb_scratch *s)
 }
 
 /* One image in flight: residual slots, the two bit planes and pool scratch. */
-typedef struct {
+typedef struct fb_work_ {
     int64_t *slots;
     uint64_t *pm, *pl;
     int64_t *pooled;
@@ -203,6 +211,46 @@ static int work_alloc(fb_work *w, const fb_plan *pl)
 }
 
 static void work_free(fb_work *w) { free(w->slots); free(w->pm); free(w->pl); free(w->pooled); }
+
+/* The plan's image buffers, kept between calls: at 224 x 224 they are tens of MB, and fresh pages
+ * from the OS (zeroed by the kernel) cost as much as the smaller layers. Taken and given back while
+ * holding the GIL, so two Python threads running one plan at once never share them: the second
+ * gets buffers of its own for that call. No kernel relies on their contents being zero. */
+static fb_work *works_take(fb_plan *pl, int n, int *owned)
+{
+    fb_work *w;
+    if (!pl->cache_busy) {
+        if (pl->ncache < n) {
+            w = realloc(pl->cache, (size_t)n * sizeof(fb_work));
+            if (!w) return NULL;
+            pl->cache = w;
+            for (; pl->ncache < n; pl->ncache++)
+                if (!work_alloc(&w[pl->ncache], pl)) { work_free(&w[pl->ncache]); return NULL; }
+        }
+        pl->cache_busy = 1;
+        *owned = 0;
+        return pl->cache;
+    }
+    w = calloc((size_t)n, sizeof(fb_work));
+    if (!w) return NULL;
+    int ok = 1;
+    for (int i = 0; i < n; i++) ok &= work_alloc(&w[i], pl);
+    if (!ok) {
+        for (int i = 0; i < n; i++) work_free(&w[i]);
+        free(w);
+        return NULL;
+    }
+    *owned = 1;
+    return w;
+}
+
+static void works_give(fb_plan *pl, fb_work *w, int n, int owned)
+{
+    if (!w) return;
+    if (!owned) { pl->cache_busy = 0; return; }
+    for (int i = 0; i < n; i++) work_free(&w[i]);
+    free(w);
+}
 
 static inline int64_t *slot(const fb_plan *pl, fb_work *w, int i) { return w->slots + (size_t)i * pl->slot_elems; }
 
@@ -345,6 +393,8 @@ static void plan_free(fb_plan *pl)
     if (pl->steps)
         for (int i = 0; i < pl->nsteps; i++) { free(pl->steps[i].gate32); free(pl->steps[i].split); }
     free(pl->steps);
+    for (int i = 0; i < pl->ncache; i++) work_free(&pl->cache[i]);
+    free(pl->cache);
     free(pl);
 }
 
@@ -382,6 +432,11 @@ static int derive_fast_paths(fb_plan *pl)
         if (st->kind == FB_STEP_QCONV && st->src_slot >= 0 && st->src_slot < pl->nslots) {
             const int sb = slot_bits[st->src_slot];
             st->q32 = sb >= 2 && sb <= 30 && st->frac_bits + 1 <= 29;
+        }
+        st->sc_q32 = 0;
+        if (st->kind == FB_STEP_QCONV && (st->sc_mode & FB_SC_QUANT) && st->sc_slot >= 0 && st->sc_slot < pl->nslots) {
+            const int sb = slot_bits[st->sc_slot];
+            st->sc_q32 = sb >= 2 && sb <= 30 && st->sc_qfrac <= 30;
         }
         if (st->kind != FB_STEP_POOLFC && st->dst_slot >= 0 && st->dst_slot < pl->nslots) slot_bits[st->dst_slot] = st->bits;
     }
@@ -423,7 +478,7 @@ static int derive_fast_paths(fb_plan *pl)
 }
 
 /* Integer fields of one step, in this order (fast.py builds the same tuple). */
-#define FB_NINTS 27
+#define FB_NINTS 29
 
 /* Array fields of one step, in this order; None where unused. Item sizes are
  * checked so a wrong dtype from Python cannot be misread. */
@@ -502,14 +557,15 @@ static PyObject *py_make_plan(PyObject *self, PyObject *args)
         st->bits = (int)v[17]; st->sc_mode = (int)v[18]; st->sc_C = (int)v[19]; st->sc_W = (int)v[20];
         st->levels = (int)v[21]; st->img_C = (int)v[22]; st->ncls = (int)v[23]; st->gate_index = (int)v[24];
         g->ncc = (int)v[26];
+        st->sc_qbits = (int)v[27]; st->sc_qfrac = (int)v[28];
         st->sparse_lsb = 0; /* dense by default: faster on CPUs unless most gates are closed */
         if (v[25] != FB_ABI_VERSION) {
             PyErr_SetString(PyExc_ValueError, "plan was built for another kernel version");
             goto fail;
         }
-        if (g->Cin < 1 || g->Cin > 512) {
-            PyErr_Format(PyExc_ValueError, "step %zd: %d input channels; the fast engine supports 1..512", i,
-                         g->Cin);
+        if (g->Cin < 1 || g->Cin > FB_MAX_CHANNELS) {
+            PyErr_Format(PyExc_ValueError, "step %zd: %d input channels; the fast engine supports 1..%d", i,
+                         g->Cin, FB_MAX_CHANNELS);
             goto fail;
         }
         if (st->bits < 2 || st->bits > 62 || st->shift < 0 || st->shift > 62 || st->frac_bits < 0 ||
@@ -551,7 +607,9 @@ static PyObject *py_make_plan(PyObject *self, PyObject *args)
             if (st->post == FB_POST_SCALE_SHIFT) ok = ok && st->mul && st->add;
             else if (st->post == FB_POST_BLOCK)
                 ok = ok && st->sign && st->thr && st->pos_mul && st->pos_add && st->neg_mul && st->neg_add &&
-                     st->sc_mul && st->sc_mode;
+                     st->sc_mul && (st->sc_mode & FB_SC_ON) && st->sc_C >= 1 && st->sc_C <= g->O &&
+                     (!(st->sc_mode & FB_SC_QUANT) ||
+                      (st->sc_qbits >= 2 && st->sc_qbits <= 8 && st->sc_qfrac >= 0 && st->sc_qfrac <= 52));
             else ok = 0;
         }
         if (!ok) {
@@ -613,34 +671,42 @@ static PyObject *py_forward(PyObject *self, PyObject *args)
 #ifndef FB_HAVE_PHASES
         by_image = 1; /* without the phase counters, threads take whole images */
 #endif
+        int nworks = by_image ? nt : 1, owned = 0;
+        fb_work *works = works_take(pl, nworks, &owned);
+        if (!works) alloc_fail = 1;
         Py_BEGIN_ALLOW_THREADS
-        if (by_image) {
+        if (!works) {
+            /* nothing to run: out of memory */
+        } else if (by_image) {
 #ifdef _OPENMP
 #pragma omp parallel num_threads(nt) reduction(|: alloc_fail)
 #endif
             {
-                fb_work w;
+#ifdef _OPENMP
+                fb_work *w = &works[omp_get_thread_num()];
+#else
+                fb_work *w = &works[0];
+#endif
                 fb_scratch s;
-                int ok = work_alloc(&w, pl) & scratch_alloc(&s, pl->max_nK, pl->max_O, pl->max_row);
+                int ok = scratch_alloc(&s, pl->max_nK, pl->max_O, pl->max_row);
                 alloc_fail |= !ok;
 #ifdef _OPENMP
 #pragma omp for schedule(dynamic, 1)
 #endif
                 for (Py_ssize_t n = 0; n < N; n++)
-                    if (ok) run_image(pl, kr, &w, &s, px + (size_t)n * img_bytes, lg + (size_t)n * pl->ncls, gates, NULL, 0);
-                work_free(&w);
+                    if (ok) run_image(pl, kr, w, &s, px + (size_t)n * img_bytes, lg + (size_t)n * pl->ncls, gates, NULL, 0);
                 scratch_free(&s);
             }
         }
 #ifdef FB_HAVE_PHASES
         else {
-            fb_work w;
+            fb_work *w = &works[0];
             int nph = phases_per_image(pl);
             fb_sync y;
             y.claim = calloc((size_t)N * nph + 1, sizeof(int));
             y.done = calloc((size_t)N * nph + 1, sizeof(int));
             y.total = calloc((size_t)N * nph + 1, sizeof(int));
-            if (!work_alloc(&w, pl) || !y.claim || !y.done || !y.total) {
+            if (!y.claim || !y.done || !y.total) {
                 alloc_fail = 1;
             } else {
                 for (Py_ssize_t n = 0; n < N; n++) phase_totals(pl, y.total + (size_t)n * nph);
@@ -653,16 +719,16 @@ static PyObject *py_forward(PyObject *self, PyObject *args)
                     alloc_fail |= !ok;
                     /* a thread that cannot run must still not block the others: it simply claims nothing */
                     for (Py_ssize_t n = 0; n < N && ok; n++)
-                        run_image(pl, kr, &w, &s, px + (size_t)n * img_bytes, lg + (size_t)n * pl->ncls, gates, &y,
+                        run_image(pl, kr, w, &s, px + (size_t)n * img_bytes, lg + (size_t)n * pl->ncls, gates, &y,
                                   (int)(n * nph));
                     scratch_free(&s);
                 }
             }
-            work_free(&w);
             free(y.claim); free(y.done); free(y.total);
         }
 #endif
         Py_END_ALLOW_THREADS
+        works_give(pl, works, nworks, owned);
         if (alloc_fail) {
             PyErr_NoMemory();
             err = 1;
@@ -689,9 +755,9 @@ static PyObject *py_binary_conv(PyObject *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "OOOOOOO(iiiiiiiii)ii", &xo, &wo, &rco, &cco, &cro, &nvo, &oo, &N, &g.Cin, &g.H,
                           &g.W, &g.O, &g.K, &g.stride, &g.pad, &g.ncc, &threads, &allow_simd))
         return NULL;
-    if (N < 0 || g.Cin < 1 || g.Cin > 512 || g.H < 1 || g.W < 1 || g.O < 1 || g.K < 1 || g.stride < 1 || g.pad < 0 ||
+    if (N < 0 || g.Cin < 1 || g.Cin > FB_MAX_CHANNELS || g.H < 1 || g.W < 1 || g.O < 1 || g.K < 1 || g.stride < 1 || g.pad < 0 ||
         g.ncc < 1) {
-        PyErr_SetString(PyExc_ValueError, "binary_conv: bad geometry (Cin must be 1..512)");
+        PyErr_SetString(PyExc_ValueError, "binary_conv: bad geometry (Cin must be 1..4096)");
         return NULL;
     }
     g.Ho = (g.H + 2 * g.pad - g.K) / g.stride + 1;

@@ -256,3 +256,12 @@ def test_imported_resnet20_records_its_data_so_eval_needs_no_dataset(tmp_path, r
     capsys.readouterr()
     assert main(["eval", str(out), "--data", str(archive), "--json", "--device", "cpu"]) == 0
     assert '"dataset": "cifar10"' in capsys.readouterr().out
+    # ... and so does the packed model exported from it (both engines, no --dataset)
+    fbnn = tmp_path / "imported.fbnn"
+    assert main(["export", str(out), "-o", str(fbnn)]) == 0
+    from fracbnn.ir import PackedModel
+
+    assert PackedModel.load(fbnn).meta["dataset"] == "cifar10"
+    capsys.readouterr()
+    assert main(["eval", str(fbnn), "--data", str(archive), "--json"]) == 0
+    assert '"dataset": "cifar10"' in capsys.readouterr().out

@@ -36,8 +36,15 @@ def _data_config(ckpt: dict) -> dict:
 
 
 def attach_data_facts(model, ckpt: dict):
-    """Copy the checkpoint recipe's dataset name and image options onto ``model`` (for :func:`data_meta`)."""
-    data = _data_config(ckpt)
+    """Copy the checkpoint's dataset name and image options onto ``model`` (for :func:`data_meta`).
+
+    Read from the checkpoint's ``dataset`` record (trainer and importer write
+    it), else from its recipe's ``data`` section.
+    """
+    data = dict(_data_config(ckpt))
+    recorded = ckpt.get("dataset") if isinstance(ckpt, dict) else None
+    if isinstance(recorded, dict):
+        data.update({k: v for k, v in recorded.items() if v is not None})
     if data.get("name"):
         model.dataset = str(data["name"]).lower()
     model.data_options = {k: data[k] for k in ("image_size", "mode", "eval_resize") if data.get(k) is not None}

@@ -19,10 +19,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", required=True, metavar="MODEL.fbnn", help="packed model to write")
     p.add_argument("--frac-bits", type=int, default=d.frac_bits,
                    help=f"fraction bits F of the residual stream (default {d.frac_bits})")
-    p.add_argument("--residual-bits", type=int, default=d.residual_bits,
-                   help=f"total bits of the saturating residual stream (default {d.residual_bits})")
+    p.add_argument("--residual-bits", default=str(d.residual_bits), metavar="B|auto",
+                   help=f"total bits of the saturating residual stream (default {d.residual_bits}); 'auto': each "
+                        "layer gets the narrowest width holding 2x its peak on calibration images (needs the data)")
     p.add_argument("--param-frac-bits", type=int, default=d.param_frac_bits,
                    help=f"fraction bits P of the folded coefficients (default {d.param_frac_bits})")
+    p.add_argument("--data", default=None, metavar="DIR",
+                   help="the training data (as for `fracbnn train`); with it, export checks on --calibrate training "
+                        "images that no residual value saturates and reports where one does")
+    p.add_argument("--calibrate", type=int, default=500, metavar="N",
+                   help="calibration images from the training split (default 500; used with --data or auto)")
     p.add_argument("--force", action="store_true", help="overwrite MODEL.fbnn if it exists")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
 
@@ -43,7 +49,14 @@ def run(args) -> int:
     if out.suffix != ".fbnn":
         raise FracBNNError(f"the output name should end in .fbnn (got {out.name}); `fracbnn eval` recognises "
                            "packed models by that suffix")
-    fx = FixedPoint(args.frac_bits, args.residual_bits, args.param_frac_bits).check()
+    auto = str(args.residual_bits).lower() == "auto"
+    try:
+        residual_bits = FixedPoint().residual_bits if auto else int(args.residual_bits)
+    except ValueError:
+        raise FracBNNError(f"--residual-bits must be a number of bits or 'auto', got {args.residual_bits!r}") from None
+    if args.calibrate < 1:
+        raise FracBNNError(f"--calibrate must be at least 1 image, got {args.calibrate}")
+    fx = FixedPoint(args.frac_bits, residual_bits, args.param_frac_bits).check()
     ckpt_path = Path(args.checkpoint)
     ckpt = load_checkpoint(ckpt_path)
     model = attach_data_facts(model_from_checkpoint(ckpt, source=str(ckpt_path)).eval(), ckpt)
@@ -52,8 +65,30 @@ def run(args) -> int:
     if getattr(model, "classes", None) is None and _data_name(ckpt) == "cifar10" \
             and getattr(getattr(model, "fc", None), "out_features", None) == 10:
         names = CIFAR10_CLASSES  # a checkpoint from before class names were recorded, trained on CIFAR-10
-    packed = export_model(model, fx, class_names=names,
-                          source={"checkpoint": ckpt_path.name, "checkpoint_sha256": digest})
+    kwargs = dict(class_names=names, source={"checkpoint": ckpt_path.name, "checkpoint_sha256": digest})
+    packed = export_model(model, fx, **kwargs)
+    saturation = None
+    if auto or args.data is not None:
+        from ..deploy.widths import calibrated_export, saturation_report
+        from ..hw.generate import sample_images
+
+        try:
+            images, where = sample_images(packed, args.calibrate, data=args.data, split="train")
+        except FracBNNError as e:
+            msg = str(e).split(" (or pass --random-images")[0]
+            raise FracBNNError(f"{msg}; calibration needs the training data (--data DIR)") from None
+        if auto:
+            packed, _ = calibrated_export(model, fx, images, **kwargs)
+            packed.meta["calibration"]["source"] = where
+        saturation = {k: c for k, (c, _) in saturation_report(packed, images).items() if c}
+        if saturation and not args.json:
+            worst = sorted(saturation.items(), key=lambda kv: -kv[1])[:3]
+            print(f"warning: {sum(saturation.values())} residual values saturate on {len(images)} calibration images "
+                  f"(most in {', '.join(f'{k} ({v})' for k, v in worst)}); logits will differ from PyTorch there: "
+                  "export with --residual-bits auto (per-layer widths) or a larger --residual-bits")
+    elif not args.json:
+        print("note: saturation not checked (pass --data DIR to check it on training images, or "
+              "--residual-bits auto to fit per-layer widths)")
     try:
         packed.save(out)
     except OSError as e:  # read-only or full disk, no permission: the old file (if any) is untouched
@@ -61,13 +96,20 @@ def run(args) -> int:
     weight_bits = sum(int(t.size) * 8 for n, t in packed.tensors.items() if t.dtype.name == "uint8")
     res = {"output": str(out), "model": packed.meta["model"]["name"], "bytes": out.stat().st_size,
            "checkpoint_bytes": ckpt_path.stat().st_size, "ops": len(packed.program),
-           "packed_weight_bits": weight_bits, "fixed_point": packed.meta["fixed_point"]}
+           "packed_weight_bits": weight_bits, "fixed_point": packed.meta["fixed_point"],
+           "residual_bits_by_layer": {n["output"]: n["bits"] for n in packed.program
+                                      if n["op"] in ("scale_shift", "block_post")},
+           "saturated_values": None if saturation is None else sum(saturation.values())}
     if args.json:
         print(json.dumps(res))
     else:
         print(f"wrote {out}: {res['model']}, {len(packed.program)} ops, {res['bytes']:,} bytes "
-              f"(checkpoint {res['checkpoint_bytes']:,} bytes); F={fx.frac_bits} B={fx.residual_bits} "
+              f"(checkpoint {res['checkpoint_bytes']:,} bytes); F={fx.frac_bits} B={'auto' if auto else fx.residual_bits} "
               f"P={fx.param_frac_bits}")
+        if auto:
+            widths = sorted(set(res["residual_bits_by_layer"].values()))
+            print(f"per-layer residual widths {widths[0]}..{widths[-1]} bits from {args.calibrate} calibration images "
+                  f"({packed.meta['calibration']['source']}); saturated values there: {res['saturated_values']}")
     return 0
 
 

@@ -86,6 +86,8 @@ def eval_packed(args) -> int:
         opened, total = sum(o for o, _ in counts.values()), sum(t for _, t in counts.values())
         res["lsb_density"] = opened / total if total else None
     res["effective_activation_bits"] = effective_activation_bits(packed, counts or {})
+    sat = getattr(engine, "saturation_counts", None)  # the golden engine counts clipped residual values
+    res["saturated_values"] = None if sat is None else sum(c for c, _ in sat.values())
     if quiet:
         print(json.dumps(res))
     else:
@@ -93,7 +95,9 @@ def eval_packed(args) -> int:
               f"top-5 {100 * res['top5']:.2f}%  on {n} images ({res['images_per_second']} images/s)"
               + (f"; LSB gate density {100 * res['lsb_density']:.1f}%" if res.get("lsb_density") is not None else "")
               + (f"; effective activation bits {res['effective_activation_bits']:.3f}"
-                 if res["effective_activation_bits"] is not None else ""))
+                 if res["effective_activation_bits"] is not None else "")
+              + (f"; {res['saturated_values']} residual values saturated (export with --residual-bits auto)"
+                 if res["saturated_values"] else ""))
     return 0
 
 

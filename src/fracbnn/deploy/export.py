@@ -83,12 +83,14 @@ def _head(b: Builder, model: nn.Module, x: str, input_size) -> tuple[int, int]:
 
 
 def export_model(model: nn.Module, fx: FixedPoint | None = None, *, class_names=None, source: dict | None = None,
-                 input_size=None) -> PackedModel:
+                 input_size=None, residual_widths: dict[str, int] | None = None) -> PackedModel:
     """Fold a trained FracBNN/BNN of any registered family into a :class:`PackedModel`.
 
     The input size is ``input_size``, else ``model.input_size``; the class
     names are ``class_names``, else ``model.classes`` (both restored from
-    checkpoints that record them), else "0".."N-1".
+    checkpoints that record them), else "0".."N-1". ``residual_widths`` gives
+    saturating nodes (by output buffer) their own width instead of B
+    (see :func:`fracbnn.deploy.widths.calibrated_export`).
     """
     fx = (fx or FixedPoint()).check()
     model = getattr(model, "module", model)
@@ -101,6 +103,9 @@ def export_model(model: nn.Module, fx: FixedPoint | None = None, *, class_names=
     size = tuple(int(v) for v in (input_size if input_size is not None else model.input_size))
     b = Builder(fx)
     x = convert(model, b)
+    for node in b.program:
+        if residual_widths and node["op"] in ("scale_shift", "block_post") and node["output"] in residual_widths:
+            node["bits"] = int(residual_widths[node["output"]])
     denominator, fc_frac_bits = _head(b, model, x, size)
     num_classes = b.tensors["fc.weight"].shape[0]
     if class_names is None:
@@ -117,7 +122,9 @@ def export_model(model: nn.Module, fx: FixedPoint | None = None, *, class_names=
         "input_size": list(size),
         "num_classes": num_classes,
         "class_names": class_names,
-        "fixed_point": {"frac_bits": fx.frac_bits, "residual_bits": fx.residual_bits,
+        "fixed_point": {"frac_bits": fx.frac_bits,
+                        "residual_bits": max(max(residual_widths.values()), fx.residual_bits) if residual_widths
+                        else fx.residual_bits,
                         "param_frac_bits": fx.param_frac_bits, "classifier_frac_bits": fc_frac_bits},
         "logit_denominator": denominator,
         "program": b.program,

@@ -47,19 +47,32 @@ def run_program(packed, pixels: np.ndarray, collect_gates: dict | None = None) -
 
 
 class GoldenEngine(Engine):
-    """Reference engine: runs the interpreter in chunks of ``chunk`` images."""
+    """Reference engine: runs the interpreter in chunks of ``chunk`` images.
+
+    Besides the logits it keeps, over every image seen, the gate counts and
+    the saturation counts of each node (see fracbnn.ir.ExecContext).
+    """
 
     name = "golden"
 
     def __init__(self, packed, chunk: int = 50):
         super().__init__(packed)
         self.chunk = int(chunk)
-        #: frac_conv output buffer -> (open gates, outputs) over every image seen so far
-        self.gate_counts: dict[str, tuple[int, int]] = {}
+        self._ctx = ExecContext()
+
+    @property
+    def gate_counts(self) -> dict[str, tuple[int, int]]:
+        """frac_conv output buffer -> (open gates, outputs) over every image seen so far."""
+        return self._ctx.gate_counts
+
+    @property
+    def saturation_counts(self) -> dict[str, tuple[int, int]]:
+        """Saturating node output -> (values clipped to its width, values) over every image seen so far."""
+        return self._ctx.saturation
 
     def logits(self, pixels) -> np.ndarray:
         pixels = self.check_pixels(pixels)
-        out = [run_program(self.packed, pixels[i:i + self.chunk], self.gate_counts)["logits"]
+        out = [_run(self.packed, pixels[i:i + self.chunk], self._ctx)["logits"]
                for i in range(0, len(pixels), self.chunk)]
         if not out:
             return np.zeros((0, self.packed.num_classes), np.int64)

@@ -67,14 +67,31 @@ def _load_ops() -> None:
 
 
 class ExecContext:
-    """What an execution may report besides its outputs: per-node gate counts (open, total)."""
+    """What an execution may report besides its outputs, accumulated over calls.
+
+    ``gate_counts``: per gated conv output, (open gates, outputs).
+    ``saturation``: per saturating node output, (values clipped, values).
+    ``peaks``: per saturating node output, the largest |value| before saturation
+    (what a width must hold so that nothing clips; see fracbnn.ir.passes).
+    """
 
     def __init__(self):
         self.gate_counts: dict[str, tuple[int, int]] = {}
+        self.saturation: dict[str, tuple[int, int]] = {}
+        self.peaks: dict[str, int] = {}
 
     def count_gates(self, key: str, is_open: np.ndarray) -> None:
         prev = self.gate_counts.get(key, (0, 0))
         self.gate_counts[key] = (prev[0] + int(is_open.sum()), prev[1] + int(is_open.size))
+
+    def count_saturation(self, key: str, unclipped: np.ndarray, bits: int) -> None:
+        hi = (1 << (int(bits) - 1)) - 1
+        clipped = int(np.count_nonzero((unclipped > hi) | (unclipped < -hi - 1)))
+        prev = self.saturation.get(key, (0, 0))
+        self.saturation[key] = (prev[0] + clipped, prev[1] + int(unclipped.size))
+        if unclipped.size:
+            peak = int(max(int(unclipped.max()), -int(unclipped.min())))
+            self.peaks[key] = max(self.peaks.get(key, 0), peak)
 
 
 class IntegerOp:

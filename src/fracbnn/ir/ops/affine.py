@@ -10,6 +10,13 @@ from ..op import IntegerOp, max_abs, need, register_op
 _SHIFT = {"shift": "right shift after the sum (rounding, ties up)", "bits": "B, saturation width of the output"}
 
 
+def _saturate(v, node, ctx):
+    """saturate(v, bits), reporting clipped values and the peak to the execution context."""
+    if ctx is not None:
+        ctx.count_saturation(node["output"], v, node["bits"])
+    return saturate(v, node["bits"])
+
+
 def _check_shift(node):
     need(0 <= node["shift"] < 62 and 2 <= node["bits"] <= 62, "bad shift or bits")
 
@@ -39,7 +46,7 @@ class ScaleShift(IntegerOp):
     def execute(self, node, inputs, tensors, ctx=None):
         v = lambda t: tensors[node[t]].reshape(1, -1, 1, 1)  # noqa: E731
         acc = inputs[0].astype(np.int64) * v("mul") + v("add")
-        return [saturate(round_shift(acc, node["shift"]), node["bits"])]
+        return [_saturate(round_shift(acc, node["shift"]), node, ctx)]
 
 
 @register_op
@@ -81,4 +88,4 @@ class BlockPost(IntegerOp):
         pos = v("sign") * a > v("threshold")
         acc = np.where(pos, v("pos_mul") * a + v("pos_add"), v("neg_mul") * a + v("neg_add"))
         acc = acc + v("sc_mul") * inputs[1].astype(np.int64)
-        return [saturate(round_shift(acc, node["shift"]), node["bits"])]
+        return [_saturate(round_shift(acc, node["shift"]), node, ctx)]

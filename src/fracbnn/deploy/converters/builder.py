@@ -169,3 +169,10 @@ class Builder:
                 neg_mul=t(f"{name}.neg_mul", q(a2 * k * g, scale)),
                 neg_add=t(f"{name}.neg_add", q(a2 * k * h + d, scale)),
                 sc_mul=t(f"{name}.sc_mul", sc_mul), shift=P + e, bits=self.fx.residual_bits)
+
+    def conv_block(self, conv, bn, rprelu, bn_res, src: str, shortcut: str, sc_unit: float, names: tuple[str, str],
+                   out: str, pooled: bool = False) -> str:
+        """out = bn_res(rprelu(bn(conv(Q(src)))) + shortcut): the conv rule then block_post; ``names``: (conv, post)."""
+        acc, unit = self.block_conv(conv, src, names[0])
+        self.block_post(acc, unit, bn, rprelu, bn_res, shortcut, sc_unit, out, names[1], pooled)
+        return out

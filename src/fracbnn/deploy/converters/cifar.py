@@ -29,10 +29,9 @@ def convert_cifar_resnet(model: CifarResNet, b: Builder) -> str:
                 sc, pooled = x, False
             else:
                 raise UnsupportedModelError(f"{name} has an unsupported shortcut {type(blk.shortcut).__name__}")
-            acc, u = b.block_conv(blk.conv1, x, f"{name}.conv1")
-            b.block_post(acc, u, blk.bn1, blk.rprelu1, blk.bn_res1, sc, unit, f"{name}.y", f"{name}.post1", pooled)
-            y = f"{name}.y"
-            acc, u = b.block_conv(blk.conv2, y, f"{name}.conv2")
-            b.block_post(acc, u, blk.bn2, blk.rprelu2, blk.bn_res2, y, unit, f"{name}.out", f"{name}.post2")
+            y = b.conv_block(blk.conv1, blk.bn1, blk.rprelu1, blk.bn_res1, x, sc, unit,
+                             (f"{name}.conv1", f"{name}.post1"), f"{name}.y", pooled)
+            b.conv_block(blk.conv2, blk.bn2, blk.rprelu2, blk.bn_res2, y, y, unit,
+                         (f"{name}.conv2", f"{name}.post2"), f"{name}.out")
             x = f"{name}.out"
     return x

@@ -40,9 +40,8 @@ def convert_reactnet(model: ReActNet, b: Builder) -> str:
             sc1, pooled = q1, False
         else:
             raise UnsupportedModelError(f"{name} has an unsupported shortcut {type(blk.shortcut1).__name__}")
-        acc, u = b.block_conv(blk.conv1, x, f"{name}.conv1")
-        b.block_post(acc, u, blk.bn1, blk.rprelu1, blk.bn_res1, sc1, unit, f"{name}.y", f"{name}.post1", pooled)
-        y = f"{name}.y"
+        y = b.conv_block(blk.conv1, blk.bn1, blk.rprelu1, blk.bn_res1, x, sc1, unit,
+                         (f"{name}.conv1", f"{name}.post1"), f"{name}.y", pooled)
         q2, unit = b.quantized_shortcut(blk.shortcut_quantizer, y, f"{name}.q2")
         if isinstance(blk.shortcut2, ChannelDuplicate):
             b.op(op="channel_dup", input=q2, output=f"{name}.sc2")
@@ -51,7 +50,7 @@ def convert_reactnet(model: ReActNet, b: Builder) -> str:
             sc2 = q2
         else:
             raise UnsupportedModelError(f"{name} has an unsupported shortcut {type(blk.shortcut2).__name__}")
-        acc, u = b.block_conv(blk.conv2, y, f"{name}.conv2")
-        b.block_post(acc, u, blk.bn2, blk.rprelu2, blk.bn_res2, sc2, unit, f"{name}.out", f"{name}.post2")
+        b.conv_block(blk.conv2, blk.bn2, blk.rprelu2, blk.bn_res2, y, sc2, unit,
+                     (f"{name}.conv2", f"{name}.post2"), f"{name}.out")
         x = f"{name}.out"
     return x

@@ -51,13 +51,17 @@ def order_channels_by_gate_rate(prog: HwProgram, rates: dict) -> None:
             layer.order = np.argsort(r, kind="stable").astype(np.int64)
 
 
-def balance_channels_by_gate_rate(prog: HwProgram, rates: dict, lanes: int) -> None:
+def balance_channels_by_gate_rate(prog: HwProgram, rates: dict, lanes: int, units: int) -> None:
     """Per-lane design: spread the channels over the lanes so the lanes' open-gate loads are even.
 
     A lane holds the channels of its slot in every group (slot g*lanes + p)
-    and the LSB pass lasts as long as the busiest lane, so the channels are
+    and the LSB pass lasts as long as the busiest lane, so channels are
     dealt, most-open first, to the lane with the least load that still has
-    a free group (longest-processing-time rule).
+    room (longest-processing-time rule). Channels that share an ``acc_buf``
+    bank (c mod ``units`` in a layer wider than ``units``, see the kernel's
+    fm_index) go to the same lane as one item, so no two lanes ever write one
+    bank in a cycle. If the greedy deal cannot place them, the natural order
+    (which has that property) is kept.
     """
     for layer in prog.layers[1:]:
         r = rates.get(layer.shape.name)
@@ -65,14 +69,27 @@ def balance_channels_by_gate_rate(prog: HwProgram, rates: dict, lanes: int) -> N
             continue
         cout = layer.shape.cout
         groups = math.ceil(cout / lanes)
-        cap = [sum(1 for g in range(groups) if g * lanes + p < cout) for p in range(lanes)]
-        load, used = np.zeros(lanes), [0] * lanes
+        room = [sum(1 for g in range(groups) if g * lanes + p < cout) for p in range(lanes)]
+        step = units if cout > units else cout
+        items = [list(range(c, cout, step)) for c in range(step)]       # bank classes
+        items.sort(key=lambda it: (-len(it), -float(np.sum(np.asarray(r)[it]))))
+        load, held = np.zeros(lanes), [[] for _ in range(lanes)]
+        for it in items:
+            fits = [q for q in range(lanes) if room[q] >= len(it)]
+            if not fits:
+                held = None
+                break
+            p = min(fits, key=lambda q: (load[q], q))
+            held[p] += it
+            room[p] -= len(it)
+            load[p] += float(np.sum(np.asarray(r)[it]))
+        if held is None:
+            layer.order = None
+            continue
         order = np.zeros(cout, np.int64)
-        for c in np.argsort(-np.asarray(r), kind="stable"):
-            p = min((q for q in range(lanes) if used[q] < cap[q]), key=lambda q: (load[q], q))
-            order[used[p] * lanes + p] = c
-            used[p] += 1
-            load[p] += r[c]
+        for p, chans in enumerate(held):
+            for g, c in enumerate(chans):
+                order[g * lanes + p] = c
         layer.order = order
 
 
@@ -124,7 +141,7 @@ def calibrate(packed, prog: HwProgram, cfg: HwConfig, images: np.ndarray, calib_
     if calib_images is not None and len(calib_images):
         rates = gate_open_rates(packed, prog, calib_images)
         if cfg.lsb_lanes:
-            balance_channels_by_gate_rate(prog, rates, cfg.lanes)
+            balance_channels_by_gate_rate(prog, rates, cfg.lanes, cfg.units)
         else:
             order_channels_by_gate_rate(prog, rates)
     if buf is None:

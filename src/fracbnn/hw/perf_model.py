@@ -379,10 +379,10 @@ def _fracbnn_resources(layers, cfg, n_classes, image_channels):
                          f"lanes x 9 tap memories of {depth} x {seg} bits, two read ports each"))
         ulist = max(math.ceil(l.cout / P) * l.h_out * math.ceil(l.w_out / segment_plan(l.cin, l.w_out, cfg)[1])
                     for l in body)
-        lut_l, bram_l = memory(ulist, 16, P * S)
+        lut_l, bram_l = memory(ulist, 16 + cfg.acc_bits, P * S)  # pixel index + the entry's 2 S_M
         ctrl = P * 4 * 16 * UNIT["int_op_lut_per_bit"]
         rows.append(_row("LSB work lists + lane cursors", lut_l + ctrl, P * 4 * 16 + P * S * 16, bram_l, 0,
-                         f"lanes x slots lists of {ulist} pixel entries; per lane group/entry/word counters "
+                         f"lanes x slots lists of {ulist} (pixel, 2 S_M) entries; per lane group/entry/word counters "
                          "and list compares"))
     # acc/res/sc buffers as the kernel lays them out (fm_index): channels padded to a multiple of U when
     # wider than U; acc and sc in U cyclic banks, res in 2U (stride-2 shortcut reads of narrow layers)
@@ -420,12 +420,17 @@ def _fracbnn_resources(layers, cfg, n_classes, image_channels):
 # calibration
 
 
-def calibration() -> dict:
+def calibration(layers: list[ConvLayer] | None = None) -> dict:
     """The published configuration on the published network (ResNet-20, width 1) through the model, next to
-    the published figures. Always that network: the figures are for it, so other layers would not compare."""
+    the published figures. Always that network: the figures are for it, so other layers would not compare.
+    ``layers``: that network's shapes as read from a trained model's program (the authors' ResNet-20);
+    refused if they are not ResNet-20's. Default: the shapes built without a model."""
     from .layers import cifar_resnet_layers
 
-    layers = cifar_resnet_layers(20)
+    if layers is None:
+        layers = cifar_resnet_layers(20)
+    elif list(layers) != cifar_resnet_layers(20):
+        raise ValueError("the published figures are for CIFAR ResNet-20 (width 1); these layers are another network")
     cfg = published_ultra96()
     cyc = cycle_model(layers, cfg)
     res = resource_model(layers, cfg)["totals"]

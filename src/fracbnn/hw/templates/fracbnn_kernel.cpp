@@ -40,7 +40,8 @@ FbLoopCount fb_counts[FB_NUM_ROWS][FB_NUM_LOOPS];
 #ifndef __SYNTHESIS__
 enum { FB_ACC = 0, FB_RES = 1, FB_SC = 2 };
 static int fb_bank_use[3][RES_BANKS];
-int fb_bank_worst = 0;  // most accesses to one bank of acc/res/sc_buf in one iteration (epilogue, shortcut, pool)
+int fb_bank_worst = 0;  // most accesses to one bank of acc/res/sc_buf in one iteration (epilogue, shortcut, pool,
+                        // per-lane LSB pass)
 static inline void fb_bank_clear() {
     for (int b = 0; b < 3; b++)
         for (int k = 0; k < RES_BANKS; k++) fb_bank_use[b][k] = 0;
@@ -74,7 +75,29 @@ static uint16_t tile_list[TILE_MAX]; // LSB work list of one output-channel grou
 // Per-lane design: one work list per (lane, slot) of the open (output pixel) entries, group-major, with
 // the count per group; each lane walks its own lists in the LSB pass (docs/hw.md).
 static uint16_t unit_list[P_LANES][MAX_SLOTS][ULIST_MAX];
+static acc_t unit_acc[P_LANES][MAX_SLOTS][ULIST_MAX];  // the entry's 2 S_M: the LSB pass only writes acc_buf
 static uint16_t unit_count[P_LANES][MAX_SLOTS][MAX_GROUPS];
+// Each lane's own copy of the next layer's LSB plane as 9 tap memories addressed by that layer's output
+// pixel: lsb_copy[p][3u+v][(i w + j) kw + k] = LSB word k at input (i s + u - 1, j s + v - 1). One address
+// per slot reads a whole 3x3 window (two read ports: the two slots). Written by the epilogue.
+static word_t lsb_copy[P_LANES][9][COPY_DEPTH];
+
+// Store a finished LSB plane word of input pixel (r, c) into every lane's tap memories that hold it.
+static void lsb_copy_word(const LayerDesc &d, int r, int c, int k, word_t w) {
+    for (int u = 0; u < 3; u++) {
+        const int ri = r - u + 1;
+        if (ri < 0 || ri % d.next_stride || ri / d.next_stride >= d.next_h_out) continue;
+        for (int v = 0; v < 3; v++) {
+            const int ci = c - v + 1;
+            if (ci < 0 || ci % d.next_stride || ci / d.next_stride >= d.next_w_out) continue;
+            const int a = ((ri / d.next_stride) * d.next_w_out + ci / d.next_stride) * d.next_kw + k;
+            for (int p = 0; p < P_LANES; p++) {
+#pragma HLS UNROLL
+                lsb_copy[p][u * 3 + v][a] = w;
+            }
+        }
+    }
+}
 #endif
 static uint8_t img_buf[IMG_BYTES];
 
@@ -227,6 +250,7 @@ LANES:
 #pragma HLS PIPELINE II=1
 #pragma HLS LOOP_TRIPCOUNT min=1 max=1024
         FB_ITER(l + 1, LOOP_LSB);
+        FB_BANK_CLEAR();
         for (int p = 0; p < P_LANES; p++) {
 #pragma HLS UNROLL
             if (lg[p] >= d.groups) continue;
@@ -247,13 +271,14 @@ LANES:
                     for (int v = 0; v < 3; v++) {
                         const int r = i * d.stride + u - 1, cc = j * d.stride + v - 1;
                         if (r < 0 || r >= d.h_in || cc < 0 || cc >= d.w_in) continue;
-                        const word_t x = lsb_plane[r % 3][cc % COLS][plane_addr(r, cc, d.w_in, d.kw, k)];
+                        const word_t x = lsb_copy[p][u * 3 + v][pix * d.kw + k];  // the lane's own copy
                         sum += nvalid - 2 * popcnt(x ^ WEIGHTS[d.w_off + g * d.kw + k][u * 3 + v][p]);
                     }
                 part[p][s] = (k == 0 ? 0 : part[p][s]) + sum;
-                if (k == d.kw - 1) {
+                if (k == d.kw - 1) {  // write only (2 S_M comes with the entry): <= 2 writes per bank per cycle
                     const int idx = fm_index(oc, pix, d.cout, hw);
-                    acc_buf[idx] = (acc_t)((int64_t)acc_buf[idx] + part[p][s]);
+                    FB_BANK(FB_ACC, idx, ACC_BANKS);
+                    acc_buf[idx] = (acc_t)((int64_t)unit_acc[p][s][base[p][s] + lt[p]] + part[p][s]);
                 }
             }
             // advance the lane's cursor: next word, next entry, next non-empty group
@@ -345,6 +370,7 @@ GROUPS:
                                 if (!d.gated || (int64_t)part[s][p] > (int64_t)GATE_THR[d.p_off + oc]) {
                                     any_open = true;
 #if LSB_LANES
+                                    unit_acc[p][s][unit_len[p][s]] = (acc_t)(2 * part[s][p]);
                                     unit_list[p][s][unit_len[p][s]++] = (uint16_t)(i * d.w_out + j);
                                     unit_count[p][s][g]++;
 #endif
@@ -416,6 +442,11 @@ EPILOGUE:
             word_t ls = c % d.next_seg == 0 ? (word_t)0 : lsb_plane[i % 3][j % COLS][addr];
             msb_plane[i % 3][j % COLS][addr] = (code >> 1) ? (m | bit) : m;
             lsb_plane[i % 3][j % COLS][addr] = (code & 1) ? (ls | bit) : ls;
+#if LSB_LANES
+            // the word is complete after its last channel: copy it to the lanes' tap memories
+            if (c % d.next_seg == d.next_seg - 1 || c == C - 1)
+                lsb_copy_word(d, i, j, c / d.next_seg, lsb_plane[i % 3][j % COLS][addr]);
+#endif
         }
     }
 }
@@ -468,6 +499,14 @@ void fracbnn_top(const uint8_t image[IMG_BYTES], int64_t logits[NUM_CLASSES]) {
 #pragma HLS ARRAY_PARTITION variable=msb_plane complete dim=2
 #pragma HLS ARRAY_PARTITION variable=lsb_plane complete dim=1
 #pragma HLS ARRAY_PARTITION variable=lsb_plane complete dim=2
+#if LSB_LANES
+#pragma HLS ARRAY_PARTITION variable=lsb_copy complete dim=1
+#pragma HLS ARRAY_PARTITION variable=lsb_copy complete dim=2
+#pragma HLS ARRAY_PARTITION variable=unit_list complete dim=1
+#pragma HLS ARRAY_PARTITION variable=unit_list complete dim=2
+#pragma HLS ARRAY_PARTITION variable=unit_acc complete dim=1
+#pragma HLS ARRAY_PARTITION variable=unit_acc complete dim=2
+#endif
 #pragma HLS ARRAY_PARTITION variable=WEIGHTS complete dim=2
 #pragma HLS ARRAY_PARTITION variable=WEIGHTS complete dim=3
 #pragma HLS ARRAY_PARTITION variable=acc_buf cyclic factor=ACC_BANKS

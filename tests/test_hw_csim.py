@@ -172,8 +172,19 @@ def test_cli_generate_csim_report(tmp_path, capsys):
     for k in ("cycles", "fps", "lut", "ff", "bram18k", "dsp"):
         assert rep["totals"][k] > 0
     assert rep["csim"]["within_tolerance"] and rep["csim"]["mismatched_images"] == 0
+    for k in ("cycles", "cycles_without_skipping", "share_of_full_sweep", "ideal_share"):
+        assert rep["lsb"][k] is not None, k
     rc, stdout, err = _cli(capsys, "report", model_path, "--images", 2, "--random-images")
     assert rc == 0 and "images/s" in stdout, err
+    # the per-lane design from the CLI: measured with its own (balanced) channel order, charged its copies
+    rc, stdout, err = _cli(capsys, "report", model_path, "--images", 2, "--random-images", "--lsb-lanes", "--json")
+    assert rc == 0, err
+    lanes = json.loads(stdout)
+    assert lanes["lsb"]["work_lists"] == "per lane" and lanes["config"]["lsb_lanes"]
+    assert lanes["totals"]["bram18k"] > rep["totals"]["bram18k"]
+    assert lanes["lsb"]["cycles"] <= lanes["lsb"]["cycles_without_skipping"]
+    rc, _, err = _cli(capsys, "report", model_path, "--design", "published", "--lsb-lanes")
+    assert rc == 2 and "per-lane" in err
     # a fracbnn checkpoint is exported on the fly (ResNet-32 here: another depth)
     from fracbnn.checkpoint import save_checkpoint
 

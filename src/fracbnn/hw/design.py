@@ -112,3 +112,39 @@ def lsb_tiles(layer: ConvLayer, cfg: HwConfig) -> tuple[int, int]:
 
 def with_overrides(cfg: HwConfig, **kw) -> HwConfig:
     return replace(cfg, **{k: v for k, v in kw.items() if v is not None})
+
+
+def buffer_geometry(layers: list[ConvLayer], cfg: HwConfig) -> dict:
+    """Depths of the kernel's on-chip buffers for these layers: the generator declares them, the resource
+    model charges them (one source for both).
+
+    Planes are banked by (row mod 3, column mod 2S+1), depths per bank in words of ``word_bits``;
+    acc/res/sc hold C-channel maps in the kernel's ``fm_index`` layout (channels padded to a multiple of
+    ``units`` when wider), in elements; the tile list and the per-lane lists in entries; the per-lane
+    LSB plane copies (``lsb_lanes``) per tap memory, in ``word_bits`` words and in ``min_segment_bits``
+    words (how the resource model stores them).
+    """
+    cols = 2 * cfg.slots + 1
+    u = cfg.units
+    plans = {l.name: segment_plan(l.cin, l.w_out, cfg) for l in layers}
+    frac = [l for l in layers if l.kind == "frac"] or list(layers)
+
+    def bank_depth(l):
+        return math.ceil(l.h_in / 3) * math.ceil(l.w_in / cols) * plans[l.name][2]
+
+    def padded(ch):  # channels fm_index spans: groups of min(ch, units)
+        return ch if ch < u else math.ceil(ch / u) * u
+
+    def tiles(l):
+        return l.h_out * math.ceil(l.w_out / plans[l.name][1])
+
+    return {
+        "msb_depth": max(bank_depth(l) for l in layers),
+        "lsb_depth": max(bank_depth(l) for l in frac),
+        "acc_depth": max(padded(l.cout) * l.h_out * l.w_out for l in layers),
+        "sc_depth": max([padded(l.cin) * l.h_out * l.w_out for l in layers if l.residual == "downsample"] or [0]),
+        "tile_max": max(tiles(l) for l in frac),
+        "ulist_max": max(math.ceil(l.cout / cfg.lanes) * tiles(l) for l in frac),
+        "copy_depth": max(l.h_out * l.w_out * plans[l.name][2] for l in frac),
+        "copy_depth_segments": max(l.h_out * l.w_out * math.ceil(l.cin / cfg.min_segment_bits) for l in frac),
+    }

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import FracBNNError
-from .design import DEPTH, PART, HwConfig, proposed_ultra96, segment_plan
+from .design import DEPTH, PART, HwConfig, buffer_geometry, proposed_ultra96, segment_plan
 from .measure import calibrate, default_images, sample_images  # noqa: F401 (image helpers used via this module)
 from .program import HwProgram, hw_program, weight_words
 
@@ -88,20 +88,8 @@ def _layer_rows(prog: HwProgram, cfg: HwConfig) -> list[dict]:
 
 
 def _config_h(prog: HwProgram, cfg: HwConfig, rows: list[dict], clock_mhz: float) -> str:
-    cols = 2 * cfg.slots + 1
     c, h, w = prog.input_size
-    frac = [r for r in rows if r["kind"] == 1]
-    msb_depth = max(math.ceil(r["h_in"] / 3) * math.ceil(r["w_in"] / cols) * r["kw"] for r in rows)
-    lsb_depth = max(math.ceil(r["h_in"] / 3) * math.ceil(r["w_in"] / cols) * r["kw"] for r in frac)
-    u = cfg.units
-
-    def padded(ch: int) -> int:  # channels the kernel's fm_index spans: groups of min(ch, units)
-        return ch if ch < u else math.ceil(ch / u) * u
-
-    acc_depth = max(padded(r["cout"]) * r["h_out"] * r["w_out"] for r in rows)
-    sc_depth = max([padded(r["cin"]) * r["h_out"] * r["w_out"] for r in rows if r["residual"] == 2] or [1])
-    tile_max = max(r["h_out"] * math.ceil(r["w_out"] / r["slots"]) for r in frac)
-    ulist_max = max(r["groups"] * r["h_out"] * math.ceil(r["w_out"] / r["slots"]) for r in frac)
+    geo = buffer_geometry(prog.shapes, cfg)
     acc_bound = max(9 * r["cin"] * (3 if r["kind"] == 1 else 1) for r in rows)
     acc_t = "int16_t" if acc_bound < 2**15 else "int32_t"
     res_t = "int16_t" if max(r["bits"] for r in rows) <= 16 else "int32_t"
@@ -135,18 +123,18 @@ typedef {sc_t} sc_t;       // 2x2 shortcut sums
 #define NUM_LAYERS {len(rows)}
 #define NUM_CLASSES {len(prog.fc_bias)}
 #define MAX_C {max(r['cout'] for r in rows)}
-#define MSB_DEPTH {msb_depth}
-#define LSB_DEPTH {lsb_depth}
-#define ACC_DEPTH {acc_depth}
-#define RES_DEPTH {acc_depth}
-#define SC_DEPTH {sc_depth}
-#define ACC_BANKS {u}          // cyclic partitions of acc_buf, res_buf, sc_buf (see fm_index in the kernel)
-#define RES_BANKS {2 * u}
-#define SC_BANKS {u}
-#define TILE_MAX {tile_max}
+#define MSB_DEPTH {geo['msb_depth']}
+#define LSB_DEPTH {geo['lsb_depth']}
+#define ACC_DEPTH {geo['acc_depth']}
+#define RES_DEPTH {geo['acc_depth']}
+#define SC_DEPTH {max(1, geo['sc_depth'])}
+#define ACC_BANKS {cfg.units}          // cyclic partitions of acc_buf, res_buf, sc_buf (see fm_index in the kernel)
+#define RES_BANKS {2 * cfg.units}
+#define SC_BANKS {cfg.units}
+#define TILE_MAX {geo['tile_max']}
 #define LSB_LANES {int(cfg.lsb_lanes)}      // 1: per-lane LSB work lists (lsb_lanes), 0: tile work list
-#define ULIST_MAX {ulist_max if cfg.lsb_lanes else 1}
-#define COPY_DEPTH {max(r['h_out'] * r['w_out'] * r['kw'] for r in frac) if cfg.lsb_lanes else 1}
+#define ULIST_MAX {geo['ulist_max'] if cfg.lsb_lanes else 1}
+#define COPY_DEPTH {geo['copy_depth'] if cfg.lsb_lanes else 1}
 #define MAX_GROUPS {max(r['groups'] for r in rows)}
 
 enum {{ KIND_INPUT = 0, KIND_FRAC = 1 }};

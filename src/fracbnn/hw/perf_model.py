@@ -27,8 +27,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from .design import (DEPTH, PART, TAPS, HwConfig, lsb_tiles, proposed_ultra96, published_ultra96,  # noqa: F401
-                     segment_plan, with_overrides)
+from .design import (DEPTH, PART, TAPS, HwConfig, buffer_geometry, lsb_tiles, proposed_ultra96,  # noqa: F401
+                     published_ultra96, segment_plan, with_overrides)
 from .layers import ConvLayer
 
 #: Figures of the published CIFAR-10 design (SPEC section 5, as quoted).
@@ -353,12 +353,11 @@ def _fracbnn_resources(layers, cfg, n_classes, image_channels):
     cols = 2 * S + 1
     banks = 3 * cols
     body = [l for l in layers if l.kind == "frac"]
+    geo = buffer_geometry(layers, cfg)
     words = max(plans[l.name][2] for l in layers)
-    words_lsb = max(plans[l.name][2] for l in body) if body else 1
-    px = math.ceil(hmax / 3) * math.ceil(hmax / cols)
-    l1, b1 = memory(px * words, W, banks)
+    l1, b1 = memory(geo["msb_depth"], W, banks)
     # per-lane design: the LSB pass reads the lanes' own copies (below), not a shared banked LSB plane
-    l2, b2 = memory(px * words_lsb, W, banks) if not cfg.lsb_lanes else (0, 0)
+    l2, b2 = memory(geo["lsb_depth"], W, banks) if not cfg.lsb_lanes else (0, 0)
     img_px = layers[0].h_in * layers[0].w_in
     l2b, b2b = memory(math.ceil(img_px / cols), 8, image_channels * cols)  # image staging for the encoder
     l2, b2 = l2 + l2b, b2 + b2b
@@ -373,12 +372,11 @@ def _fracbnn_resources(layers, cfg, n_classes, image_channels):
         # of pixel (i, j) holds input word (i s + u - 1, j s + v - 1)): one address per slot reads the whole
         # 3x3 window, no rotation; two read ports serve the two slots (a 64-bit word is two halves).
         seg = cfg.min_segment_bits
-        depth = max(l.h_out * l.w_out * math.ceil(l.cin / seg) for l in body)
+        depth = geo["copy_depth_segments"]
         copies = P * TAPS * bram18k_dual_read(depth, seg)
         rows.append(_row("LSB plane copies (per lane)", 0, 0, copies, 0,
                          f"lanes x 9 tap memories of {depth} x {seg} bits, two read ports each"))
-        ulist = max(math.ceil(l.cout / P) * l.h_out * math.ceil(l.w_out / segment_plan(l.cin, l.w_out, cfg)[1])
-                    for l in body)
+        ulist = geo["ulist_max"]
         lut_l, bram_l = memory(ulist, 16 + cfg.acc_bits, P * S)  # pixel index + the entry's 2 S_M
         ctrl = P * 4 * 16 * UNIT["int_op_lut_per_bit"]
         rows.append(_row("LSB work lists + lane cursors", lut_l + ctrl, P * 4 * 16 + P * S * 16, bram_l, 0,
@@ -386,17 +384,13 @@ def _fracbnn_resources(layers, cfg, n_classes, image_channels):
                          "and list compares"))
     # acc/res/sc buffers as the kernel lays them out (fm_index): channels padded to a multiple of U when
     # wider than U; acc and sc in U cyclic banks, res in 2U (stride-2 shortcut reads of narrow layers)
-    def padded(ch):
-        return ch if ch < U else math.ceil(ch / U) * U
-
-    fm = max(padded(l.cout) * l.h_out * l.w_out for l in layers)
-    sc = max([padded(l.cin) * l.h_out * l.w_out for l in layers if l.residual == "downsample"] or [0])
+    fm, sc = geo["acc_depth"], geo["sc_depth"]
     bank_depth = math.ceil(fm / U)
     l3, b3 = memory(bank_depth, cfg.acc_bits, U)
     l4, b4 = memory(math.ceil(fm / (2 * U)), cfg.residual_bits, 2 * U)
     l4s, b4s = memory(math.ceil(sc / U), cfg.residual_bits, U)
     l4, b4 = l4 + l4s, b4 + b4s
-    tiles = max(lsb_tiles(l, cfg)[1] for l in body) if body and not cfg.lsb_lanes else 0
+    tiles = geo["tile_max"] if body and not cfg.lsb_lanes else 0
     l5, b5 = memory(tiles, max(1, math.ceil(math.log2(max(2, tiles)))), 1)
     rows.append(_row("accumulator + residual + tile list", l3 + l4 + l5, 0, b3 + b4 + b5, 0,
                      f"accumulators {U} banks x {bank_depth}, residual {2 * U} x {math.ceil(fm / (2 * U))}, "

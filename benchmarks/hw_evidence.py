@@ -1,20 +1,30 @@
 """Evidence for the FPGA accelerator: bit-exact C simulation vs the golden engine on CIFAR-10 test images,
-model vs counted cycles, LSB densities and the cycles LSB skipping saved, next to the published design.
+model vs counted cycles, the LSB work each design skips, next to the published design.
 
-    python benchmarks/hw_evidence.py [--checkpoint CKPT ...] [--images 100] [--data PATH] [--out DIR]
+    python benchmarks/hw_evidence.py [--models DIR] [--checkpoint CKPT ...] [--images 100] [--data PATH]
+                                     [--out DIR]
 
-Models: every --checkpoint (trained), plus randomly initialised resnet20-fracbnn models: "init" (as built:
-thresholds -1, BN identity statistics) and "perturbed" (random BN statistics/scales, RPReLU slopes and
-shifts, and thresholds, so gates and both RPReLU sides are exercised). CIFAR-10 comes from --data, else
-$FRACBNN_DATA or the data cache (never downloaded); without it the images are random. Last line: one JSON object.
+Models: the FracBNN authors' trained CIFAR-10 ResNet-20 when ``--models`` (default $FRACBNN_MODELS, else
+../shared/models beside the repository) holds it (imported with `fracbnn import-reference`; skipped with
+the reason otherwise), every --checkpoint, and randomly initialised resnet20-fracbnn models: "init" (as built)
+and "perturbed" (random BN statistics/scales, RPReLU slopes and shifts, and thresholds). Each runs through
+both LSB designs: work lists per tile (the default) and per lane (--lsb-lanes). The published-design
+calibration uses the layer shapes read from the authors' model when it is there. CIFAR-10 comes from
+--data, else $FRACBNN_DATA or the data cache (never downloaded); without it the images are random.
+Last line: one JSON object.
 """
 
 import argparse
 import json
+import os
+import shutil
 import time
 from pathlib import Path
 
 import torch
+
+REPO = Path(__file__).resolve().parents[1]
+REFERENCE = "fracbnn-cifar10-resnet20-reference.pt"
 
 
 def random_model(seed: int, perturb: bool):
@@ -38,46 +48,108 @@ def random_model(seed: int, perturb: bool):
     return m.eval()
 
 
-def threshold_sweep(packed, images, calib, offsets=(0, 8, 16, 32, 64, 128)):
-    """Gate density vs LSB tile density vs cycles when every gate threshold is raised by an offset.
+def authors_model(models_dir: Path, work: Path):
+    """(packed model, None) from the authors' reference checkpoint, or (None, reason it is skipped)."""
+    src = models_dir / REFERENCE
+    if not src.is_file():
+        return None, f"authors' model not found at {src} (pass --models DIR or set $FRACBNN_MODELS)"
+    from fracbnn.checkpoint import load_checkpoint, model_from_checkpoint
+    from fracbnn.deploy import export_model
+    from fracbnn.deploy.preprocess import attach_data_facts
+    from fracbnn.reference import import_reference_file
 
-    Raising thresholds mimics a higher gating target g; the model (no csim) shows how many LSB cycles
-    tile-granular skipping saves at each gate density.
+    work.mkdir(parents=True, exist_ok=True)
+    out = work / "authors-resnet20.pt"
+    import_reference_file(src, "resnet20", out, force=True)
+    ckpt = load_checkpoint(out)
+    return export_model(attach_data_facts(model_from_checkpoint(ckpt, source=str(out)).eval(), ckpt)), None
+
+
+def threshold_sweep(packed, images, calib, offsets=(0, 8, 16, 32, 64, 128)):
+    """Gate density vs the LSB share of both designs when every gate threshold is raised by an offset.
+
+    Raising thresholds mimics a higher gating target g; the model (no csim) shows how many LSB cycles each
+    design saves at each gate density.
     """
     import copy
 
-    from fracbnn.hw.perf_model import cycle_model, proposed_ultra96
-    from fracbnn.hw.report import measured
-    from fracbnn.hw.program import gate_open_rates, hw_program, lsb_tile_stats, order_channels_by_gate_rate
+    from fracbnn.hw.design import proposed_ultra96
+    from fracbnn.hw.measure import calibrate, measured
+    from fracbnn.hw.perf_model import cycle_model
+    from fracbnn.hw.program import hw_program
 
-    cfg = proposed_ultra96()
     rows = []
     for off in offsets:
         p = copy.deepcopy(packed)
         for op in p.program:
             if op["op"] == "frac_conv" and op["gate_threshold"] is not None:
                 p.tensors[op["gate_threshold"]] = p.tensors[op["gate_threshold"]] + off
-        prog = hw_program(p)
-        st0 = lsb_tile_stats(p, prog, cfg, images)  # natural channel order
-        order_channels_by_gate_rate(prog, gate_open_rates(p, prog, calib))
-        st = lsb_tile_stats(p, prog, cfg, images)
-        tot = sum(v["tiles"] for v in st.values())
-        dens, entries = measured(st)
-        full, now = cycle_model(prog.shapes, cfg, 1.0), cycle_model(prog.shapes, cfg, dens, lsb_entries=entries)
-        rows.append({"threshold_offset": off,
-                     "gate_density": sum(v["gate_density"] * v["tiles"] for v in st.values()) / tot,
-                     "tile_density": sum(v["open_tiles"] for v in st.values()) / tot,
-                     "tile_density_natural_order": sum(v["open_tiles"] for v in st0.values()) / tot,
-                     "cycles": now.cycles, "cycles_saved": full.cycles - now.cycles, "fps": now.fps})
+        row = {"threshold_offset": off}
+        for cfg in (proposed_ultra96(), proposed_ultra96(lsb_lanes=True)):
+            prog = hw_program(p)
+            st = calibrate(p, prog, cfg, images, calib)
+            tot = sum(v["tiles"] for v in st.values())
+            dens, entries = measured(st, cfg)
+            full, now = cycle_model(prog.shapes, cfg, 1.0), cycle_model(prog.shapes, cfg, dens, lsb_entries=entries)
+            key = "lanes" if cfg.lsb_lanes else "tiles"
+            row["gate_density"] = sum(v["gate_density"] * v["tiles"] for v in st.values()) / tot
+            row[f"{key}_cycles"], row[f"{key}_fps"] = now.cycles, now.fps
+            row[f"{key}_cycles_saved"] = full.cycles - now.cycles
+        rows.append(row)
     print(f"threshold sweep (model, {len(images)} images):")
     for r in rows:
-        print(f"  +{r['threshold_offset']:>3}: gate density {r['gate_density']:.3f}  tile density "
-              f"{r['tile_density']:.3f} (natural order {r['tile_density_natural_order']:.3f})  cycles {r['cycles']:,}  saved {r['cycles_saved']:,}  {r['fps']:,.0f} images/s")
+        print(f"  +{r['threshold_offset']:>3}: gate density {r['gate_density']:.3f}  tiles: {r['tiles_cycles']:,} "
+              f"cycles ({r['tiles_cycles_saved']:,} saved)  lanes: {r['lanes_cycles']:,} cycles "
+              f"({r['lanes_cycles_saved']:,} saved, {r['lanes_fps']:,.0f} images/s)")
     return rows
+
+
+def run_design(name, packed, cfg, images, origin, calib, out_root):
+    from fracbnn.hw.csim import run_csim
+    from fracbnn.hw.generate import config_from_project, generate_project
+    from fracbnn.hw.layers import ConvLayer
+    from fracbnn.hw.measure import measured
+    from fracbnn.hw.report import build_report, format_report
+
+    t0 = time.time()
+    out = out_root / name
+    shutil.rmtree(out, ignore_errors=True)
+    meta = generate_project(packed, out, cfg=cfg, images=images, image_origin=origin, model_label=name,
+                            calib_images=calib)
+    res = run_csim(out)
+    layers = [ConvLayer(**l) for l in meta["layers"]]
+    pcfg = config_from_project(meta)
+    rep = build_report(layers, pcfg, measured(meta["lsb"], pcfg)[0], lsb_stats=meta["lsb"], csim=res,
+                       source=f"{name}: {out}")
+    print(f"\n=== {name} ({time.time() - t0:.0f} s) ===")
+    print(res["stdout"].strip().splitlines()[-2])
+    print(format_report(rep))
+    st = meta["lsb"]
+    tiles = sum(v["tiles"] for v in st.values())
+    csim_lsb = sum(r["loops"]["lsb"] for r in res["rows"])
+    return rep, {
+        "design": "per-lane work lists" if pcfg.lsb_lanes else "per-tile work list",
+        "csim_images": res["images"], "mismatched_images": res["mismatched_images"],
+        "bit_exact": res["returncode"] == 0 and res["mismatched_images"] == 0,
+        "csim_cycles": res["cycles"], "model_cycles": rep["totals"]["cycles"],
+        "cycle_model_error": rep["csim"]["relative_error"],
+        "max_layer_cycle_error": rep["csim"]["max_layer_relative_error"],
+        "fps": rep["totals"]["fps"], "speedup_vs_published": rep["published"]["speedup_vs_published_fps"],
+        "gate_density": sum(v["gate_density"] * v["tiles"] for v in st.values()) / tiles,
+        "lsb_tile_density": sum(v["open_tiles"] for v in st.values()) / tiles,
+        "lsb_cycles_saved": rep["lsb"]["cycles_saved"], "lsb_cycles_full": rep["lsb"]["cycles_without_skipping"],
+        "csim_lsb_cycles": csim_lsb,
+        "lsb_share_of_full_sweep": csim_lsb / rep["lsb"]["cycles_without_skipping"],
+        "lsb_ideal_share": rep["lsb"]["ideal_share"],
+        "resources": {k: rep["totals"][k] for k in ("lut", "ff", "bram18k", "dsp")}, "fits": rep["fits"],
+    }
 
 
 def main():
     ap = argparse.ArgumentParser()
+    ap.add_argument("--models", default=os.environ.get("FRACBNN_MODELS", str(REPO.parent / "shared" / "models")),
+                    help="folder with the authors' reference checkpoint (default: $FRACBNN_MODELS, else "
+                    "../shared/models beside the repository)")
     ap.add_argument("--checkpoint", action="append", default=[])
     ap.add_argument("--images", type=int, default=100)
     ap.add_argument("--data", help="CIFAR-10 folder or archive (default: $FRACBNN_DATA, else the data cache)")
@@ -85,50 +157,40 @@ def main():
     args = ap.parse_args()
     from fracbnn.checkpoint import model_from_checkpoint
     from fracbnn.deploy import export_model
-    from fracbnn.hw.csim import run_csim
-    from fracbnn.hw.generate import config_from_project, default_images, generate_project
-    from fracbnn.hw.layers import ConvLayer
-    from fracbnn.hw.report import build_report, format_report, measured
+    from fracbnn.hw.design import proposed_ultra96
+    from fracbnn.hw.measure import default_images
+    from fracbnn.hw.perf_model import calibration
+    from fracbnn.hw.program import hw_program
 
+    out_root = Path(args.out)
     images, origin = default_images(args.images, datasets=args.data)
-    calib = default_images(64, datasets=args.data, split="train")[0]  # channel order from training images, disjoint from the test set
-    models = [(Path(c).stem, model_from_checkpoint(c).eval()) for c in args.checkpoint]
-    models += [("random-init", random_model(0, False)), ("random-perturbed", random_model(1, True))]
-    summary = {"images": len(images), "image_origin": origin, "models": {}}
-    for name, model in models:
-        t0 = time.time()
-        packed = export_model(model)
-        out = Path(args.out) / name
-        if out.exists():
-            import shutil
-
-            shutil.rmtree(out)
-        meta = generate_project(packed, out, images=images, image_origin=origin, model_label=name,
-                                calib_images=calib)
-        res = run_csim(out)
-        layers = [ConvLayer(**l) for l in meta["layers"]]
-        dens = measured(meta["lsb"])[0]
-        rep = build_report(layers, config_from_project(meta), dens, lsb_stats=meta["lsb"], csim=res,
-                           source=f"{name}: {out}")
-        print(f"\n=== {name} ({time.time() - t0:.0f} s) ===")
-        print(res["stdout"].strip().splitlines()[-2])
-        print(format_report(rep))
-        gates = sum(v["gate_density"] * v["tiles"] for v in meta["lsb"].values()) / sum(
-            v["tiles"] for v in meta["lsb"].values())
-        tiles = sum(v["open_tiles"] for v in meta["lsb"].values()) / sum(v["tiles"] for v in meta["lsb"].values())
-        summary["models"][name] = {
-            "csim_images": res["images"], "mismatched_images": res["mismatched_images"],
-            "bit_exact": res["returncode"] == 0 and res["mismatched_images"] == 0,
-            "csim_cycles": res["cycles"], "model_cycles": rep["totals"]["cycles"],
-            "cycle_model_error": rep["csim"]["relative_error"],
-            "max_layer_cycle_error": rep["csim"]["max_layer_relative_error"],
-            "fps": rep["totals"]["fps"], "speedup_vs_published": rep["published"]["speedup_vs_published_fps"],
-            "gate_density": gates, "lsb_tile_density": tiles,
-            "lsb_cycles_saved": rep["lsb"]["cycles_saved"], "lsb_cycles_full": rep["lsb"]["cycles_without_skipping"],
-            "resources": {k: rep["totals"][k] for k in ("lut", "ff", "bram18k", "dsp")},
-        }
-        summary["models"][name]["threshold_sweep"] = threshold_sweep(packed, images[:20], calib)
-    summary["calibration"] = rep["published"]["calibration"]
+    calib = default_images(64, datasets=args.data, split="train")[0]  # channel order: training images
+    packed_models = []
+    ref, skipped = authors_model(Path(args.models), out_root / "reference")
+    if ref is None:
+        print(f"skip: {skipped}; continuing with the other models")
+    else:
+        packed_models.append(("authors-resnet20", ref))
+    packed_models += [(Path(c).stem, export_model(model_from_checkpoint(c).eval())) for c in args.checkpoint]
+    packed_models += [("random-init", export_model(random_model(0, False))),
+                      ("random-perturbed", export_model(random_model(1, True)))]
+    summary = {"images": len(images), "image_origin": origin, "models": {},
+               "authors_model": None if ref is None else "authors-resnet20", "authors_model_skipped": skipped}
+    for name, packed in packed_models:
+        _, tiles = run_design(name, packed, proposed_ultra96(), images, origin, calib, out_root)
+        _, lanes = run_design(name + "-lanes", packed, proposed_ultra96(lsb_lanes=True), images, origin, calib,
+                              out_root)
+        summary["models"][name] = {**tiles, "per_lane_design": lanes,
+                                   "threshold_sweep": threshold_sweep(packed, images[:20], calib)}
+    # the published-design calibration on the trained network's shapes (read from its program) when present
+    shapes = hw_program(ref).shapes if ref is not None else None
+    summary["calibration"] = calibration(shapes)
+    summary["calibration_layers"] = "authors' model" if ref is not None else "ResNet-20 shapes built without a model"
+    if ref is not None:
+        a = summary["models"]["authors-resnet20"]
+        summary["lsb_share_of_full_sweep"] = {"tiles": a["lsb_share_of_full_sweep"],
+                                              "lanes": a["per_lane_design"]["lsb_share_of_full_sweep"]}
+        summary["lsb_ideal_share"] = a["lsb_ideal_share"]
     print(json.dumps(summary))
 
 

@@ -52,10 +52,10 @@ def _c_table(header: str, name: str) -> np.ndarray:
     return np.array([int(v) for v in m.group(1).replace("\n", " ").split(",") if v.strip()])
 
 
-def _check_project(tmp_path, model, images, name, calib=None):
+def _check_project(tmp_path, model, images, name, calib=None, cfg=None):
     packed = export_model(model)
     out = tmp_path / name
-    meta = generate_project(packed, out, images=images, image_origin="test", calib_images=calib)
+    meta = generate_project(packed, out, images=images, image_origin="test", calib_images=calib, cfg=cfg)
     res = run_csim(out)
     assert res["returncode"] == 0, res["stdout"][-2000:]
     assert res["mismatched_images"] == 0 and res["images"] == len(images)
@@ -65,7 +65,7 @@ def _check_project(tmp_path, model, images, name, calib=None):
     # hit distinct banks (at most a read and a write, or two reads, per dual-port bank)
     assert res["max_bank_accesses"] <= 2, res["max_bank_accesses"]
     layers = [ConvLayer(**l) for l in meta["layers"]]
-    dens, entries = measured(meta["lsb"])
+    dens, entries = measured(meta["lsb"], config_from_project(meta))
     cmp = compare_with_csim(cycle_model(layers, config_from_project(meta), dens, lsb_entries=entries), res)
     assert cmp["within_tolerance"], cmp
     assert cmp["max_layer_relative_error"] < 0.05, cmp
@@ -73,7 +73,7 @@ def _check_project(tmp_path, model, images, name, calib=None):
 
 
 def test_random_models_are_bit_exact_and_cycles_match_the_model(tmp_path):
-    from fracbnn.hw.generate import default_images
+    from fracbnn.hw.measure import default_images
 
     images = _images(4, 1)
     if (datasets_dir() / "cifar-10-python.tar.gz").is_file():  # real test images when the data set is there
@@ -94,6 +94,32 @@ def test_random_models_are_bit_exact_and_cycles_match_the_model(tmp_path):
     lsb = sum(r["loops"]["lsb"] for r in res["rows"])
     msb = sum(r["loops"]["msb"] for r in res["rows"][2:-1])
     assert lsb < 0.2 * msb  # closed gates cost (almost) no LSB cycles
+
+
+def _lsb_cycles(res):
+    return sum(r["loops"]["lsb"] for r in res["rows"])
+
+
+def test_per_lane_work_lists_are_bit_exact_and_never_slower_than_tiles(tmp_path):
+    from fracbnn.hw.design import proposed_ultra96
+
+    model, images = _random_model(7), _images(3, 7)
+    # same (natural) channel order for both designs: a lane's slot has at most one entry per open tile of its
+    # group, so the busiest lane never needs more LSB cycles than the tile list
+    _, _, tiles = _check_project(tmp_path, model, images, "tiles")
+    _, meta, lanes = _check_project(tmp_path, model, images, "lanes", cfg=proposed_ultra96(lsb_lanes=True))
+    assert "#define LSB_LANES 1" in (tmp_path / "lanes" / "src" / "fracbnn_config.h").read_text()
+    assert 0 < _lsb_cycles(lanes) <= _lsb_cycles(tiles)
+    assert all(0.0 <= v["lane_share"] <= v["tile_density"] + 1e-9 for v in meta["lsb"].values())
+    # lanes balanced by calibration gate rates, a narrow model (8 channels: lanes without a channel) and an
+    # ungated one (every entry listed) stay bit-exact with cycles as modelled
+    _, meta, _ = _check_project(tmp_path, _random_model(8), _images(2, 8), "balanced", calib=_images(6, 12),
+                                cfg=proposed_ultra96(lsb_lanes=True))
+    assert meta["channel_order"]["balanced_over_lanes"]
+    _check_project(tmp_path, _random_model(9, width=0.5), _images(2, 9), "narrow-lanes",
+                   cfg=proposed_ultra96(lsb_lanes=True))
+    _check_project(tmp_path, _random_model(10, frac_mode="binary"), _images(1, 10), "ungated-lanes",
+                   cfg=proposed_ultra96(lsb_lanes=True))
 
 
 def test_narrow_and_ungated_models(tmp_path):
@@ -146,8 +172,19 @@ def test_cli_generate_csim_report(tmp_path, capsys):
     for k in ("cycles", "fps", "lut", "ff", "bram18k", "dsp"):
         assert rep["totals"][k] > 0
     assert rep["csim"]["within_tolerance"] and rep["csim"]["mismatched_images"] == 0
+    for k in ("cycles", "cycles_without_skipping", "share_of_full_sweep", "ideal_share"):
+        assert rep["lsb"][k] is not None, k
     rc, stdout, err = _cli(capsys, "report", model_path, "--images", 2, "--random-images")
     assert rc == 0 and "images/s" in stdout, err
+    # the per-lane design from the CLI: measured with its own (balanced) channel order, charged its copies
+    rc, stdout, err = _cli(capsys, "report", model_path, "--images", 2, "--random-images", "--lsb-lanes", "--json")
+    assert rc == 0, err
+    lanes = json.loads(stdout)
+    assert lanes["lsb"]["work_lists"] == "per lane" and lanes["config"]["lsb_lanes"]
+    assert lanes["totals"]["bram18k"] > rep["totals"]["bram18k"]
+    assert lanes["lsb"]["cycles"] <= lanes["lsb"]["cycles_without_skipping"]
+    rc, _, err = _cli(capsys, "report", model_path, "--design", "published", "--lsb-lanes")
+    assert rc == 2 and "per-lane" in err
     # a fracbnn checkpoint is exported on the fly (ResNet-32 here: another depth)
     from fracbnn.checkpoint import save_checkpoint
 

@@ -23,6 +23,9 @@ def _config_args(p: argparse.ArgumentParser) -> None:
                    help="narrowest popcount segment; word/segment pixels per cycle on narrow layers")
     g.add_argument("--epilogue-units", type=int, help="(channel, pixel) pairs the epilogue handles per cycle")
     g.add_argument("--no-lsb-skip", action="store_true", help="sweep every LSB tile (no gate-driven skipping)")
+    g.add_argument("--lsb-lanes", action="store_true",
+                   help="LSB work lists per lane (open pixel x channel entries) instead of per 2-pixel x 16-channel "
+                   "tile; see docs/hw.md for its cost")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -70,21 +73,23 @@ def _data_args(p: argparse.ArgumentParser) -> None:
 
 def _config(args, base=None):
     from ..errors import FracBNNError
-    from ..hw.perf_model import proposed_ultra96, published_ultra96, with_overrides
+    from ..hw.design import proposed_ultra96, published_ultra96, with_overrides
 
     if base is None:
         base = published_ultra96() if args.design == "published" else proposed_ultra96()
     try:
         cfg = with_overrides(base, lanes=args.lanes, word_bits=args.word_bits,
                              min_segment_bits=args.min_segment_bits, epilogue_units=args.epilogue_units,
-                             lsb_skip=False if args.no_lsb_skip else None)
+                             lsb_skip=False if args.no_lsb_skip else None, lsb_lanes=True if args.lsb_lanes else None)
+        if args.lsb_lanes and cfg.name == "fracbnn-ultra96":
+            cfg = with_overrides(cfg, name="fracbnn-ultra96-lanes")
     except ValueError as e:
         raise FracBNNError(str(e)) from None
     return cfg
 
 
 def _calib_images(args, packed, n):
-    from ..hw.generate import sample_images
+    from ..hw.measure import sample_images
 
     if n <= 0:
         return None
@@ -94,7 +99,7 @@ def _calib_images(args, packed, n):
 
 def _images(args, packed, n):
     from ..errors import FracBNNError
-    from ..hw.generate import sample_images
+    from ..hw.measure import sample_images
 
     if n < 1:
         raise FracBNNError(f"--images must be at least 1, got {n}")
@@ -151,14 +156,16 @@ def run(args) -> int:
         from ..hw.generate import config_from_project, load_project
         from ..hw.layers import ConvLayer
         from ..hw.perf_model import cycle_model
-        from ..hw.report import compare_with_csim, measured
+        from ..hw.measure import measured
+        from ..hw.report import compare_with_csim
 
         res = run_csim(args.project)
         meta = load_project(args.project)
         layers = [ConvLayer(**l) for l in meta["layers"]]
-        dens, entries = measured(meta["lsb"])
-        cmp = compare_with_csim(cycle_model(layers, config_from_project(meta), dens,
-                                            n_classes=meta["num_classes"], lsb_entries=entries), res)
+        cfg = config_from_project(meta)
+        dens, entries = measured(meta["lsb"], cfg)
+        cmp = compare_with_csim(cycle_model(layers, cfg, dens, n_classes=meta["num_classes"], lsb_entries=entries),
+                                res)
         if args.json:
             print(json.dumps({k: v for k, v in res.items() if k != "stdout"} | {"model_comparison": cmp}, indent=1))
         else:
@@ -184,7 +191,7 @@ def run(args) -> int:
         csim = load_csim(target) if cfg == config_from_project(meta) else None
         n_classes, source = meta["num_classes"], f"{target} ({meta.get('model', '')})"
     else:
-        from ..hw.program import hw_program, lsb_tile_stats
+        from ..hw.program import hw_program
 
         packed = _load_model(target)
         cfg = _config(args)
@@ -192,14 +199,15 @@ def run(args) -> int:
         layers, csim, n_classes, source = prog.shapes, None, len(prog.fc_bias), str(target)
         stats = {}
         if args.lsb_density is None and cfg.style == "fracbnn":
-            from ..hw.program import gate_open_rates, order_channels_by_gate_rate
+            from ..hw.measure import calibrate
 
             calib = _calib_images(args, packed, 64)
-            order_channels_by_gate_rate(prog, gate_open_rates(packed, prog, calib))
             images, origin = _images(args, packed, args.images)
-            stats = lsb_tile_stats(packed, prog, cfg, images)
+            stats = calibrate(packed, prog, cfg, images, calib)  # the generator's channel order and densities
             source += f" (LSB densities measured on {len(images)} {origin.split(' from ')[0]})"
-    dens = args.lsb_density if args.lsb_density is not None else {k: v["tile_density"] for k, v in stats.items()}
+    from ..hw.measure import measured
+
+    dens = args.lsb_density if args.lsb_density is not None else measured(stats, cfg)[0]
     rep = build_report(layers, cfg, dens, lsb_stats=stats, csim=csim, source=source, n_classes=n_classes)
     print(json.dumps(rep, indent=1) if args.json else format_report(rep))
     return 0

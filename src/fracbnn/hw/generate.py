@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import FracBNNError
-from .perf_model import DEPTH, PART, HwConfig, proposed_ultra96, segment_plan
-from .program import (HwProgram, gate_open_rates, hw_program, lsb_tile_stats, order_channels_by_gate_rate,
-                      weight_words)
+from .design import DEPTH, PART, HwConfig, buffer_geometry, proposed_ultra96, segment_plan
+from .measure import calibrate, default_images, sample_images  # noqa: F401 (image helpers used via this module)
+from .program import HwProgram, hw_program, weight_words
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 BOARDS = {"ultra96v2": {"part": PART["name"], "clock_mhz": 250.0}}
@@ -73,32 +73,23 @@ def _layer_rows(prog: HwProgram, cfg: HwConfig) -> list[dict]:
         if not last:
             nxt = prog.layers[idx + 1].shape
             nseg, _, nkw = segment_plan(nxt.cin, nxt.w_out, cfg)
+            nstride, nh, nw = nxt.stride, nxt.h_out, nxt.w_out
         else:
-            nseg, nkw = 64, 1
+            nseg, nkw, nstride, nh, nw = 64, 1, 1, 1, 1
         rows.append(dict(name=s.name, kind=0 if s.kind == "input" else 1, cin=s.cin, cout=s.cout, h_in=s.h_in,
                          w_in=s.w_in, stride=s.stride, h_out=s.h_out, w_out=s.w_out, seg=seg, slots=slots, kw=kw,
                          groups=groups, residual={"none": 0, "identity": 1, "downsample": 2}[s.residual],
                          gated=int(layer.gate is not None), w_off=w_off, p_off=p_off, shift=layer.shift,
-                         bits=layer.bits, next_seg=nseg, next_kw=nkw, last=int(last)))
+                         bits=layer.bits, next_seg=nseg, next_kw=nkw, last=int(last), next_stride=nstride,
+                         next_h_out=nh, next_w_out=nw))
         w_off += groups * kw
         p_off += s.cout
     return rows
 
 
 def _config_h(prog: HwProgram, cfg: HwConfig, rows: list[dict], clock_mhz: float) -> str:
-    cols = 2 * cfg.slots + 1
     c, h, w = prog.input_size
-    frac = [r for r in rows if r["kind"] == 1]
-    msb_depth = max(math.ceil(r["h_in"] / 3) * math.ceil(r["w_in"] / cols) * r["kw"] for r in rows)
-    lsb_depth = max(math.ceil(r["h_in"] / 3) * math.ceil(r["w_in"] / cols) * r["kw"] for r in frac)
-    u = cfg.units
-
-    def padded(ch: int) -> int:  # channels the kernel's fm_index spans: groups of min(ch, units)
-        return ch if ch < u else math.ceil(ch / u) * u
-
-    acc_depth = max(padded(r["cout"]) * r["h_out"] * r["w_out"] for r in rows)
-    sc_depth = max([padded(r["cin"]) * r["h_out"] * r["w_out"] for r in rows if r["residual"] == 2] or [1])
-    tile_max = max(r["h_out"] * math.ceil(r["w_out"] / r["slots"]) for r in frac)
+    geo = buffer_geometry(prog.shapes, cfg)
     acc_bound = max(9 * r["cin"] * (3 if r["kind"] == 1 else 1) for r in rows)
     acc_t = "int16_t" if acc_bound < 2**15 else "int32_t"
     res_t = "int16_t" if max(r["bits"] for r in rows) <= 16 else "int32_t"
@@ -132,15 +123,19 @@ typedef {sc_t} sc_t;       // 2x2 shortcut sums
 #define NUM_LAYERS {len(rows)}
 #define NUM_CLASSES {len(prog.fc_bias)}
 #define MAX_C {max(r['cout'] for r in rows)}
-#define MSB_DEPTH {msb_depth}
-#define LSB_DEPTH {lsb_depth}
-#define ACC_DEPTH {acc_depth}
-#define RES_DEPTH {acc_depth}
-#define SC_DEPTH {sc_depth}
-#define ACC_BANKS {u}          // cyclic partitions of acc_buf, res_buf, sc_buf (see fm_index in the kernel)
-#define RES_BANKS {2 * u}
-#define SC_BANKS {u}
-#define TILE_MAX {tile_max}
+#define MSB_DEPTH {geo['msb_depth']}
+#define LSB_DEPTH {geo['lsb_depth']}
+#define ACC_DEPTH {geo['acc_depth']}
+#define RES_DEPTH {geo['acc_depth']}
+#define SC_DEPTH {max(1, geo['sc_depth'])}
+#define ACC_BANKS {cfg.units}          // cyclic partitions of acc_buf, res_buf, sc_buf (see fm_index in the kernel)
+#define RES_BANKS {2 * cfg.units}
+#define SC_BANKS {cfg.units}
+#define TILE_MAX {geo['tile_max']}
+#define LSB_LANES {int(cfg.lsb_lanes)}      // 1: per-lane LSB work lists (lsb_lanes), 0: tile work list
+#define ULIST_MAX {geo['ulist_max'] if cfg.lsb_lanes else 1}
+#define COPY_DEPTH {geo['copy_depth'] if cfg.lsb_lanes else 1}
+#define MAX_GROUPS {max(r['groups'] for r in rows)}
 
 enum {{ KIND_INPUT = 0, KIND_FRAC = 1 }};
 enum {{ RES_NONE = 0, RES_ID = 1, RES_DOWN = 2 }};
@@ -155,14 +150,15 @@ static const char *const LOOP_NAMES[FB_NUM_LOOPS] = {{ {loop_names} }};
 struct LayerDesc {{
     int kind, cin, cout, h_in, w_in, stride, h_out, w_out;
     int seg, slots, kw, groups, residual, gated;
-    int w_off, p_off, shift, bits, next_seg, next_kw, last;
+    int w_off, p_off, shift, bits, next_seg, next_kw, last, next_stride, next_h_out, next_w_out;
 }};
 """
 
 
 def _params_h(prog: HwProgram, cfg: HwConfig, rows: list[dict]) -> str:
     fields = ("kind", "cin", "cout", "h_in", "w_in", "stride", "h_out", "w_out", "seg", "slots", "kw", "groups",
-              "residual", "gated", "w_off", "p_off", "shift", "bits", "next_seg", "next_kw", "last")
+              "residual", "gated", "w_off", "p_off", "shift", "bits", "next_seg", "next_kw", "last", "next_stride",
+              "next_h_out", "next_w_out")
     out = ["// Generated by `fracbnn hw generate` from the packed model. Do not edit; regenerate.",
            "#pragma once", "#include <cstdint>", '#include "fracbnn_config.h"', ""]
     out.append("static const LayerDesc LAYERS[NUM_LAYERS] = {")
@@ -237,27 +233,6 @@ def _tcl(part: str, clock_mhz: float, synth: bool) -> str:
     return "\n".join(lines) + "\n"
 
 
-def default_images(n: int, seed: int = 0, datasets: str | Path | None = None, split: str = "test"
-                   ) -> tuple[np.ndarray, str]:
-    """The first ``n`` CIFAR-10 images of ``split`` when the data set is available, else seeded random images.
-
-    ``datasets`` is anything ``fracbnn.data.load_dataset`` takes as ``root`` (the CIFAR-10 folder, a folder
-    holding it or its archive, the archive); None looks in $FRACBNN_DATA, then the data cache. Nothing is
-    downloaded: without the data set the images are random.
-    """
-    from ..data import load_dataset
-
-    try:
-        ds = load_dataset("cifar10", root=datasets, split=split, download=False)
-    except FracBNNError as e:
-        rng = np.random.default_rng(seed + (0 if split == "test" else 1))
-        return rng.integers(0, 256, size=(n, 3, 32, 32), dtype=np.uint8), \
-            f"random uint8 images (seed {seed}); CIFAR-10 not available ({e})"
-    where = f" from {datasets}" if datasets is not None else ""
-    n = min(n, len(ds.images))
-    return ds.images[:n].numpy().astype(np.uint8), f"CIFAR-10 {split} images 0..{n - 1}{where}"
-
-
 def check_output_dir(out_dir: str | Path) -> Path:
     """Refuse, before any work, an output that is a file or lies where nothing can be written."""
     out = Path(out_dir)
@@ -277,51 +252,16 @@ def check_output_dir(out_dir: str | Path) -> Path:
     return out
 
 
-def sample_images(packed, n: int, *, data: str | Path | None = None, dataset: str | None = None,
-                  split: str = "test", seed: int = 0, random: bool = False) -> tuple[np.ndarray, str]:
-    """(uint8 (n', C, H, W) images, where they came from) for a testbench or a density measurement.
-
-    The images come from the data set the model records (or ``dataset``),
-    preprocessed as in training, in the model's input shape: the first ``n``
-    of an in-memory split (CIFAR), ``n`` spread evenly over a file-backed one
-    (an image folder sorted by class). Random images only when ``random``:
-    a missing or wrong ``data`` is an error, never a silent fallback.
-    """
-    from ..data import load_dataset
-    from ..deploy.preprocess import check_dataset_fits, dataset_options, recorded_dataset
-
-    shape = tuple(int(v) for v in packed.input_size)
-    if random:
-        rng = np.random.default_rng(seed + (0 if split == "test" else 1))
-        return rng.integers(0, 256, size=(n, *shape), dtype=np.uint8), f"random uint8 images (seed {seed})"
-    name = str(dataset).lower() if dataset else recorded_dataset(packed.meta)[0]
-    try:
-        ds = load_dataset(name, data, split, download=False, **dataset_options(name, packed.meta))
-    except FracBNNError as e:
-        raise FracBNNError(f"cannot read the {name} {split} images the model needs here: {e} (or pass "
-                           "--random-images for seeded random pixels)") from None
-    check_dataset_fits(ds, packed, name)
-    n = min(n, len(ds))
-    where = f" from {data}" if data is not None else ""
-    if getattr(ds, "in_memory", False):
-        return ds.images[:n].numpy().astype(np.uint8), f"{name} {split} images 0..{n - 1}{where}"
-    from tqdm import tqdm
-
-    picks = np.unique(np.linspace(0, len(ds) - 1, n).round().astype(int))
-    images = np.stack([ds[int(i)][0].numpy() for i in tqdm(picks, desc=f"{name} {split} images", unit="image",
-                                                            leave=False, disable=len(picks) < 200)])
-    return images.astype(np.uint8), f"{name} {split} images spread evenly over all {len(ds)}{where}"
-
-
 def generate_project(packed, out_dir: str | Path, *, cfg: HwConfig | None = None, board: str = "ultra96v2",
                      images: np.ndarray | None = None, n_images: int = 100, image_origin: str = "",
                      model_label: str = "", calib_images: np.ndarray | None = None) -> dict:
     """Write the project; returns the project metadata (also saved as hw_project.json).
 
     ``calib_images`` (other images than the test images) set the order in
-    which output channels are given to the engine's lanes: sorted by their
-    open-gate rate on them, so rarely-open channels share lane groups and
-    more LSB tiles close. Without them the natural channel order is kept.
+    which output channels are given to the engine's lanes (``measure.calibrate``):
+    tile design: sorted by open-gate rate, so rarely-open channels share lane
+    groups and more LSB tiles close; per-lane design: dealt so the lanes' loads
+    are even. Without them the natural channel order is kept.
     """
     from ..deploy.golden import run_program
 
@@ -342,10 +282,9 @@ def generate_project(packed, out_dir: str | Path, *, cfg: HwConfig | None = None
     calibration = None
     if calib_images is not None and len(calib_images):
         calibration = np.ascontiguousarray(calib_images, np.uint8)
-        order_channels_by_gate_rate(prog, gate_open_rates(packed, prog, calibration))
     buf = run_program(packed, images)  # one golden run: the testbench's logits and the LSB statistics
     logits = np.asarray(buf["logits"], np.int64)
-    stats = lsb_tile_stats(packed, prog, cfg, images, buf=buf)
+    stats = calibrate(packed, prog, cfg, images, calibration, buf=buf)  # channel order + LSB work, once
     del buf
     rows = _layer_rows(prog, cfg)
     clock = BOARDS[board]["clock_mhz"]
@@ -373,7 +312,8 @@ def generate_project(packed, out_dir: str | Path, *, cfg: HwConfig | None = None
         "num_classes": len(prog.fc_bias), "logit_denominator": prog.logit_denominator,
         "test_images": {"count": int(len(images)), "origin": image_origin},
         "channel_order": {"calibration_images": 0 if calibration is None else int(len(calibration)),
-                          "sorted_by_gate_rate": calibration is not None},
+                          "sorted_by_gate_rate": calibration is not None and not cfg.lsb_lanes,
+                          "balanced_over_lanes": calibration is not None and cfg.lsb_lanes},
         "lsb": stats,
     }
     (out / PROJECT_FILE).write_text(json.dumps(meta, indent=1))

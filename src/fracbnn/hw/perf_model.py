@@ -25,75 +25,14 @@ the functions here are the single source of those numbers.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field
 
+from .design import (DEPTH, PART, TAPS, HwConfig, buffer_geometry, lsb_tiles, proposed_ultra96,  # noqa: F401
+                     published_ultra96, segment_plan, with_overrides)
 from .layers import ConvLayer
 
 #: Figures of the published CIFAR-10 design (SPEC section 5, as quoted).
 PUBLISHED = {"fps": 2806.9, "lut": 51444, "dsp": 126, "bram18k": 212, "clock_mhz": 250.0}
-#: xczu3eg-sbva484-1-e (Ultra96v2) resources.
-PART = {"name": "xczu3eg-sbva484-1-e", "lut": 70560, "ff": 141120, "bram18k": 432, "dsp": 360}
-
-TAPS = 9
-#: Pipeline depths (cycles from first issue to last result) assumed per loop kind.
-#: The generated kernel's cycle counters use the same table (trip x II + depth).
-DEPTH = {"load": 4, "init": 2, "conv": 6, "epilogue": 10, "pack": 4, "pool": 4, "copy": 2, "fc": 6}
-
-
-@dataclass(frozen=True)
-class HwConfig:
-    """Parallelism and structure of one accelerator configuration."""
-
-    name: str = "fracbnn"
-    style: str = "fracbnn"          # "fracbnn" | "published"
-    lanes: int = 16                 # output channels computed in parallel
-    word_bits: int = 64             # bits of one XNOR-popcount word
-    min_segment_bits: int = 16      # narrowest popcount segment (== word_bits: no segmenting)
-    epilogue_units: int | None = None  # channel x pixel units of the fused epilogue (default lanes x slots)
-    lsb_skip: bool = True           # LSB pass only over tiles with an open gate
-    clock_mhz: float = 250.0
-    axi_bytes: int = 8              # image bytes per AXI beat
-    acc_bits: int = 16              # conv accumulator width
-    residual_bits: int = 32         # residual (full-precision path) word width in the fracbnn design
-    param_bits: int = 16            # width of per-channel epilogue constants
-    epilogue_mults: int = 3         # multipliers per epilogue unit (BN_a, PReLU slope, BN_c)
-
-    def __post_init__(self):
-        if self.style not in ("fracbnn", "published"):
-            raise ValueError(f"unknown style {self.style!r}")
-        for k in ("lanes", "word_bits", "min_segment_bits"):
-            v = getattr(self, k)
-            if v < 1 or v & (v - 1):
-                raise ValueError(f"{k} must be a power of two, got {v}")
-        if self.min_segment_bits > self.word_bits:
-            raise ValueError("min_segment_bits cannot exceed word_bits")
-
-    @property
-    def slots(self) -> int:
-        """Pixels the engine can compute per cycle (narrowest segmentation)."""
-        return self.word_bits // self.min_segment_bits
-
-    @property
-    def units(self) -> int:
-        return self.epilogue_units or self.lanes * self.slots
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d.update(slots=self.slots, units=self.units)
-        return d
-
-
-def published_ultra96() -> HwConfig:
-    """The published design: 16 lanes, 64-bit zero-padded words, full LSB sweeps."""
-    return HwConfig(name="published-ultra96", style="published", lanes=16, word_bits=64, min_segment_bits=64,
-                    lsb_skip=False, residual_bits=16, param_bits=12, epilogue_mults=5)
-
-
-def proposed_ultra96() -> HwConfig:
-    """Ours: same 16x9x64-bit binary array, segmentable to 2 x 32 bits, LSB tile skipping."""
-    return HwConfig(name="fracbnn-ultra96", style="fracbnn", lanes=16, word_bits=64, min_segment_bits=32,
-                    epilogue_units=32, lsb_skip=True)
-
 
 # ---------------------------------------------------------------------------
 # cycles
@@ -139,30 +78,6 @@ class CycleReport:
                             "loops": [lp.to_dict() for lp in l["loops"]]} for l in self.layers]}
 
 
-def segment_plan(cin: int, pixels_per_row: int, cfg: HwConfig) -> tuple[int, int, int]:
-    """(segment bits, pixels per cycle, words per pixel) for a layer with ``cin`` input channels.
-
-    The fracbnn engine picks the segment width (a power of two between
-    ``min_segment_bits`` and ``word_bits``) that minimises cycles per row,
-    ceil(row / slots) * words; ties go to the wider segment (fewer words).
-    """
-    best = None
-    seg = cfg.word_bits
-    while seg >= cfg.min_segment_bits:
-        slots = min(cfg.word_bits // seg, pixels_per_row)
-        words = math.ceil(cin / seg)
-        cost = math.ceil(pixels_per_row / slots) * words
-        if best is None or cost < best[0]:
-            best = (cost, seg, slots, words)
-        seg //= 2
-    return best[1], best[2], best[3]
-
-
-def lsb_tiles(layer: ConvLayer, cfg: HwConfig) -> tuple[int, int]:
-    """(output-channel groups, tiles per group) of the LSB pass of ``layer``."""
-    _, slots, _ = segment_plan(layer.cin, layer.w_out, cfg)
-    return math.ceil(layer.cout / cfg.lanes), layer.h_out * math.ceil(layer.w_out / slots)
-
 
 def cycle_model(layers: list[ConvLayer], cfg: HwConfig, lsb_density: dict | float | None = None,
                 n_classes: int = 10, image_channels: int = 3, lsb_entries: dict | None = None) -> CycleReport:
@@ -205,9 +120,10 @@ def _fracbnn_cycles(layers, cfg, lsb_density, image_channels, lsb_entries) -> Cy
         d = None
         if layer.kind == "frac":
             d = _density(lsb_density, layer.name) if cfg.lsb_skip else 1.0
-            open_tiles = round(d * groups * tiles)
-            entries = lsb_entries.get(layer.name, groups) if cfg.lsb_skip else groups
-            loops.append(Loop("lsb", open_tiles * words, 1, DEPTH["conv"], entries))
+            # d: share of the full sweep (groups x tiles x words) that runs: the open-tile density in the
+            # tile design, the busiest lane's list cycles over the full sweep in the per-lane design
+            entries = lsb_entries.get(layer.name, groups if not cfg.lsb_lanes else 1) if cfg.lsb_skip else groups
+            loops.append(Loop("lsb", round(d * groups * tiles * words), 1, DEPTH["conv"], entries))
         if layer.residual == "downsample":
             # 2x2 average of the incoming residual, one input pixel per cycle per unit
             loops.append(Loop("shortcut", 4 * _unit_trip(layer.h_out * layer.w_out, layer.cin, cfg), 1,
@@ -331,6 +247,12 @@ def bram18k(depth: int, width: int) -> int:
     return min(math.ceil(width / w) * math.ceil(depth / d) for d, w in BRAM18K_SHAPES)
 
 
+def bram18k_dual_read(depth: int, width: int) -> int:
+    """BRAM18K blocks for a depth x width memory read at two addresses per cycle (true dual port: ports of
+    at most 1K x 18, so a 32-bit word needs two blocks side by side)."""
+    return math.ceil(width / 18) * math.ceil(depth / 1024)
+
+
 def memory(depth: int, width: int, partitions: int = 1) -> tuple[int, int]:
     """(LUT, BRAM18K) of ``partitions`` independent memories of depth x width."""
     if depth <= 0 or width <= 0 or partitions <= 0:
@@ -431,32 +353,44 @@ def _fracbnn_resources(layers, cfg, n_classes, image_channels):
     cols = 2 * S + 1
     banks = 3 * cols
     body = [l for l in layers if l.kind == "frac"]
+    geo = buffer_geometry(layers, cfg)
     words = max(plans[l.name][2] for l in layers)
-    words_lsb = max(plans[l.name][2] for l in body) if body else 1
-    px = math.ceil(hmax / 3) * math.ceil(hmax / cols)
-    l1, b1 = memory(px * words, W, banks)
-    l2, b2 = memory(px * words_lsb, W, banks)
+    l1, b1 = memory(geo["msb_depth"], W, banks)
+    # per-lane design: the LSB pass reads the lanes' own copies (below), not a shared banked LSB plane
+    l2, b2 = memory(geo["lsb_depth"], W, banks) if not cfg.lsb_lanes else (0, 0)
     img_px = layers[0].h_in * layers[0].w_in
     l2b, b2b = memory(math.ceil(img_px / cols), 8, image_channels * cols)  # image staging for the encoder
     l2, b2 = l2 + l2b, b2 + b2b
     xbar = banks * W * (math.ceil(cols / 4) + 1)
     thermo = cols * layers[0].cin  # the encoder writes `cols` pixels per cycle
     rows.append(_row("feature planes + window", l1 + l2 + xbar + thermo, banks * W, b1 + b2, 0,
-                     f"MSB plane ({words} words/pixel) and LSB plane in {banks} banks each; "
-                     f"(3:1 row, {cols}:1 col) window rotation; image staging + thermometer encode"))
+                     f"MSB plane ({words} words/pixel)" + ("" if cfg.lsb_lanes else " and LSB plane") +
+                     f" in {banks} banks each; (3:1 row, {cols}:1 col) window rotation; image staging + "
+                     "thermometer encode"))
+    if cfg.lsb_lanes and body:
+        # Each lane keeps its own copy of the LSB plane as 9 tap memories addressed by output pixel (tap (u, v)
+        # of pixel (i, j) holds input word (i s + u - 1, j s + v - 1)): one address per slot reads the whole
+        # 3x3 window, no rotation; two read ports serve the two slots (a 64-bit word is two halves).
+        seg = cfg.min_segment_bits
+        depth = geo["copy_depth_segments"]
+        copies = P * TAPS * bram18k_dual_read(depth, seg)
+        rows.append(_row("LSB plane copies (per lane)", 0, 0, copies, 0,
+                         f"lanes x 9 tap memories of {depth} x {seg} bits, two read ports each"))
+        ulist = geo["ulist_max"]
+        lut_l, bram_l = memory(ulist, 16 + cfg.acc_bits, P * S)  # pixel index + the entry's 2 S_M
+        ctrl = P * 4 * 16 * UNIT["int_op_lut_per_bit"]
+        rows.append(_row("LSB work lists + lane cursors", lut_l + ctrl, P * 4 * 16 + P * S * 16, bram_l, 0,
+                         f"lanes x slots lists of {ulist} (pixel, 2 S_M) entries; per lane group/entry/word counters "
+                         "and list compares"))
     # acc/res/sc buffers as the kernel lays them out (fm_index): channels padded to a multiple of U when
     # wider than U; acc and sc in U cyclic banks, res in 2U (stride-2 shortcut reads of narrow layers)
-    def padded(ch):
-        return ch if ch < U else math.ceil(ch / U) * U
-
-    fm = max(padded(l.cout) * l.h_out * l.w_out for l in layers)
-    sc = max([padded(l.cin) * l.h_out * l.w_out for l in layers if l.residual == "downsample"] or [0])
+    fm, sc = geo["acc_depth"], geo["sc_depth"]
     bank_depth = math.ceil(fm / U)
     l3, b3 = memory(bank_depth, cfg.acc_bits, U)
     l4, b4 = memory(math.ceil(fm / (2 * U)), cfg.residual_bits, 2 * U)
     l4s, b4s = memory(math.ceil(sc / U), cfg.residual_bits, U)
     l4, b4 = l4 + l4s, b4 + b4s
-    tiles = max(lsb_tiles(l, cfg)[1] for l in body) if body else 0
+    tiles = geo["tile_max"] if body and not cfg.lsb_lanes else 0
     l5, b5 = memory(tiles, max(1, math.ceil(math.log2(max(2, tiles)))), 1)
     rows.append(_row("accumulator + residual + tile list", l3 + l4 + l5, 0, b3 + b4 + b5, 0,
                      f"accumulators {U} banks x {bank_depth}, residual {2 * U} x {math.ceil(fm / (2 * U))}, "
@@ -480,12 +414,17 @@ def _fracbnn_resources(layers, cfg, n_classes, image_channels):
 # calibration
 
 
-def calibration() -> dict:
+def calibration(layers: list[ConvLayer] | None = None) -> dict:
     """The published configuration on the published network (ResNet-20, width 1) through the model, next to
-    the published figures. Always that network: the figures are for it, so other layers would not compare."""
+    the published figures. Always that network: the figures are for it, so other layers would not compare.
+    ``layers``: that network's shapes as read from a trained model's program (the authors' ResNet-20);
+    refused if they are not ResNet-20's. Default: the shapes built without a model."""
     from .layers import cifar_resnet_layers
 
-    layers = cifar_resnet_layers(20)
+    if layers is None:
+        layers = cifar_resnet_layers(20)
+    elif list(layers) != cifar_resnet_layers(20):
+        raise ValueError("the published figures are for CIFAR ResNet-20 (width 1); these layers are another network")
     cfg = published_ultra96()
     cyc = cycle_model(layers, cfg)
     res = resource_model(layers, cfg)["totals"]
@@ -497,5 +436,3 @@ def calibration() -> dict:
             "relative_error": rel, "limits": limits, "within": all(abs(rel[k]) <= limits[k] for k in rel)}
 
 
-def with_overrides(cfg: HwConfig, **kw) -> HwConfig:
-    return replace(cfg, **{k: v for k, v in kw.items() if v is not None})

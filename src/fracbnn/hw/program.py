@@ -18,7 +18,7 @@ import numpy as np
 
 from ..errors import FracBNNError
 from .layers import ConvLayer
-from .perf_model import HwConfig, segment_plan
+from .design import HwConfig, segment_plan
 
 
 class UnsupportedForHardware(FracBNNError):
@@ -149,62 +149,3 @@ def weight_words(layer: HwLayer, cfg: HwConfig) -> np.ndarray:
             shifts = np.arange(chans.shape[0], dtype=np.uint64).reshape(-1, 1)
             out[g * kw + k, :, p] = np.bitwise_or.reduce(chans << shifts, axis=0) if len(chans) else 0
     return out
-
-
-def gate_open_rates(packed, prog: HwProgram, pixels: np.ndarray) -> dict:
-    """Per layer, the share of open gates of every output channel (golden engine MSB sums)."""
-    from ..deploy.golden import binary_conv2d, run_program
-
-    buf = run_program(packed, pixels)
-    rates = {}
-    for layer in prog.layers[1:]:
-        s = layer.shape
-        if layer.gate is None:
-            rates[s.name] = np.ones(s.cout)
-            continue
-        s_m = binary_conv2d(buf[layer.msb], layer.weight_bits, s.stride, 1)
-        rates[s.name] = (s_m > layer.gate.reshape(1, -1, 1, 1)).mean(axis=(0, 2, 3))
-    return rates
-
-
-def order_channels_by_gate_rate(prog: HwProgram, rates: dict) -> None:
-    """Give each layer's engine slots the output channels sorted by open-gate rate (stable).
-
-    Channels that are rarely open then share lane groups, so whole LSB tiles
-    close more often. Only the conv engine's slot -> channel map changes; the
-    data layout (planes, residual, epilogue) keeps the true channel order.
-    """
-    for layer in prog.layers[1:]:
-        r = rates.get(layer.shape.name)
-        if r is not None:
-            layer.order = np.argsort(r, kind="stable").astype(np.int64)
-
-
-def lsb_tile_stats(packed, prog: HwProgram, cfg: HwConfig, pixels: np.ndarray, buf: dict | None = None) -> dict:
-    """Measured gate and LSB-tile densities per layer, from the golden engine's MSB planes.
-
-    A tile is ``slots`` adjacent output pixels of one row x ``lanes`` output
-    channels (the LSB skipping granularity); it is open when any gate in it is.
-    Returns {name: {"gate_density", "tile_density", "open_tiles", "tiles"}}. ``buf``: the golden
-    ``run_program(packed, pixels)`` buffers when the caller has them already.
-    """
-    from ..deploy.golden import binary_conv2d, run_program
-
-    if buf is None:
-        buf = run_program(packed, pixels)
-    stats = {}
-    for layer in prog.layers[1:]:
-        s = layer.shape
-        m = buf[layer.msb]
-        s_m = binary_conv2d(m, layer.weight_bits, s.stride, 1)  # (N, Cout, Ho, Wo)
-        is_open = np.ones_like(s_m, bool) if layer.gate is None else s_m > layer.gate.reshape(1, -1, 1, 1)
-        _, slots, _ = segment_plan(s.cin, s.w_out, cfg)
-        groups, tpr = math.ceil(s.cout / cfg.lanes), math.ceil(s.w_out / slots)
-        n = len(pixels)
-        pad = np.zeros((n, groups * cfg.lanes, s.h_out, tpr * slots), bool)
-        pad[:, :s.cout, :, :s.w_out] = is_open[:, layer.channel_order()]
-        tiles = pad.reshape(n, groups, cfg.lanes, s.h_out, tpr, slots).any(axis=(2, 5))
-        stats[s.name] = {"gate_density": float(is_open.mean()), "tile_density": float(tiles.mean()),
-                         "open_tiles": int(tiles.sum()), "tiles": int(tiles.size),
-                         "lsb_entries": float(tiles.any(axis=(2, 3)).sum(axis=1).mean())}
-    return stats

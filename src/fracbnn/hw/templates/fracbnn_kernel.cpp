@@ -12,7 +12,8 @@
 //                   records the tiles with at least one open gate (lanes take the
 //                   output channels in CH_MAP order: channels sorted by measured
 //                   gate density, so rarely-open channels share lane groups)
-//   lsb           : only the recorded tiles (closed tiles cost no cycles)
+//   lsb           : only the recorded tiles (closed tiles cost no cycles); with LSB_LANES, each
+//                   lane instead walks its own list of open (pixel, channel) entries (lsb_lanes)
 //   epilogue      : UNITS (channel, pixel) pairs per cycle: BN/RPReLU/shortcut/BN
 //                   folded to integers, saturate, 2-bit quantize, pack planes
 //   pool + fc     : integer global sum pool and classifier -> int64 logits
@@ -39,7 +40,8 @@ FbLoopCount fb_counts[FB_NUM_ROWS][FB_NUM_LOOPS];
 #ifndef __SYNTHESIS__
 enum { FB_ACC = 0, FB_RES = 1, FB_SC = 2 };
 static int fb_bank_use[3][RES_BANKS];
-int fb_bank_worst = 0;  // most accesses to one bank of acc/res/sc_buf in one iteration (epilogue, shortcut, pool)
+int fb_bank_worst = 0;  // most accesses to one bank of acc/res/sc_buf in one iteration (epilogue, shortcut, pool,
+                        // per-lane LSB pass)
 static inline void fb_bank_clear() {
     for (int b = 0; b < 3; b++)
         for (int k = 0; k < RES_BANKS; k++) fb_bank_use[b][k] = 0;
@@ -68,7 +70,35 @@ static word_t lsb_plane[3][COLS][LSB_DEPTH];
 static acc_t acc_buf[ACC_DEPTH];     // conv results
 static res_t res_buf[RES_DEPTH];     // residual stream
 static sc_t sc_buf[SC_DEPTH];        // 2x2 sums of the residual for down-sampling blocks
-static uint16_t tile_list[TILE_MAX]; // LSB work list of one output-channel group
+static uint16_t tile_list[TILE_MAX]; // LSB work list of one output-channel group (tile design)
+#if LSB_LANES
+// Per-lane design: one work list per (lane, slot) of the open (output pixel) entries, group-major, with
+// the count per group; each lane walks its own lists in the LSB pass (docs/hw.md).
+static uint16_t unit_list[P_LANES][MAX_SLOTS][ULIST_MAX];
+static acc_t unit_acc[P_LANES][MAX_SLOTS][ULIST_MAX];  // the entry's 2 S_M: the LSB pass only writes acc_buf
+static uint16_t unit_count[P_LANES][MAX_SLOTS][MAX_GROUPS];
+// Each lane's own copy of the next layer's LSB plane as 9 tap memories addressed by that layer's output
+// pixel: lsb_copy[p][3u+v][(i w + j) kw + k] = LSB word k at input (i s + u - 1, j s + v - 1). One address
+// per slot reads a whole 3x3 window (two read ports: the two slots). Written by the epilogue.
+static word_t lsb_copy[P_LANES][9][COPY_DEPTH];
+
+// Store a finished LSB plane word of input pixel (r, c) into every lane's tap memories that hold it.
+static void lsb_copy_word(const LayerDesc &d, int r, int c, int k, word_t w) {
+    for (int u = 0; u < 3; u++) {
+        const int ri = r - u + 1;
+        if (ri < 0 || ri % d.next_stride || ri / d.next_stride >= d.next_h_out) continue;
+        for (int v = 0; v < 3; v++) {
+            const int ci = c - v + 1;
+            if (ci < 0 || ci % d.next_stride || ci / d.next_stride >= d.next_w_out) continue;
+            const int a = ((ri / d.next_stride) * d.next_w_out + ci / d.next_stride) * d.next_kw + k;
+            for (int p = 0; p < P_LANES; p++) {
+#pragma HLS UNROLL
+                lsb_copy[p][u * 3 + v][a] = w;
+            }
+        }
+    }
+}
+#endif
 static uint8_t img_buf[IMG_BYTES];
 
 // ---- golden-engine integer helpers -----------------------------------------
@@ -184,12 +214,105 @@ SHORTCUT:
 }
 
 // ---- binary convolution engine: MSB pass over all tiles, LSB over open ones ---
+#if LSB_LANES
+// LSB pass of the per-lane design: lane p's slot s works through its own list of open (pixel) entries of
+// the output channels it holds (one per group), reading its pixel's 3x3 window from the lane's copy of
+// the LSB plane. Both slots of a lane share one weight-ROM address, so a lane finishes a group (the longer
+// of its two slot lists) before the next; lanes are independent. Cycles = max over lanes of
+// sum_g max_s count(p, s, g) x kw (+ one pipeline fill).
+static void lsb_lanes(int l) {
+    const LayerDesc &d = LAYERS[l];
+    const int hw = d.h_out * d.w_out;
+    int lane_cycles[P_LANES], lg[P_LANES], lt[P_LANES], lk[P_LANES], base[P_LANES][MAX_SLOTS];
+    int32_t part[P_LANES][MAX_SLOTS];
+    int total = 0;
+    for (int p = 0; p < P_LANES; p++) {
+        lane_cycles[p] = 0;
+        for (int g = 0; g < d.groups; g++) {
+            int m = 0;
+            for (int s = 0; s < d.slots; s++) m = unit_count[p][s][g] > m ? unit_count[p][s][g] : m;
+            lane_cycles[p] += m * d.kw;
+        }
+        total = lane_cycles[p] > total ? lane_cycles[p] : total;
+        lg[p] = 0; lt[p] = 0; lk[p] = 0;
+        for (int s = 0; s < MAX_SLOTS; s++) base[p][s] = 0;
+        // skip leading groups with no open entry (they cost no cycle)
+        while (lg[p] < d.groups) {
+            int m = 0;
+            for (int s = 0; s < d.slots; s++) m = unit_count[p][s][lg[p]] > m ? unit_count[p][s][lg[p]] : m;
+            if (m > 0) break;
+            lg[p]++;
+        }
+    }
+    if (total > 0) FB_ENTER(l + 1, LOOP_LSB);
+LANES:
+    for (int c = 0; c < total; c++) {
+#pragma HLS PIPELINE II=1
+#pragma HLS LOOP_TRIPCOUNT min=1 max=1024
+        FB_ITER(l + 1, LOOP_LSB);
+        FB_BANK_CLEAR();
+        for (int p = 0; p < P_LANES; p++) {
+#pragma HLS UNROLL
+            if (lg[p] >= d.groups) continue;
+            const int g = lg[p], k = lk[p];
+            const int slot = g * P_LANES + p;
+            if (slot >= d.cout) { lg[p] = d.groups; continue; }
+            const int oc = CH_MAP[d.p_off + slot];
+            const int nvalid = d.cin - k * d.seg < d.seg ? d.cin - k * d.seg : d.seg;
+            int m = 0;
+            for (int s = 0; s < d.slots; s++) {
+                const int n = unit_count[p][s][g];
+                m = n > m ? n : m;
+                if (lt[p] >= n) continue;
+                const int pix = unit_list[p][s][base[p][s] + lt[p]];
+                const int i = pix / d.w_out, j = pix % d.w_out;
+                int32_t sum = 0;
+                for (int u = 0; u < 3; u++)
+                    for (int v = 0; v < 3; v++) {
+                        const int r = i * d.stride + u - 1, cc = j * d.stride + v - 1;
+                        if (r < 0 || r >= d.h_in || cc < 0 || cc >= d.w_in) continue;
+                        const word_t x = lsb_copy[p][u * 3 + v][pix * d.kw + k];  // the lane's own copy
+                        sum += nvalid - 2 * popcnt(x ^ WEIGHTS[d.w_off + g * d.kw + k][u * 3 + v][p]);
+                    }
+                part[p][s] = (k == 0 ? 0 : part[p][s]) + sum;
+                if (k == d.kw - 1) {  // write only (2 S_M comes with the entry): <= 2 writes per bank per cycle
+                    const int idx = fm_index(oc, pix, d.cout, hw);
+                    FB_BANK(FB_ACC, idx, ACC_BANKS);
+                    acc_buf[idx] = (acc_t)((int64_t)unit_acc[p][s][base[p][s] + lt[p]] + part[p][s]);
+                }
+            }
+            // advance the lane's cursor: next word, next entry, next non-empty group
+            if (++lk[p] < d.kw) continue;
+            lk[p] = 0;
+            if (++lt[p] < m) continue;
+            for (int s = 0; s < d.slots; s++) base[p][s] += unit_count[p][s][g];
+            lt[p] = 0;
+            lg[p]++;
+            while (lg[p] < d.groups) {
+                int m2 = 0;
+                for (int s = 0; s < d.slots; s++) m2 = unit_count[p][s][lg[p]] > m2 ? unit_count[p][s][lg[p]] : m2;
+                if (m2 > 0) break;
+                lg[p]++;
+            }
+        }
+    }
+}
+#endif
+
 static void conv_layer(int l) {
     const LayerDesc &d = LAYERS[l];
     const int tpr = (d.w_out + d.slots - 1) / d.slots;
     const int tiles = d.h_out * tpr, hw = d.h_out * d.w_out;
     const int ncols = (d.slots - 1) * d.stride + 3;
-    const int passes = d.kind == KIND_FRAC ? 2 : 1;
+    const int passes = d.kind == KIND_FRAC ? (LSB_LANES ? 1 : 2) : 1;
+#if LSB_LANES
+    for (int p = 0; p < P_LANES; p++)
+        for (int s = 0; s < MAX_SLOTS; s++)
+            for (int g = 0; g < MAX_GROUPS; g++) unit_count[p][s][g] = 0;
+    int unit_len[P_LANES][MAX_SLOTS];
+    for (int p = 0; p < P_LANES; p++)
+        for (int s = 0; s < MAX_SLOTS; s++) unit_len[p][s] = 0;
+#endif
 GROUPS:
     for (int g = 0; g < d.groups; g++) {
         int n_open = 0;
@@ -244,7 +367,14 @@ GROUPS:
                         if (pass == 0) {
                             if (d.kind == KIND_FRAC) {
                                 acc_buf[idx] = (acc_t)(2 * part[s][p]);
-                                if (!d.gated || (int64_t)part[s][p] > (int64_t)GATE_THR[d.p_off + oc]) any_open = true;
+                                if (!d.gated || (int64_t)part[s][p] > (int64_t)GATE_THR[d.p_off + oc]) {
+                                    any_open = true;
+#if LSB_LANES
+                                    unit_acc[p][s][unit_len[p][s]] = (acc_t)(2 * part[s][p]);
+                                    unit_list[p][s][unit_len[p][s]++] = (uint16_t)(i * d.w_out + j);
+                                    unit_count[p][s][g]++;
+#endif
+                                }
                             } else {
                                 acc_buf[idx] = (acc_t)part[s][p];
                             }
@@ -258,6 +388,9 @@ GROUPS:
             }
         }
     }
+#if LSB_LANES
+    if (d.kind == KIND_FRAC) lsb_lanes(l);
+#endif
 }
 
 // ---- fused epilogue ----------------------------------------------------------
@@ -309,6 +442,11 @@ EPILOGUE:
             word_t ls = c % d.next_seg == 0 ? (word_t)0 : lsb_plane[i % 3][j % COLS][addr];
             msb_plane[i % 3][j % COLS][addr] = (code >> 1) ? (m | bit) : m;
             lsb_plane[i % 3][j % COLS][addr] = (code & 1) ? (ls | bit) : ls;
+#if LSB_LANES
+            // the word is complete after its last channel: copy it to the lanes' tap memories
+            if (c % d.next_seg == d.next_seg - 1 || c == C - 1)
+                lsb_copy_word(d, i, j, c / d.next_seg, lsb_plane[i % 3][j % COLS][addr]);
+#endif
         }
     }
 }
@@ -361,6 +499,14 @@ void fracbnn_top(const uint8_t image[IMG_BYTES], int64_t logits[NUM_CLASSES]) {
 #pragma HLS ARRAY_PARTITION variable=msb_plane complete dim=2
 #pragma HLS ARRAY_PARTITION variable=lsb_plane complete dim=1
 #pragma HLS ARRAY_PARTITION variable=lsb_plane complete dim=2
+#if LSB_LANES
+#pragma HLS ARRAY_PARTITION variable=lsb_copy complete dim=1
+#pragma HLS ARRAY_PARTITION variable=lsb_copy complete dim=2
+#pragma HLS ARRAY_PARTITION variable=unit_list complete dim=1
+#pragma HLS ARRAY_PARTITION variable=unit_list complete dim=2
+#pragma HLS ARRAY_PARTITION variable=unit_acc complete dim=1
+#pragma HLS ARRAY_PARTITION variable=unit_acc complete dim=2
+#endif
 #pragma HLS ARRAY_PARTITION variable=WEIGHTS complete dim=2
 #pragma HLS ARRAY_PARTITION variable=WEIGHTS complete dim=3
 #pragma HLS ARRAY_PARTITION variable=acc_buf cyclic factor=ACC_BANKS

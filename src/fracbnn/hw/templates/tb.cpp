@@ -71,7 +71,7 @@ int main(int argc, char **argv) {
     std::fclose(f);
     std::printf("images %d, mismatched images %d, mean cycles/image %.1f = %.1f images/s at %.0f MHz\n", TB_N,
                 bad_images, grand, CLOCK_MHZ * 1e6 / grand, CLOCK_MHZ);
-    std::printf("most accesses to one acc/res/sc_buf bank in one epilogue/shortcut/pool iteration: %d "
+    std::printf("most accesses to one acc/res/sc_buf bank in one epilogue/shortcut/pool/per-lane LSB iteration: %d "
                 "(dual-port BRAM: <= 2 allows II = 1)\n", fb_bank_worst);
     std::printf(bad_images ? "CSIM FAILED: logits differ from the golden engine\n"
                            : "CSIM PASSED: all logits identical to the golden engine\n");

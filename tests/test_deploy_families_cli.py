@@ -65,3 +65,17 @@ def test_imagenet_model_eval_uses_recorded_preprocessing(name, tmp_path, capsys)
     for key in ("top1", "top5", "lsb_density", "sparsity", "effective_activation_bits"):
         assert g[key] == f[key], key
     assert 1.0 < g["effective_activation_bits"] < 2.0
+
+
+@pytest.mark.parametrize("name", ["reactnet-fracbnn"])
+def test_hardware_generation_names_what_it_cannot_do_yet(name, tmp_path, capsys):
+    ckpt = save_checkpoint(tmp_path / "m.pt", data_like_model(name))
+    out = tmp_path / "m.fbnn"
+    assert main(["export", str(ckpt), "-o", str(out)]) == 0
+    for cmd in (["hw", "generate", str(out), "-o", str(tmp_path / "prj"), "--random-images"],
+                ["hw", "report", str(out), "--random-images"]):
+        capsys.readouterr()
+        assert main(cmd) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "does not implement yet" in err and "quantize" in err
+    assert not (tmp_path / "prj").exists()

@@ -56,6 +56,11 @@ class HwProgram:
         return [l.shape for l in self.layers]
 
 
+#: the IR ops the accelerator implements
+HW_OPS = frozenset({"thermometer", "binary_conv", "scale_shift", "avgpool2_dup", "quantize2", "frac_conv", "block_post",
+                    "global_sum_pool", "linear"})
+
+
 def _fail(msg: str):
     raise UnsupportedForHardware(f"{msg}; the accelerator implements CIFAR FracBNN ResNets exported by "
                                  "`fracbnn export` (thermometer stem, gated 2-bit block convs)")
@@ -69,6 +74,12 @@ def hw_program(packed) -> HwProgram:
     shapes = packed.validate()
     g = Graph(packed.program)
     nodes = g.nodes
+    foreign = sorted({n.op for n in nodes} - HW_OPS)
+    if foreign:
+        name = (packed.meta.get("model") or {}).get("name", "this model")
+        raise UnsupportedForHardware(f"{name} uses {', '.join(foreign)}, which the generated accelerator does not "
+                                     "implement yet (it supports the CIFAR FracBNN ResNets); run it on the CPU "
+                                     "engines (`fracbnn eval/infer --engine fast`)")
     if [n.op for n in nodes[:3]] != ["thermometer", "binary_conv", "scale_shift"] or \
             nodes[1].inputs != nodes[0].outputs or nodes[2].inputs != nodes[1].outputs:
         _fail("the program does not start with thermometer -> binary_conv -> scale_shift")

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 
 from fracbnn.data import load_dataset
 from fracbnn.deploy import EngineError, export_model, get_engine
+from fracbnn.ir import Graph
 from fracbnn.models import create_model
 from fracbnn.models.calibrate import data_like, smooth_images
 
@@ -140,7 +141,7 @@ def main(argv=None) -> int:
         "max_abs_logit_diff": float(diff.max()), "mean_abs_logit_diff": float(diff.mean()),
         "float32_mean_abs_logit_diff": float(np.abs(ref - ref64).mean()),
         "lsb_gate_density": density,
-        "gate_density_by_layer": {k: round(a / b, 4) for k, (a, b) in gates.items()},
+        "gate_density_by_layer": {Graph(packed.program).layer_name(k): round(a / b, 4) for k, (a, b) in gates.items()},
     }
     print(f"64x64 width {args.width}, {len(x)} images: top-1 PyTorch {res['top1_torch']:.4f}, packed "
           f"{res['top1_packed']:.4f}; packed vs PyTorch float64 agreement {res['agreement']:.4f} (max |logit diff| "

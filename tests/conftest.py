@@ -43,3 +43,11 @@ def pytest_runtest_setup(item):
 def _seed_and_threads():
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture
+def restore_threads():
+    """Put torch's thread count back after a test that lets the trainer choose it."""
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)

@@ -102,7 +102,7 @@ def test_closed_stdout_pipe_is_quiet(files):
 def test_eval_limit_must_be_positive(files, capsys, limit):
     for target in ("c.pt", "c.fbnn"):
         rc = main(["eval", str(files / target), "--limit", limit])
-        _one_line_error(capsys, rc, f"--limit must be at least 1")
+        _one_line_error(capsys, rc, "--limit must be at least 1")
 
 
 def test_eval_checkpoint_on_data_of_another_shape(files, capsys):

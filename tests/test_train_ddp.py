@@ -65,12 +65,6 @@ def _recipe(tmp_path: Path, model: str) -> Path:
     return path
 
 
-@pytest.fixture
-def restore_threads():
-    n = torch.get_num_threads()
-    yield
-    torch.set_num_threads(n)
-
 
 @pytest.mark.parametrize("model", ["resnet20-fracbnn"])
 def test_two_processes_match_one(tmp_path, model, restore_threads):

@@ -30,11 +30,7 @@ def recipe(steps, **top):
     return resolve(merge(DEFAULTS, base))
 
 
-@pytest.fixture(autouse=True)
-def restore_threads():
-    n = torch.get_num_threads()
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("restore_threads")  # every test here lets the trainer set the threads
 
 
 def thresholds(sd):

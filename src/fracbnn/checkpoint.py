@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from .errors import CheckpointError
-from .fileio import TMP_PREFIX, TMP_SUFFIX, atomic_write, default_file_mode, stray_temp_files  # noqa: F401
+from .fileio import atomic_write, stray_temp_files  # noqa: F401  (callers import them from here)
 from .models import create_model
 from .nn import FracConv2d
 

@@ -69,18 +69,17 @@ def run(args) -> int:
     packed = export_model(model, fx, **kwargs)
     saturation = None
     if auto or args.data is not None:
+        from ..deploy.preprocess import sample_images
         from ..deploy.widths import calibrated_export, saturation_report
-        from ..hw.generate import sample_images
 
-        try:
-            images, where = sample_images(packed, args.calibrate, data=args.data, split="train")
-        except FracBNNError as e:
-            msg = str(e).split(" (or pass --random-images")[0]
-            raise FracBNNError(f"{msg}; calibration needs the training data (--data DIR)") from None
-        if auto:
+        images, where = sample_images(packed, args.calibrate, data=args.data, split="train",
+                                      missing_hint="; calibration needs the training data (--data DIR)")
+        if auto:  # widths fitted to 2x the measured peaks: nothing saturates on these images by construction
             packed, _ = calibrated_export(model, fx, images, **kwargs)
             packed.meta["calibration"]["source"] = where
-        saturation = {k: c for k, (c, _) in saturation_report(packed, images).items() if c}
+            saturation = {}
+        else:
+            saturation = {k: c for k, (c, _) in saturation_report(packed, images).items() if c}
         if saturation and not args.json:
             worst = sorted(saturation.items(), key=lambda kv: -kv[1])[:3]
             print(f"warning: {sum(saturation.values())} residual values saturate on {len(images)} calibration images "

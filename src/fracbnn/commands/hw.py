@@ -88,22 +88,26 @@ def _config(args, base=None):
     return cfg
 
 
+RANDOM_HINT = " (or pass --random-images for seeded random pixels)"
+
+
 def _calib_images(args, packed, n):
-    from ..hw.measure import sample_images
+    from ..deploy.preprocess import sample_images
 
     if n <= 0:
         return None
     return sample_images(packed, n, data=args.data, dataset=args.dataset, split="train", seed=args.seed,
-                         random=args.random_images)[0]
+                         random=args.random_images, missing_hint=RANDOM_HINT)[0]
 
 
 def _images(args, packed, n):
     from ..errors import FracBNNError
-    from ..hw.measure import sample_images
+    from ..deploy.preprocess import sample_images
 
     if n < 1:
         raise FracBNNError(f"--images must be at least 1, got {n}")
-    return sample_images(packed, n, data=args.data, dataset=args.dataset, seed=args.seed, random=args.random_images)
+    return sample_images(packed, n, data=args.data, dataset=args.dataset, seed=args.seed, random=args.random_images,
+                         missing_hint=RANDOM_HINT)
 
 
 def _magic(p) -> bytes:

@@ -18,6 +18,7 @@ resizing, which is what every model of that time was trained on.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -158,3 +159,41 @@ def check_dataset_fits(ds, packed, name: str) -> None:
     if int(ds.num_classes) > packed.num_classes:
         raise FracBNNError(f"the {name} data has {ds.num_classes} classes, the model only {packed.num_classes}; "
                            "pass the --dataset/--data the model was trained on")
+
+
+def sample_images(packed, n: int, *, data: str | Path | None = None, dataset: str | None = None,
+                  split: str = "test", seed: int = 0, random: bool = False, missing_hint: str = ""
+                  ) -> tuple[np.ndarray, str]:
+    """(uint8 (n', C, H, W) images, where they came from) for a testbench or a density measurement.
+
+    The images come from the data set the model records (or ``dataset``),
+    preprocessed as in training, in the model's input shape: the first ``n``
+    of an in-memory split (CIFAR), ``n`` spread evenly over a file-backed one
+    (an image folder sorted by class). Random images only when ``random``:
+    a missing or wrong ``data`` is an error, never a silent fallback; the
+    caller's ``missing_hint`` ends that error's message.
+    """
+    from ..data import load_dataset
+
+    shape = tuple(int(v) for v in packed.input_size)
+    if random:
+        rng = np.random.default_rng(seed + (0 if split == "test" else 1))
+        return rng.integers(0, 256, size=(n, *shape), dtype=np.uint8), f"random uint8 images (seed {seed})"
+    name = str(dataset).lower() if dataset else recorded_dataset(packed.meta)[0]
+    try:
+        ds = load_dataset(name, data, split, download=False, **dataset_options(name, packed.meta))
+    except FracBNNError as e:
+        raise FracBNNError(f"cannot read the {name} {split} images the model needs here: {e}{missing_hint}") from None
+    check_dataset_fits(ds, packed, name)
+    n = min(n, len(ds))
+    where = f" from {data}" if data is not None else ""
+    if getattr(ds, "in_memory", False):
+        return ds.images[:n].numpy().astype(np.uint8), f"{name} {split} images 0..{n - 1}{where}"
+    from tqdm import tqdm
+
+    picks = np.unique(np.linspace(0, len(ds) - 1, n).round().astype(int))
+    images = np.stack([ds[int(i)][0].numpy() for i in tqdm(picks, desc=f"{name} {split} images", unit="image",
+                                                            leave=False, disable=len(picks) < 200)])
+    return images.astype(np.uint8), f"{name} {split} images spread evenly over all {len(ds)}{where}"
+
+

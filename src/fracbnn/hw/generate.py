@@ -24,7 +24,8 @@ import numpy as np
 
 from ..errors import FracBNNError
 from .design import DEPTH, PART, HwConfig, buffer_geometry, proposed_ultra96, segment_plan
-from .measure import calibrate, default_images, sample_images  # noqa: F401 (image helpers used via this module)
+from ..deploy.preprocess import sample_images
+from .measure import calibrate
 from .program import HwProgram, hw_program, weight_words
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"

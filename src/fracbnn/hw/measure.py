@@ -3,8 +3,8 @@
 Computed once per model and design (:func:`calibrate`), from the golden
 engine's MSB sums: ``fracbnn hw generate`` stores the result in
 hw_project.json and ``fracbnn hw report MODEL.fbnn`` uses the same function,
-so nothing here is repeated elsewhere. Also the images both draw on
-(:func:`sample_images`).
+so nothing here is repeated elsewhere. The images both draw on come from
+:func:`fracbnn.deploy.preprocess.sample_images`.
 """
 
 from __future__ import annotations
@@ -176,41 +176,3 @@ def default_images(n: int, seed: int = 0, datasets: str | Path | None = None, sp
     where = f" from {datasets}" if datasets is not None else ""
     n = min(n, len(ds.images))
     return ds.images[:n].numpy().astype(np.uint8), f"CIFAR-10 {split} images 0..{n - 1}{where}"
-
-
-def sample_images(packed, n: int, *, data: str | Path | None = None, dataset: str | None = None,
-                  split: str = "test", seed: int = 0, random: bool = False) -> tuple[np.ndarray, str]:
-    """(uint8 (n', C, H, W) images, where they came from) for a testbench or a density measurement.
-
-    The images come from the data set the model records (or ``dataset``),
-    preprocessed as in training, in the model's input shape: the first ``n``
-    of an in-memory split (CIFAR), ``n`` spread evenly over a file-backed one
-    (an image folder sorted by class). Random images only when ``random``:
-    a missing or wrong ``data`` is an error, never a silent fallback.
-    """
-    from ..data import load_dataset
-    from ..deploy.preprocess import check_dataset_fits, dataset_options, recorded_dataset
-
-    shape = tuple(int(v) for v in packed.input_size)
-    if random:
-        rng = np.random.default_rng(seed + (0 if split == "test" else 1))
-        return rng.integers(0, 256, size=(n, *shape), dtype=np.uint8), f"random uint8 images (seed {seed})"
-    name = str(dataset).lower() if dataset else recorded_dataset(packed.meta)[0]
-    try:
-        ds = load_dataset(name, data, split, download=False, **dataset_options(name, packed.meta))
-    except FracBNNError as e:
-        raise FracBNNError(f"cannot read the {name} {split} images the model needs here: {e} (or pass "
-                           "--random-images for seeded random pixels)") from None
-    check_dataset_fits(ds, packed, name)
-    n = min(n, len(ds))
-    where = f" from {data}" if data is not None else ""
-    if getattr(ds, "in_memory", False):
-        return ds.images[:n].numpy().astype(np.uint8), f"{name} {split} images 0..{n - 1}{where}"
-    from tqdm import tqdm
-
-    picks = np.unique(np.linspace(0, len(ds) - 1, n).round().astype(int))
-    images = np.stack([ds[int(i)][0].numpy() for i in tqdm(picks, desc=f"{name} {split} images", unit="image",
-                                                            leave=False, disable=len(picks) < 200)])
-    return images.astype(np.uint8), f"{name} {split} images spread evenly over all {len(ds)}{where}"
-
-

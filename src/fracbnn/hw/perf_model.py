@@ -336,7 +336,6 @@ def _fracbnn_resources(layers, cfg, n_classes, image_channels):
     P, W, S, U = cfg.lanes, cfg.word_bits, cfg.slots, cfg.units
     pc_bits = math.ceil(math.log2(W)) + 1
     seg_bits = math.ceil(math.log2(cfg.min_segment_bits)) + 1
-    hmax = max(l.h_in for l in layers)
     rows = []
     seg_over = (S - 1) * seg_bits
     rows.append(_row("binary MAC array", P * TAPS * (popcount_luts(W) + seg_over), P * TAPS * (pc_bits + seg_over), 0,

@@ -69,12 +69,10 @@ def value_bounds(program: list[dict], input_size, tensors: dict) -> tuple[dict[s
     return widest, bound
 
 
-def accumulator_bits(program: list[dict], input_size, tensors: dict, residual_bits: int | None = None
-                     ) -> dict[str, int]:
+def accumulator_bits(program: list[dict], input_size, tensors: dict) -> dict[str, int]:
     """Worst-case signed bits of each node's widest intermediate (1 for bit planes), keyed by first output.
 
-    ``residual_bits`` is accepted for compatibility; the saturation widths are
-    read from the nodes themselves.
+    The saturation widths are read from the nodes themselves (they may differ per layer).
     """
     widest, _ = value_bounds(program, input_size, tensors)
     bits = {}

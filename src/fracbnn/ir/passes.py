@@ -1,18 +1,17 @@
-"""Graph-to-graph passes on packed models: pure functions, each returning a new validated model.
+"""Measurements on packed models that choose integer attributes of their nodes.
 
-A pass never touches the trained model; it rewrites integer attributes of
-nodes whose meaning the op classes define (e.g. a saturation width), and
-recomputes what the metadata derives from them.
+``measure`` runs the golden program and reports what it saw (gate counts,
+clipped values, pre-saturation peaks); ``fit_residual_bits`` turns peaks into
+per-node saturation widths, which the exporter writes into the nodes
+(``export_model(..., residual_widths=...)``). Pure functions of their inputs.
 """
 
 from __future__ import annotations
 
-import copy
-
 import numpy as np
 
 from .interpreter import run_program
-from .model import PackedModel, accumulator_bits
+from .model import PackedModel
 from .op import ExecContext
 
 #: ops whose output is a saturating residual (the only places a value can clip)
@@ -25,18 +24,6 @@ def measure(packed: PackedModel, images: np.ndarray, chunk: int = 50) -> ExecCon
     for i in range(0, len(images), chunk):
         run_program(packed, images[i:i + chunk], ctx)
     return ctx
-
-
-def with_residual_bits(packed: PackedModel, bits: dict[str, int]) -> PackedModel:
-    """A copy of ``packed`` whose saturating nodes (by output buffer) get the given widths."""
-    meta = copy.deepcopy(packed.meta)
-    for node in meta["program"]:
-        if node["op"] in SATURATING and node["output"] in bits:
-            node["bits"] = int(bits[node["output"]])
-    meta["accumulator_bits"] = accumulator_bits(meta["program"], tuple(meta["input_size"]), packed.tensors)
-    out = PackedModel(meta, packed.tensors)
-    out.validate()
-    return out
 
 
 def fit_residual_bits(packed: PackedModel, peaks: dict[str, int], frac_bits: int, headroom: float = 2.0

@@ -20,7 +20,6 @@ from torch import nn
 
 # one definition for the trained model and the integer IR (works on numpy arrays and tensors)
 from ..ir.arith import bits_per_channel  # noqa: F401
-from ..ir.arith import round_half_even_div as _round_half_even_div  # noqa: F401
 from ..ir.arith import thermometer_level  # noqa: F401
 
 

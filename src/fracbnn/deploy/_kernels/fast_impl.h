@@ -143,6 +143,48 @@ static inline __m256i FB(popcnt8)(__m256i v, __m256i table, __m256i low4)
         }                                                                                                     \
     }
 
+/* 4 counts in the low 32 bits of each 64-bit lane -> S = n_valid - 2 (d - cr), combined
+ * straight into the accumulator: S_M (one plane), 2 S_M + S_L (two planes), or with the
+ * gate 2 S_M + [S_M > t] S_L, the open gates counted */
+#define FB_DOT4_STORE(TM, TL)                                                                                  \
+do {                                                                                                       \
+    const __m128i c4 = _mm_loadu_si128((const __m128i *)(cr + ob));                                        \
+    __m128i dm = _mm256_castsi256_si128(_mm256_permutevar8x32_epi32((TM), pick));                          \
+    __m128i sm4 = _mm_sub_epi32(nv, _mm_slli_epi32(_mm_sub_epi32(dm, c4), 1));                             \
+    if (two) {                                                                                             \
+        __m128i dl = _mm256_castsi256_si128(_mm256_permutevar8x32_epi32((TL), pick));                      \
+        __m128i sl4 = _mm_sub_epi32(nv, _mm_slli_epi32(_mm_sub_epi32(dl, c4), 1));                         \
+        if (g32) {                                                                                         \
+            __m128i open = _mm_cmpgt_epi32(sm4, _mm_loadu_si128((const __m128i *)(g32 + ob)));             \
+            opened += __builtin_popcount((unsigned)_mm_movemask_ps(_mm_castsi128_ps(open)));               \
+            sl4 = _mm_and_si128(sl4, open);                                                                \
+        }                                                                                                  \
+        sm4 = _mm_add_epi32(_mm_add_epi32(sm4, sm4), sl4);                                                 \
+    }                                                                                                      \
+    _mm_storeu_si128((__m128i *)(acc + ob), sm4);                                                          \
+} while (0)
+/* byte counts of groups A (channels ob..ob+3) and B (ob+4..ob+7) -> lanes A0 B0 A1 B1 ... as
+ * int32 (each count < 2^16), then in channel order */
+#define FB_DOT8_SUMS(A, B)                                                                                     \
+_mm256_permutevar8x32_epi32(_mm256_or_si256(_mm256_sad_epu8((A), zero),                                   \
+                                            _mm256_slli_epi64(_mm256_sad_epu8((B), zero), 32)), pick)
+#define FB_DOT8_STORE(AMA, AMB, ALA, ALB)                                                                      \
+do {                                                                                                       \
+    const __m256i c8 = _mm256_loadu_si256((const __m256i *)(cr + ob));                                     \
+    __m256i sm8 = _mm256_sub_epi32(nv8, _mm256_slli_epi32(_mm256_sub_epi32(FB_DOT8_SUMS(AMA, AMB), c8), 1)); \
+    if (two) {                                                                                             \
+        __m256i dl8 = _mm256_inserti128_si256(                                                             \
+            _mm256_permutevar8x32_epi32(_mm256_sad_epu8((ALA), zero), pick), (ALB), 1);                    \
+        __m256i sl8 = _mm256_sub_epi32(nv8, _mm256_slli_epi32(_mm256_sub_epi32(dl8, c8), 1));              \
+        if (g32) {                                                                                         \
+            __m256i open = _mm256_cmpgt_epi32(sm8, _mm256_loadu_si256((const __m256i *)(g32 + ob)));       \
+            opened += __builtin_popcount((unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(open)));         \
+            sl8 = _mm256_and_si256(sl8, open);                                                             \
+        }                                                                                                  \
+        sm8 = _mm256_add_epi32(_mm256_add_epi32(sm8, sm8), sl8);                                           \
+    }                                                                                                      \
+    _mm256_storeu_si256((__m256i *)(acc + ob), sm8);                                                       \
+} while (0)
 static int FB(dot4)(const uint64_t *restrict xm, const uint64_t *restrict xl, const int32_t *restrict cr, int two,
                     const uint64_t *restrict wT, int nK, int O, int nvalid, int32_t *restrict acc,
                     const int32_t *restrict g32)
@@ -153,48 +195,6 @@ static int FB(dot4)(const uint64_t *restrict xm, const uint64_t *restrict xl, co
     const __m256i pick = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
     const __m128i nv = _mm_set1_epi32(nvalid);
     int opened = 0;
-    /* 4 counts in the low 32 bits of each 64-bit lane -> S = n_valid - 2 (d - cr), combined
-     * straight into the accumulator: S_M (one plane), 2 S_M + S_L (two planes), or with the
-     * gate 2 S_M + [S_M > t] S_L, the open gates counted */
-#define FB_DOT4_STORE(TM, TL)                                                                                  \
-    do {                                                                                                       \
-        const __m128i c4 = _mm_loadu_si128((const __m128i *)(cr + ob));                                        \
-        __m128i dm = _mm256_castsi256_si128(_mm256_permutevar8x32_epi32((TM), pick));                          \
-        __m128i sm4 = _mm_sub_epi32(nv, _mm_slli_epi32(_mm_sub_epi32(dm, c4), 1));                             \
-        if (two) {                                                                                             \
-            __m128i dl = _mm256_castsi256_si128(_mm256_permutevar8x32_epi32((TL), pick));                      \
-            __m128i sl4 = _mm_sub_epi32(nv, _mm_slli_epi32(_mm_sub_epi32(dl, c4), 1));                         \
-            if (g32) {                                                                                         \
-                __m128i open = _mm_cmpgt_epi32(sm4, _mm_loadu_si128((const __m128i *)(g32 + ob)));             \
-                opened += __builtin_popcount((unsigned)_mm_movemask_ps(_mm_castsi128_ps(open)));               \
-                sl4 = _mm_and_si128(sl4, open);                                                                \
-            }                                                                                                  \
-            sm4 = _mm_add_epi32(_mm_add_epi32(sm4, sm4), sl4);                                                 \
-        }                                                                                                      \
-        _mm_storeu_si128((__m128i *)(acc + ob), sm4);                                                          \
-    } while (0)
-    /* byte counts of groups A (channels ob..ob+3) and B (ob+4..ob+7) -> lanes A0 B0 A1 B1 ... as
-     * int32 (each count < 2^16), then in channel order */
-#define FB_DOT8_SUMS(A, B)                                                                                     \
-    _mm256_permutevar8x32_epi32(_mm256_or_si256(_mm256_sad_epu8((A), zero),                                   \
-                                                _mm256_slli_epi64(_mm256_sad_epu8((B), zero), 32)), pick)
-#define FB_DOT8_STORE(AMA, AMB, ALA, ALB)                                                                      \
-    do {                                                                                                       \
-        const __m256i c8 = _mm256_loadu_si256((const __m256i *)(cr + ob));                                     \
-        __m256i sm8 = _mm256_sub_epi32(nv8, _mm256_slli_epi32(_mm256_sub_epi32(FB_DOT8_SUMS(AMA, AMB), c8), 1)); \
-        if (two) {                                                                                             \
-            __m256i dl8 = _mm256_inserti128_si256(                                                             \
-                _mm256_permutevar8x32_epi32(_mm256_sad_epu8((ALA), zero), pick), (ALB), 1);                    \
-            __m256i sl8 = _mm256_sub_epi32(nv8, _mm256_slli_epi32(_mm256_sub_epi32(dl8, c8), 1));              \
-            if (g32) {                                                                                         \
-                __m256i open = _mm256_cmpgt_epi32(sm8, _mm256_loadu_si256((const __m256i *)(g32 + ob)));       \
-                opened += __builtin_popcount((unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(open)));         \
-                sl8 = _mm256_and_si256(sl8, open);                                                             \
-            }                                                                                                  \
-            sm8 = _mm256_add_epi32(_mm256_add_epi32(sm8, sm8), sl8);                                           \
-        }                                                                                                      \
-        _mm256_storeu_si256((__m256i *)(acc + ob), sm8);                                                       \
-    } while (0)
     if (O % 8 == 0) {
         const __m256i nv8 = _mm256_set1_epi32(nvalid);
         switch (nK) {
@@ -202,8 +202,6 @@ static int FB(dot4)(const uint64_t *restrict xm, const uint64_t *restrict xl, co
         default: break;
         }
     }
-#undef FB_DOT8_STORE
-#undef FB_DOT8_SUMS
     switch (nK) { /* constant trip counts: broadcasts and loop stay in registers */
     FB_NK_CASES(FB_DOT4_BODY, return opened)
     default: break;
@@ -227,7 +225,6 @@ static int FB(dot4)(const uint64_t *restrict xm, const uint64_t *restrict xl, co
         }
         FB_DOT4_STORE(tm, tl);
     }
-#undef FB_DOT4_STORE
     return opened;
 }
 #endif
@@ -320,8 +317,6 @@ FB_GATHER3(16)
 FB_GATHER3(32)
 FB_GATHER3(64)
 #undef FB_GATHER3
-#undef FB_WIN3
-#undef FB_P
 
 static inline void FB(gather)(const fb_conv_geom *g, const uint64_t *pm, const uint64_t *pl, int oy, int ox,
                               uint64_t *xm, uint64_t *xl)
@@ -349,6 +344,46 @@ static inline void FB(gather)(const fb_conv_geom *g, const uint64_t *pm, const u
         nvalid = (g)->nvalid[ci_];                                             \
     } while (0)
 
+#ifdef FB_USE_AVX2
+/* One output row of a 3 x 3 conv over 16, 32 or 64 input channels (one word per pixel), O % 8 == 0:
+ * window assembly and the 8-channel dot (FB_DOT8_BODY, the same sums as dot4) fused per pixel, with
+ * the constants hoisted out of the pixel loop. Small layers spend as long calling gather and dot4
+ * per pixel as counting bits, so this is the path ResNet-20's layers take. Returns the open gates. */
+#define FB_ROW3(CC, NK)                                                                                        \
+    static int FB(row3_##CC)(const fb_conv_geom *g, const uint64_t *pm, const uint64_t *pl, int two, int oy,    \
+                             const uint64_t *restrict wT, int32_t *restrict rowacc, const int32_t *restrict g32) \
+    {                                                                                                          \
+        const __m256i table = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4,                 \
+                                               0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);                \
+        const __m256i low4 = _mm256_set1_epi8(0x0f), zero = _mm256_setzero_si256();                            \
+        const __m256i pick = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);                                        \
+        const int O = g->O;                                                                                    \
+        const size_t Wp = (size_t)g->Wp;                                                                       \
+        int opened = 0;                                                                                        \
+        for (int ox = 0; ox < g->Wo; ox++) {                                                                   \
+            const int32_t *cr;                                                                                 \
+            int nvalid;                                                                                        \
+            FB_BORDER(g, oy, ox, cr, nvalid);                                                                  \
+            const __m256i nv8 = _mm256_set1_epi32(nvalid);                                                     \
+            uint64_t xm[NK], xl[NK];                                                                           \
+            const size_t at = (size_t)(oy * g->stride) * Wp + (size_t)ox * g->stride;                          \
+            const uint64_t *restrict p = pm + at;                                                              \
+            FB_WIN3(CC, xm);                                                                                   \
+            if (two) { p = pl + at; FB_WIN3(CC, xl); }                                                         \
+            else for (int j = 0; j < (NK); j++) xl[j] = 0;                                                     \
+            int32_t *restrict acc = rowacc + (size_t)ox * O;                                                   \
+            FB_DOT8_BODY(NK)                                                                                   \
+        }                                                                                                      \
+        return opened;                                                                                         \
+    }
+FB_ROW3(16, 3)
+FB_ROW3(32, 5)
+FB_ROW3(64, 9)
+#undef FB_ROW3
+#endif
+#undef FB_WIN3
+#undef FB_P
+
 /* ---- the primitive: plain packed binary convolution (tests, tools) ---- */
 
 static void FB(binconv_rows)(const fb_conv_geom *g, const uint64_t *planes, const uint64_t *wts, int32_t *out,
@@ -372,6 +407,30 @@ static void FB(quantize_pixels)(const fb_step *st, const int64_t *src, uint64_t 
 {
     const int C = st->g.Cin, wpp = st->g.wpp, two = st->qbits == 2;
     const int64_t b = (int64_t)((uint64_t)1 << (st->frac_bits + 1));
+#ifdef FB_USE_AVX2
+    if (st->q32 && two && (C == 16 || C == 32 || C == 64)) {
+        /* one word per pixel, two planes: the q32 loop below with its per-pixel bookkeeping hoisted */
+        const __m256i vb32 = _mm256_set1_epi32((int)b), vnb32 = _mm256_set1_epi32((int)-b);
+        for (int p = 0; p < n_pix; p++) {
+            const int64_t *restrict r = src + (size_t)p * C;
+            uint64_t m = 0, l = 0;
+            for (int c = 0; c < C; c += 8) {
+                __m256 lo2 = _mm256_shuffle_ps(_mm256_castsi256_ps(_mm256_loadu_si256((const __m256i *)(r + c))),
+                                               _mm256_castsi256_ps(_mm256_loadu_si256((const __m256i *)(r + c + 4))),
+                                               _MM_SHUFFLE(2, 0, 2, 0));
+                __m256i v = _mm256_permute4x64_epi64(_mm256_castps_si256(lo2), _MM_SHUFFLE(3, 1, 2, 0));
+                __m256i t = _mm256_add_epi32(_mm256_add_epi32(v, v), v);
+                __m256i x = _mm256_xor_si256(_mm256_xor_si256(_mm256_cmpgt_epi32(t, vnb32), v), _mm256_cmpgt_epi32(t, vb32));
+                m |= (uint64_t)(unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(v)) << c;
+                l |= (uint64_t)(unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(x)) << c;
+            }
+            const uint64_t full = C == 64 ? ~(uint64_t)0 : (((uint64_t)1 << C) - 1);
+            pm[p] = ~m & full;
+            pl[p] = ~l & full;
+        }
+        return;
+    }
+#endif
     for (int p = 0; p < n_pix; p++) {
         const int64_t *restrict r = src + (size_t)p * C;
         uint64_t *restrict dm = pm + (size_t)p * wpp, *restrict dl = pl + (size_t)p * wpp;
@@ -522,17 +581,19 @@ static void FB(post_row)(const fb_step *st, const int32_t *restrict acc, int64_t
 #ifdef FB_USE_AVX2
         if (O % 4 == 0) { /* the accumulator fits in int32: two multiplies per product (mul64x32) */
             FB_OFFSET_SHIFT;
-            for (int x = 0; x < Wo; x++, acc += O, dst += O)
-                for (int o = 0; o < O; o += 4) {
-                    __m256i a = _mm256_cvtepi32_epi64(_mm_loadu_si128((const __m128i *)(acc + o)));
-                    __m256i v = _mm256_add_epi64(mul31 ? FB(mul31)(_mm256_loadu_si256((const __m256i *)(mul31 + o)), a)
-                                                       : FB(mul64x32)(_mm256_loadu_si256((const __m256i *)(mul + o)), a),
-                                                 _mm256_add_epi64(_mm256_loadu_si256((const __m256i *)(add + o)), vhalf_c));
+            /* channel-major: a group's constants stay in registers along the row */
+            for (int o = 0; o < O; o += 4) {
+                const __m256i m = _mm256_loadu_si256((const __m256i *)((mul31 ? mul31 : mul) + o));
+                const __m256i b = _mm256_add_epi64(_mm256_loadu_si256((const __m256i *)(add + o)), vhalf_c);
+                for (int x = 0; x < Wo; x++) {
+                    __m256i a = _mm256_cvtepi32_epi64(_mm_loadu_si128((const __m128i *)(acc + (size_t)x * O + o)));
+                    __m256i v = _mm256_add_epi64(mul31 ? FB(mul31)(m, a) : FB(mul64x32)(m, a), b);
                     v = _mm256_srl_epi64(v, cnt); /* r + C, unsigned (see FB_OFFSET_SHIFT) */
                     v = _mm256_blendv_epi8(v, vlo_c, _mm256_cmpgt_epi64(vlo_c, v));
                     v = _mm256_blendv_epi8(v, vhi_c, _mm256_cmpgt_epi64(v, vhi_c));
-                    _mm256_storeu_si256((__m256i *)(dst + o), _mm256_sub_epi64(v, vC));
+                    _mm256_storeu_si256((__m256i *)(dst + (size_t)x * O + o), _mm256_sub_epi64(v, vC));
                 }
+            }
             return;
         }
 #endif
@@ -554,22 +615,29 @@ static void FB(post_row)(const fb_step *st, const int32_t *restrict acc, int64_t
         const __m128i cnt = _mm_cvtsi32_si128(shift), cnt_fill = _mm_cvtsi32_si128(64 - shift);
         if (st->post32) { /* sign, sc_mul and the shortcut fit in int32: exact signed 32x32->64 products */
             FB_OFFSET_SHIFT;
-            for (int x = 0; x < Wo; x++, acc += O, dst += O, scrow += O)
-                for (int o = 0; o < O; o += 4) {
+            /* channel-major: a group's seven constant vectors stay in registers along the row; the
+             * rounding constant is folded into both additive constants */
+            for (int o = 0; o < O; o += 4) {
 #define LD(p) _mm256_loadu_si256((const __m256i *)((p) + o))
-                    __m256i a = _mm256_cvtepi32_epi64(_mm_loadu_si128((const __m128i *)(acc + o)));
-                    __m256i pos = _mm256_cmpgt_epi64(_mm256_mul_epi32(LD(sign), a), LD(thr));
-                    __m256i b = _mm256_blendv_epi8(LD(na), LD(pa), pos);
-                    __m256i ma = pm31 ? FB(mul31)(_mm256_blendv_epi8(LD(nm31), LD(pm31), pos), a)
-                                      : FB(mul64x32)(_mm256_blendv_epi8(LD(nm), LD(pm), pos), a);
-                    __m256i v = _mm256_add_epi64(_mm256_add_epi64(ma, b),
-                                                 _mm256_add_epi64(_mm256_mul_epi32(LD(scm), LD(scrow)), vhalf_c));
+                const __m256i vsign = LD(sign), vthr = LD(thr), vscm = LD(scm);
+                const __m256i vna = _mm256_add_epi64(LD(na), vhalf_c), vpa = _mm256_add_epi64(LD(pa), vhalf_c);
+                const __m256i vnm = pm31 ? LD(nm31) : LD(nm), vpm = pm31 ? LD(pm31) : LD(pm);
 #undef LD
+                for (int x = 0; x < Wo; x++) {
+                    const size_t at = (size_t)x * O + o;
+                    __m256i a = _mm256_cvtepi32_epi64(_mm_loadu_si128((const __m128i *)(acc + at)));
+                    __m256i pos = _mm256_cmpgt_epi64(_mm256_mul_epi32(vsign, a), vthr);
+                    __m256i b = _mm256_blendv_epi8(vna, vpa, pos);
+                    __m256i ma = pm31 ? FB(mul31)(_mm256_blendv_epi8(vnm, vpm, pos), a)
+                                      : FB(mul64x32)(_mm256_blendv_epi8(vnm, vpm, pos), a);
+                    __m256i v = _mm256_add_epi64(_mm256_add_epi64(ma, b),
+                                                 _mm256_mul_epi32(vscm, _mm256_loadu_si256((const __m256i *)(scrow + at))));
                     v = _mm256_srl_epi64(v, cnt); /* r + C, unsigned (see FB_OFFSET_SHIFT) */
                     v = _mm256_blendv_epi8(v, vlo_c, _mm256_cmpgt_epi64(vlo_c, v));
                     v = _mm256_blendv_epi8(v, vhi_c, _mm256_cmpgt_epi64(v, vhi_c));
-                    _mm256_storeu_si256((__m256i *)(dst + o), _mm256_sub_epi64(v, vC));
+                    _mm256_storeu_si256((__m256i *)(dst + at), _mm256_sub_epi64(v, vC));
                 }
+            }
             return;
         }
         for (int x = 0; x < Wo; x++, acc += O, dst += O, scrow += O)
@@ -678,7 +746,20 @@ static void FB(qconv_rows)(const fb_step *st, const uint64_t *pm, const uint64_t
     const int O = g->O, Wo = g->Wo, two = st->qbits == 2;
     const int64_t *gate = st->gate;
     int64_t opened = 0;
+#ifdef FB_USE_AVX2
+    /* the fused 3 x 3 row kernels (row3_*) where they apply */
+    int row3 = st->wbits_t && O % 8 == 0 && g->K == 3 && (!gate || st->gate32) && !(two && gate && st->sparse_lsb)
+               && (g->Cin == 16 || g->Cin == 32 || g->Cin == 64);
+#endif
     for (int oy = oy0; oy < oy1; oy++) {
+#ifdef FB_USE_AVX2
+        if (row3) {
+            const int32_t *g32 = gate && two ? st->gate32 : NULL;
+            if (g->Cin == 16) opened += FB(row3_16)(g, pm, pl, two, oy, st->wbits_t, s->rowacc, g32);
+            else if (g->Cin == 32) opened += FB(row3_32)(g, pm, pl, two, oy, st->wbits_t, s->rowacc, g32);
+            else opened += FB(row3_64)(g, pm, pl, two, oy, st->wbits_t, s->rowacc, g32);
+        } else
+#endif
         for (int ox = 0; ox < Wo; ox++) {
             int32_t *restrict acc = s->rowacc + (size_t)ox * O;
             const int32_t *restrict sm = s->sm, *restrict sl = s->sl;
@@ -751,18 +832,31 @@ static void FB(thermo_rows)(const fb_step *st, const uint8_t *img, int64_t *dst,
             if (O % 8 == 0 && O <= 32) {
                 /* accumulators stay in registers: up to 4 x 8 output channels */
                 __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
+#define FB_THERMO_TAP(T)                                                                              \
+    do {                                                                                              \
+        const int32_t *t_ = (T);                                                                      \
+        a0 = _mm256_add_epi32(a0, _mm256_loadu_si256((const __m256i *)t_));                           \
+        if (O > 8) a1 = _mm256_add_epi32(a1, _mm256_loadu_si256((const __m256i *)(t_ + 8)));          \
+        if (O > 16) a2 = _mm256_add_epi32(a2, _mm256_loadu_si256((const __m256i *)(t_ + 16)));        \
+        if (O > 24) a3 = _mm256_add_epi32(a3, _mm256_loadu_si256((const __m256i *)(t_ + 24)));        \
+    } while (0)
+                if (K == 3 && u0 == 0 && v0 == 0 && u1 == 3 && v1 == 3) {
+                    /* interior 3 x 3 window: constant trip counts, fully unrolled */
+                    for (int c = 0; c < Ci; c++) {
+                        const uint8_t *row = img + c * plane + (size_t)iy0 * g->W + ix0;
+                        const int32_t *tc = lut + (size_t)c * 9 * tap_stride;
+                        for (int u = 0; u < 3; u++, row += g->W)
+                            for (int v = 0; v < 3; v++)
+                                FB_THERMO_TAP(tc + (size_t)(3 * u + v) * tap_stride + (size_t)level_of[row[v]] * O);
+                    }
+                } else
                 for (int c = 0; c < Ci; c++)
                     for (int u = u0; u < u1; u++) {
                         const uint8_t *row = img + c * plane + (size_t)(iy0 + u) * g->W + ix0;
                         const int32_t *tu = lut + (((size_t)c * K + u) * K) * tap_stride;
-                        for (int v = v0; v < v1; v++) {
-                            const int32_t *t = tu + v * tap_stride + (size_t)level_of[row[v]] * O;
-                            a0 = _mm256_add_epi32(a0, _mm256_loadu_si256((const __m256i *)t));
-                            if (O > 8) a1 = _mm256_add_epi32(a1, _mm256_loadu_si256((const __m256i *)(t + 8)));
-                            if (O > 16) a2 = _mm256_add_epi32(a2, _mm256_loadu_si256((const __m256i *)(t + 16)));
-                            if (O > 24) a3 = _mm256_add_epi32(a3, _mm256_loadu_si256((const __m256i *)(t + 24)));
-                        }
+                        for (int v = v0; v < v1; v++) FB_THERMO_TAP(tu + v * tap_stride + (size_t)level_of[row[v]] * O);
                     }
+#undef FB_THERMO_TAP
                 _mm256_storeu_si256((__m256i *)acc, a0);
                 if (O > 8) _mm256_storeu_si256((__m256i *)(acc + 8), a1);
                 if (O > 16) _mm256_storeu_si256((__m256i *)(acc + 16), a2);

@@ -17,8 +17,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     d = FixedPoint()
     p.add_argument("checkpoint", metavar="CKPT", help="trained checkpoint (.pt) of a -fracbnn or -bnn model")
     p.add_argument("-o", "--output", required=True, metavar="MODEL.fbnn", help="packed model to write")
-    p.add_argument("--frac-bits", type=int, default=d.frac_bits,
-                   help=f"fraction bits F of the residual stream (default {d.frac_bits})")
+    p.add_argument("--frac-bits", default=str(d.frac_bits), metavar="F|auto",
+                   help=f"fraction bits F of the residual stream (default {d.frac_bits}); 'auto': each layer gets the "
+                        f"fewest bits (<= {d.frac_bits}) at which top-1 still agrees with PyTorch on the calibration "
+                        "images (--agreement), with residual widths fitted as for --residual-bits auto (needs the data)")
+    p.add_argument("--agreement", type=float, default=0.997, metavar="A",
+                   help="with --frac-bits auto: the top-1 agreement with PyTorch to keep on the calibration images "
+                        "(default 0.997, a margin above the 0.995 the test set should show)")
     p.add_argument("--residual-bits", default=str(d.residual_bits), metavar="B|auto",
                    help=f"total bits of the saturating residual stream (default {d.residual_bits}); 'auto': each "
                         "layer gets the narrowest width holding 2x its peak on calibration images (needs the data)")
@@ -49,14 +54,21 @@ def run(args) -> int:
     if out.suffix != ".fbnn":
         raise FracBNNError(f"the output name should end in .fbnn (got {out.name}); `fracbnn eval` recognises "
                            "packed models by that suffix")
-    auto = str(args.residual_bits).lower() == "auto"
+    frac_auto = str(args.frac_bits).lower() == "auto"
+    try:
+        frac_bits = FixedPoint().frac_bits if frac_auto else int(args.frac_bits)
+    except ValueError:
+        raise FracBNNError(f"--frac-bits must be a number of bits or 'auto', got {args.frac_bits!r}") from None
+    if not 0.5 <= args.agreement <= 1.0:
+        raise FracBNNError(f"--agreement must be a fraction in 0.5..1, got {args.agreement}")
+    auto = str(args.residual_bits).lower() == "auto" or frac_auto
     try:
         residual_bits = FixedPoint().residual_bits if auto else int(args.residual_bits)
     except ValueError:
         raise FracBNNError(f"--residual-bits must be a number of bits or 'auto', got {args.residual_bits!r}") from None
     if args.calibrate < 1:
         raise FracBNNError(f"--calibrate must be at least 1 image, got {args.calibrate}")
-    fx = FixedPoint(args.frac_bits, residual_bits, args.param_frac_bits).check()
+    fx = FixedPoint(frac_bits, residual_bits, args.param_frac_bits).check()
     ckpt_path = Path(args.checkpoint)
     ckpt = load_checkpoint(ckpt_path)
     model = attach_data_facts(model_from_checkpoint(ckpt, source=str(ckpt_path)).eval(), ckpt)
@@ -70,11 +82,15 @@ def run(args) -> int:
     saturation = None
     if auto or args.data is not None:
         from ..deploy.preprocess import sample_images
-        from ..deploy.widths import calibrated_export, saturation_report
+        from ..deploy.widths import calibrated_export, saturation_report, search_frac_bits
 
         images, where = sample_images(packed, args.calibrate, data=args.data, split="train",
                                       missing_hint="; calibration needs the training data (--data DIR)")
-        if auto:  # widths fitted to 2x the measured peaks: nothing saturates on these images by construction
+        if frac_auto:  # per-layer F searched, B fitted at each F: nothing saturates on these images
+            packed, _ = search_frac_bits(model, fx, images, target=args.agreement, progress=not args.json, **kwargs)
+            packed.meta["calibration"]["source"] = where
+            saturation = {}
+        elif auto:  # widths fitted to 2x the measured peaks: nothing saturates on these images by construction
             packed, _ = calibrated_export(model, fx, images, **kwargs)
             packed.meta["calibration"]["source"] = where
             saturation = {}
@@ -98,17 +114,25 @@ def run(args) -> int:
            "packed_weight_bits": weight_bits, "fixed_point": packed.meta["fixed_point"],
            "residual_bits_by_layer": {n["output"]: n["bits"] for n in packed.program
                                       if n["op"] in ("scale_shift", "block_post")},
+           "frac_bits_by_layer": packed.meta["fixed_point"].get("frac_widths"),
            "saturated_values": None if saturation is None else sum(saturation.values())}
     if args.json:
         print(json.dumps(res))
     else:
         print(f"wrote {out}: {res['model']}, {len(packed.program)} ops, {res['bytes']:,} bytes "
-              f"(checkpoint {res['checkpoint_bytes']:,} bytes); F={fx.frac_bits} B={'auto' if auto else fx.residual_bits} "
+              f"(checkpoint {res['checkpoint_bytes']:,} bytes); F={'auto' if frac_auto else fx.frac_bits} "
+              f"B={'auto' if auto else fx.residual_bits} "
               f"P={fx.param_frac_bits}")
         if auto:
             widths = sorted(set(res["residual_bits_by_layer"].values()))
             print(f"per-layer residual widths {widths[0]}..{widths[-1]} bits from {args.calibrate} calibration images "
                   f"({packed.meta['calibration']['source']}); saturated values there: {res['saturated_values']}")
+        if frac_auto:
+            cal = packed.meta["calibration"]
+            fr = sorted(set(res["frac_bits_by_layer"].values()))
+            print(f"per-layer fraction bits {fr[0]}..{fr[-1]} (one F for all would need {cal['uniform_frac_bits']}); "
+                  f"top-1 agreement with PyTorch on the calibration images {cal['agreement']:.2%} "
+                  f"(target {cal['target']:.2%}, {cal['trials']} trial exports)")
     return 0
 
 

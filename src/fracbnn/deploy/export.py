@@ -60,7 +60,7 @@ def _head(b: Builder, model: nn.Module, x: str, input_size) -> tuple[int, int]:
     logit would not fit int64 (wide layers over large maps, e.g. ReActNet's
     1024 channels x 7x7); the bias and the denominator follow.
     """
-    F, P = b.fx.frac_bits, b.fx.param_frac_bits
+    F, P = b.frac_of(x), b.fx.param_frac_bits
     pool = getattr(model, "pool", None)
     if not isinstance(pool, nn.AdaptiveAvgPool2d) or pool.output_size not in (1, (1, 1)):
         raise UnsupportedModelError("only a global average pool before the classifier is supported")
@@ -83,14 +83,18 @@ def _head(b: Builder, model: nn.Module, x: str, input_size) -> tuple[int, int]:
 
 
 def export_model(model: nn.Module, fx: FixedPoint | None = None, *, class_names=None, source: dict | None = None,
-                 input_size=None, residual_widths: dict[str, int] | None = None) -> PackedModel:
+                 input_size=None, residual_widths: dict[str, int] | None = None,
+                 frac_widths: dict[str, int] | None = None) -> PackedModel:
     """Fold a trained FracBNN/BNN of any registered family into a :class:`PackedModel`.
 
     The input size is ``input_size``, else ``model.input_size``; the class
     names are ``class_names``, else ``model.classes`` (both restored from
     checkpoints that record them), else "0".."N-1". ``residual_widths`` gives
     saturating nodes (by output buffer) their own width instead of B
-    (see :func:`fracbnn.deploy.widths.calibrated_export`).
+    (see :func:`fracbnn.deploy.widths.calibrated_export`); ``frac_widths``
+    gives residual buffers (outputs of scale_shift / block_post) their own
+    fraction bits F instead of ``fx.frac_bits`` (recorded in
+    ``fixed_point.frac_widths``).
     """
     fx = (fx or FixedPoint()).check()
     model = getattr(model, "module", model)
@@ -101,8 +105,12 @@ def export_model(model: nn.Module, fx: FixedPoint | None = None, *, class_names=
                                     f"(supported families: {', '.join(supported_families())}; "
                                     "their -fracbnn and -bnn variants)")
     size = tuple(int(v) for v in (input_size if input_size is not None else model.input_size))
-    b = Builder(fx)
+    b = Builder(fx, frac_widths)
     x = convert(model, b)
+    unknown = sorted(set(b.frac_widths) - set(b.frac))
+    if unknown:
+        raise FracBNNError(f"frac_widths names buffers the model does not write ({', '.join(unknown[:3])}); "
+                           "use the output buffers of its scale_shift / block_post nodes")
     for node in b.program:
         if residual_widths and node["op"] in ("scale_shift", "block_post") and node["output"] in residual_widths:
             node["bits"] = int(residual_widths[node["output"]])
@@ -125,7 +133,8 @@ def export_model(model: nn.Module, fx: FixedPoint | None = None, *, class_names=
         "fixed_point": {"frac_bits": fx.frac_bits,
                         "residual_bits": max(max(residual_widths.values()), fx.residual_bits) if residual_widths
                         else fx.residual_bits,
-                        "param_frac_bits": fx.param_frac_bits, "classifier_frac_bits": fc_frac_bits},
+                        "param_frac_bits": fx.param_frac_bits, "classifier_frac_bits": fc_frac_bits,
+                        **({"frac_widths": {k: b.frac[k] for k in b.frac_widths}} if frac_widths else {})},
         "logit_denominator": denominator,
         "program": b.program,
         "accumulator_bits": accumulator_bits(b.program, size, b.tensors),

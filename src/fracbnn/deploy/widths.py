@@ -1,13 +1,22 @@
-"""Residual widths chosen per layer from calibration images, so that nothing saturates silently.
+"""Widths chosen per layer from calibration images: no silent saturation, no more bits than agreement needs.
 
-One global residual width B either wastes bits on quiet layers or clips the
-loud ones (the authors' ResNet-20 reaches |x| = 28 in its last block, beyond
-the default B = 27's |x| < 16). ``calibrated_export`` exports once with a
-wide stream (F + 8 bits, |x| < 128), measures every saturating node's peak
-on calibration images with the golden engine, gives each node the narrowest
-width holding ``headroom`` x its peak, and exports again with those widths.
-The widths live in the nodes' ``bits`` attributes, which every engine and
-the hardware generator already read.
+One global residual format (F fraction bits, B total) either wastes bits on
+quiet layers or clips the loud ones (the authors' ResNet-20 reaches |x| = 28
+in its last block, beyond the default B = 27's |x| < 16).
+
+* ``calibrated_export`` exports once with a wide stream (F + 8 bits,
+  |x| < 128), measures every saturating node's peak on calibration images
+  with the golden engine, gives each node the narrowest B holding
+  ``headroom`` x its peak at that node's F, and exports again.
+* ``search_frac_bits`` also narrows F per layer: the fewest fraction bits at
+  which the packed model's top-1 still agrees with PyTorch on the
+  calibration images (first one F for all layers, then each layer lowered
+  on its own while agreement holds), each trial a calibrated export.
+
+The widths live in the nodes (``bits`` of scale_shift / block_post,
+``frac_bits`` of the quantizers, and the folded constants), which every
+engine and the hardware generator read; ``fixed_point.frac_widths`` in the
+``.fbnn`` records each residual buffer's F.
 """
 
 from __future__ import annotations
@@ -15,14 +24,14 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import FracBNNError
-from ..ir.passes import fit_residual_bits, measure
+from ..ir.passes import SATURATING, fit_residual_bits, measure
 from .export import FixedPoint, export_model
 
 CALIBRATION_INT_BITS = 8  # the measuring export holds |x| < 2^(8-1) = 128
 
 
-def calibrated_export(model, fx: FixedPoint, images: np.ndarray, headroom: float = 2.0, **kwargs):
-    """(packed model with per-layer residual widths, calibration report)."""
+def residual_peaks(model, fx: FixedPoint, images: np.ndarray, **kwargs) -> dict[str, float]:
+    """Largest |x| (real) that each saturating node produces on ``images``, before saturation."""
     wide = FixedPoint(fx.frac_bits, fx.frac_bits + CALIBRATION_INT_BITS, fx.param_frac_bits).check()
     probe = export_model(model, wide, **kwargs)
     ctx = measure(probe, images)
@@ -31,11 +40,88 @@ def calibrated_export(model, fx: FixedPoint, images: np.ndarray, headroom: float
         raise FracBNNError(f"{sum(clipped.values())} values exceed |x| < {2 ** (CALIBRATION_INT_BITS - 1)} on the "
                            f"calibration images (layers {', '.join(sorted(clipped)[:3])}); the model's activations are "
                            "out of the range this exporter calibrates; check the checkpoint")
-    widths = fit_residual_bits(probe, ctx.peaks, fx.frac_bits, headroom)
-    packed = export_model(model, fx, residual_widths=widths, **kwargs)
-    report = {"images": int(len(images)), "headroom": headroom,
-              "peaks": {k: v / 2.0 ** fx.frac_bits for k, v in ctx.peaks.items()}, "residual_bits": widths}
+    return {k: v / 2.0 ** fx.frac_bits for k, v in ctx.peaks.items()}
+
+
+def _export_fitted(model, fx, peaks, frac_widths, headroom, **kwargs):
+    """Export with per-layer F (``frac_widths``, default fx.frac_bits) and B fitted to ``peaks``."""
+    frac = dict(frac_widths or {})
+    probe = export_model(model, fx, frac_widths=frac or None, **kwargs)  # for the node list and their F
+    F = {n["output"]: frac.get(n["output"], fx.frac_bits) for n in probe.program if n["op"] in SATURATING}
+    widths = fit_residual_bits(probe, peaks, F, headroom)
+    return export_model(model, fx, residual_widths=widths, frac_widths=frac or None, **kwargs), widths
+
+
+def calibrated_export(model, fx: FixedPoint, images: np.ndarray, headroom: float = 2.0,
+                      frac_widths: dict[str, int] | None = None, peaks: dict[str, float] | None = None, **kwargs):
+    """(packed model with per-layer residual widths, calibration report)."""
+    peaks = residual_peaks(model, fx, images, **kwargs) if peaks is None else peaks
+    packed, widths = _export_fitted(model, fx, peaks, frac_widths, headroom, **kwargs)
+    report = {"images": int(len(images)), "headroom": headroom, "peaks": dict(peaks), "residual_bits": widths}
+    if frac_widths:
+        report["frac_bits"] = {k: int(v) for k, v in frac_widths.items()}
     packed.meta["calibration"] = report
+    return packed, report
+
+
+def _engine(packed):
+    from .fast import FastEngine, available
+    from .golden import GoldenEngine
+
+    return FastEngine(packed) if available() else GoldenEngine(packed)
+
+
+def search_frac_bits(model, fx: FixedPoint, images: np.ndarray, target: float = 0.997, headroom: float = 2.0,
+                     min_frac_bits: int = 4, progress: bool = True, **kwargs):
+    """(packed model, report) with the fewest fraction bits per layer keeping top-1 agreement >= ``target``.
+
+    Agreement is with the PyTorch model's own top-1 on ``images`` (the
+    calibration set; aim ``target`` a little above what the test set must
+    show). Search: the lowest single F in [min_frac_bits, fx.frac_bits] that
+    holds (bisection), then, layer by layer from the input, each layer's F
+    lowered one bit at a time while agreement holds. Every trial is a
+    calibrated export (B follows each layer's F), so nothing saturates on the
+    calibration images. Costs about 20 + 2 x layers trials.
+    """
+    import torch
+    from tqdm import tqdm
+
+    with torch.inference_mode():
+        ref = np.concatenate([model(torch.from_numpy(images[i:i + 250])).argmax(1).numpy()
+                              for i in range(0, len(images), 250)])
+    peaks = residual_peaks(model, fx, images, **kwargs)
+    layers = list(peaks)
+    trials = {}
+
+    def agreement(frac: dict[str, int]) -> float:
+        key = tuple(sorted(frac.items()))
+        if key not in trials:
+            packed, _ = _export_fitted(model, fx, peaks, frac, headroom, **kwargs)
+            trials[key] = float((_engine(packed).logits(images).argmax(1) == ref).mean())
+            bar.update(1)
+        return trials[key]
+
+    with tqdm(desc="frac-bits search", unit="trial", disable=not progress) as bar:
+        lo, hi = min_frac_bits, fx.frac_bits  # invariant: hi holds (checked), lo - 1 is below the floor
+        if agreement({k: hi for k in layers}) < target:
+            raise FracBNNError(f"the model agrees with PyTorch on only {agreement({k: hi for k in layers}):.2%} of the "
+                               f"calibration images at F = {hi}, below the {target:.2%} target; raise --frac-bits "
+                               "or check the checkpoint")
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if agreement({k: mid for k in layers}) >= target:
+                hi = mid
+            else:
+                lo = mid + 1
+        frac = {k: hi for k in layers}
+        for name in layers:
+            while frac[name] > min_frac_bits:
+                trial = dict(frac, **{name: frac[name] - 1})
+                if agreement(trial) < target:
+                    break
+                frac = trial
+    packed, report = calibrated_export(model, fx, images, headroom, frac_widths=frac, peaks=peaks, **kwargs)
+    report.update(uniform_frac_bits=hi, agreement=agreement(frac), target=target, trials=len(trials))
     return packed, report
 
 

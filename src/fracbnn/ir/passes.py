@@ -26,12 +26,18 @@ def measure(packed: PackedModel, images: np.ndarray, chunk: int = 50) -> ExecCon
     return ctx
 
 
-def fit_residual_bits(packed: PackedModel, peaks: dict[str, int], frac_bits: int, headroom: float = 2.0
-                      ) -> dict[str, int]:
-    """Per saturating node, the narrowest width holding ``headroom`` x its measured peak (at least F + 2 bits)."""
+def fit_residual_bits(packed: PackedModel, peaks: dict[str, float], frac_bits: int | dict[str, int],
+                      headroom: float = 2.0) -> dict[str, int]:
+    """Per saturating node, the narrowest width holding ``headroom`` x its measured peak (at least F + 2 bits).
+
+    ``peaks`` are real values (|x|, not integers); ``frac_bits`` is one F for
+    every node or a mapping from each saturating node's output buffer to its F.
+    """
     widths = {}
     for node in packed.program:
         if node["op"] in SATURATING:
-            peak = int(np.ceil(peaks.get(node["output"], 0) * headroom))
-            widths[node["output"]] = max(frac_bits + 2, peak.bit_length() + 1)
+            out = node["output"]
+            F = frac_bits if isinstance(frac_bits, int) else int(frac_bits[out])
+            peak = int(np.ceil(peaks.get(out, 0.0) * headroom * 2.0 ** F))
+            widths[out] = max(F + 2, peak.bit_length() + 1)
     return widths

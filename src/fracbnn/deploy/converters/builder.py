@@ -54,8 +54,10 @@ def binary_weight(conv: nn.Conv2d) -> np.ndarray:
 class Builder:
     """Accumulates nodes and tensors; each method is one folding rule."""
 
-    def __init__(self, fx):
+    def __init__(self, fx, frac_widths: dict[str, int] | None = None):
         self.fx = fx
+        self.frac_widths = {str(k): int(v) for k, v in (frac_widths or {}).items()}
+        self.frac: dict[str, int] = {}  # residual buffer -> its fraction bits F (per layer; fx.frac_bits by default)
         self.program: list[dict] = []
         self.tensors: dict[str, np.ndarray] = {}
 
@@ -65,6 +67,27 @@ class Builder:
 
     def op(self, **kw) -> None:
         self.program.append(kw)
+
+    # -- fixed-point formats of residual buffers
+    def frac_of(self, buffer: str) -> int:
+        """Fraction bits F of a residual buffer (r = round(x 2^F))."""
+        return self.frac.get(buffer, self.fx.frac_bits)
+
+    def unit(self, buffer: str) -> float:
+        """Real value of one integer unit of a residual buffer, 2^-F."""
+        return 2.0 ** -self.frac_of(buffer)
+
+    def same_format(self, out: str, src: str) -> None:
+        """``out`` holds values of ``src``'s format (a pool or duplication of it)."""
+        self.frac[out] = self.frac_of(src)
+
+    def _new_residual(self, out: str) -> int:
+        """F of a residual buffer this rule writes: its entry in ``frac_widths``, else the global F."""
+        F = self.frac_widths.get(out, self.fx.frac_bits)
+        if not 0 <= F <= 24:
+            raise FracBNNError(f"fraction bits for {out} must be in 0..24, got {F}")
+        self.frac[out] = F
+        return F
 
     @staticmethod
     def conv_attrs(conv: nn.Conv2d) -> dict:
@@ -82,7 +105,7 @@ class Builder:
         if not isinstance(encoder, ThermometerEncoder) or not isinstance(stem, BinaryConv2d):
             raise UnsupportedModelError("the model has a float input layer and float convolutions; nothing to "
                                         "binarize (export a -fracbnn or -bnn model)")
-        F, P = self.fx.frac_bits, self.fx.param_frac_bits
+        F, P = self._new_residual(f"{name}.out"), self.fx.param_frac_bits
         self.op(op="thermometer", input="image", output="thermo", resolution=encoder.resolution, bits=encoder.bits)
         w = self.tensor(f"{name}.weight", pack_weight_bits(binary_weight(stem)))
         self.op(op="binary_conv", name=name, input="thermo", output=f"{name}.acc", weight=w, **self.conv_attrs(stem))
@@ -93,7 +116,7 @@ class Builder:
 
     def block_conv(self, conv: nn.Module, src: str, name: str) -> tuple[str, float]:
         """Quantize the residual ``src`` and convolve; returns (accumulator buffer, real value per unit)."""
-        F = self.fx.frac_bits
+        F = self.frac_of(src)
         if isinstance(conv, FracConv2d):
             if conv.mode == "float":
                 raise UnsupportedModelError(f"{name} is in 'float' mode (float weights); finish training to "
@@ -128,7 +151,7 @@ class Builder:
         bits = int(quantizer.bits)
         if bits < 2:
             raise UnsupportedModelError(f"{name}: a {bits}-bit shortcut quantizer is not supported (2..8 are)")
-        self.op(op="quantize", input=src, output=name, frac_bits=self.fx.frac_bits, bits=bits)
+        self.op(op="quantize", input=src, output=name, frac_bits=self.frac_of(src), bits=bits)
         return name, 1.0 / ((1 << bits) - 1)
 
     def block_post(self, acc: str, unit: float, bn, rprelu, bn_res, shortcut: str, sc_unit: float, out: str,
@@ -142,9 +165,10 @@ class Builder:
         Coefficients are scaled by 2^(F + P + e) and the sum shifted right by
         P + e, with e = 2 for a pooled shortcut (its SUM of 4 carries the 1/4).
         ``sc_unit`` is the shortcut buffer's real value per integer unit
-        (2^-F for the residual stream, 1/L for k-bit codes).
+        (2^-F_src for the residual stream, 1/L for k-bit codes); F is the
+        output's own fraction bits, so formats may change from layer to layer.
         """
-        F, P = self.fx.frac_bits, self.fx.param_frac_bits
+        F, P = self._new_residual(out), self.fx.param_frac_bits
         bn_a, bn_b = bn_affine(bn)
         a2, c2 = bn_affine(bn_res)
         g, h = bn_a * unit, bn_b + f64(rprelu.shift_in)
@@ -160,7 +184,7 @@ class Builder:
         thr = np.where(g > 0, np.floor(cut), np.where(g < 0, -np.ceil(cut), np.where(h > 0, -1, 0)))
         thr = np.clip(thr, -2.0**40, 2.0**40).astype(np.int64)
         # shortcut term: a2 * real(sc) * 2^(F+P+e), real(sc) = v * sc_unit / 4^pooled, so sc_mul = a2 sc_unit 2^(F+P)
-        # (for the residual stream, sc_unit = 2^-F: sc_mul = round(a2 2^P), exactly as before)
+        # (for a residual shortcut of the same F, sc_unit = 2^-F: sc_mul = round(a2 2^P))
         sc_mul = q(a2 * sc_unit, F + P)
         t = self.tensor
         self.op(op="block_post", input=acc, shortcut=shortcut, output=out,

@@ -17,7 +17,6 @@ from .builder import Builder, UnsupportedModelError
 
 @register_converter(CifarResNet)
 def convert_cifar_resnet(model: CifarResNet, b: Builder) -> str:
-    unit = 2.0 ** -b.fx.frac_bits  # real value of one residual integer
     x = b.thermometer_stem(model.encoder, model.stem, model.stem_bn)
     for i, stage in enumerate(model.stages):
         for j, blk in enumerate(stage):
@@ -25,13 +24,14 @@ def convert_cifar_resnet(model: CifarResNet, b: Builder) -> str:
             if isinstance(blk.shortcut, DuplicateDownsample):
                 sc, pooled = f"{name}.shortcut", True
                 b.op(op="avgpool2_dup", input=x, output=sc)
+                b.same_format(sc, x)
             elif isinstance(blk.shortcut, nn.Identity):
                 sc, pooled = x, False
             else:
                 raise UnsupportedModelError(f"{name} has an unsupported shortcut {type(blk.shortcut).__name__}")
-            y = b.conv_block(blk.conv1, blk.bn1, blk.rprelu1, blk.bn_res1, x, sc, unit,
+            y = b.conv_block(blk.conv1, blk.bn1, blk.rprelu1, blk.bn_res1, x, sc, b.unit(sc),
                              (f"{name}.conv1", f"{name}.post1"), f"{name}.y", pooled)
-            b.conv_block(blk.conv2, blk.bn2, blk.rprelu2, blk.bn_res2, y, y, unit,
+            b.conv_block(blk.conv2, blk.bn2, blk.rprelu2, blk.bn_res2, y, y, b.unit(y),
                          (f"{name}.conv2", f"{name}.post2"), f"{name}.out")
             x = f"{name}.out"
     return x

@@ -3,6 +3,7 @@
 Layout of the generated directory (docs/hw.md):
 
     src/fracbnn_kernel.cpp   the engine (copied from fracbnn/hw/templates)
+    src/fracbnn_int.h        scalar integer primitives, shared with the fast CPU engine (from fracbnn/_csrc)
     src/fracbnn_config.h     sizes, types, loop depths of this configuration
     src/fracbnn_params.h     layer table, weight words, gate thresholds, folded constants
     src/tb.cpp, src/tb_data.h  testbench with real test images and golden logits
@@ -29,6 +30,8 @@ from .measure import calibrate
 from .program import HwProgram, hw_program, weight_words
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
+#: the scalar integer primitives the fast CPU engine is built with (setup.py); copied into every project
+INT_HEADER = Path(__file__).resolve().parent.parent / "_csrc" / "fracbnn_int.h"
 BOARDS = {"ultra96v2": {"part": PART["name"], "clock_mhz": 250.0}}
 #: loop ids shared by the kernel (enum order) and the report
 LOOPS = ("load", "encode", "shortcut", "msb", "lsb", "epilogue", "pool", "fc")
@@ -219,6 +222,7 @@ def _tcl(part: str, clock_mhz: float, synth: bool) -> str:
         "open_project -reset fracbnn_hls",
         "set_top fracbnn_top",
         'add_files src/fracbnn_kernel.cpp -cflags "-std=c++14 -Isrc"',
+        "add_files src/fracbnn_int.h",
         'add_files -tb src/tb.cpp -cflags "-std=c++14 -Isrc -Wno-unknown-pragmas"',
         "open_solution -reset solution1 -flow_target vivado",
         f"set_part {{{part}}}",
@@ -296,6 +300,7 @@ def generate_project(packed, out_dir: str | Path, *, cfg: HwConfig | None = None
     src.mkdir(parents=True, exist_ok=True)
     (out / "host").mkdir(exist_ok=True)
     shutil.copyfile(TEMPLATES / "fracbnn_kernel.cpp", src / "fracbnn_kernel.cpp")
+    shutil.copyfile(INT_HEADER, src / "fracbnn_int.h")
     shutil.copyfile(TEMPLATES / "tb.cpp", src / "tb.cpp")
     (src / "fracbnn_config.h").write_text(_config_h(prog, cfg, rows, clock))
     (src / "fracbnn_params.h").write_text(_params_h(prog, cfg, rows))

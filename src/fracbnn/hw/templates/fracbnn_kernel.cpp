@@ -439,7 +439,7 @@ EPILOGUE:
 static void head(int64_t *logits) {
     const LayerDesc &d = LAYERS[NUM_LAYERS - 1];
     const int C = d.cout, hw = d.h_out * d.w_out, passes = (C + UNITS - 1) / UNITS;
-    int64_t psum[MAX_C];
+    pool_t psum[MAX_C];
     int64_t out[NUM_CLASSES];
 #pragma HLS ARRAY_PARTITION variable=psum cyclic factor=UNITS
 #pragma HLS ARRAY_PARTITION variable=out complete

@@ -20,6 +20,8 @@ from setuptools.command.build_ext import build_ext
 
 KERNELS = os.path.join("src", "fracbnn", "deploy", "_kernels")
 TRAIN_KERNELS = os.path.join("src", "fracbnn", "nn", "_kernels")
+#: fracbnn_int.h, the scalar integer primitives shared with the generated HLS kernel
+CSRC = os.path.join("src", "fracbnn", "_csrc")
 
 
 def _compiles(compiler, flags) -> bool:
@@ -64,7 +66,8 @@ setup(
         Extension(
             "fracbnn.deploy._fastkernels",
             sources=[os.path.join(KERNELS, "fastkernels.c")],
-            depends=[os.path.join(KERNELS, "fast_impl.h")],
+            depends=[os.path.join(KERNELS, "fast_impl.h"), os.path.join(CSRC, "fracbnn_int.h")],
+            include_dirs=[CSRC],
             optional=True,
         ),
         Extension(

@@ -10,7 +10,7 @@ import torch
 from fracbnn.deploy import export_model
 from fracbnn.deploy.golden import GoldenEngine
 from fracbnn.hw.csim import run_csim
-from fracbnn.hw.generate import config_from_project, generate_project
+from fracbnn.hw.generate import INT_HEADER, config_from_project, generate_project
 from fracbnn.hw.layers import ConvLayer
 from fracbnn.hw.perf_model import cycle_model
 from fracbnn.hw.report import compare_with_csim, measured
@@ -55,6 +55,8 @@ def _check_project(tmp_path, model, images, name, calib=None, cfg=None):
     packed = export_model(model)
     out = tmp_path / name
     meta = generate_project(packed, out, images=images, image_origin="test", calib_images=calib, cfg=cfg)
+    # the project carries the one header of integer primitives the fast engine is built with, unchanged
+    assert (out / "src" / "fracbnn_int.h").read_bytes() == INT_HEADER.read_bytes()
     res = run_csim(out)
     assert res["returncode"] == 0, res["stdout"][-2000:]
     assert res["mismatched_images"] == 0 and res["images"] == len(images)
@@ -158,11 +160,13 @@ def test_cli_generate_csim_report(tmp_path, capsys):
     rc, _, err = _cli(capsys, "generate", model_path, "--board", "ultra96v2", "-o", out, "--images", 2,
                       "--random-images")
     assert rc == 0, err
-    for f in ("src/fracbnn_kernel.cpp", "src/fracbnn_params.h", "src/tb_data.h", "csim.tcl", "synth.tcl",
-              "host/fracbnn_pynq.py", "README.md"):
+    for f in ("src/fracbnn_kernel.cpp", "src/fracbnn_int.h", "src/fracbnn_params.h", "src/tb_data.h", "csim.tcl",
+              "synth.tcl", "host/fracbnn_pynq.py", "README.md"):
         assert (out / f).is_file(), f
     tcl = (out / "synth.tcl").read_text()
     assert "xczu3eg-sbva484-1-e" in tcl and "-period 4" in tcl and "export_design" in tcl
+    for f in ("synth.tcl", "csim.tcl", "README.md"):  # the shared header is part of the listed sources
+        assert "src/fracbnn_int.h" in (out / f).read_text(), f
     rc, stdout, err = _cli(capsys, "csim", out)
     assert rc == 0 and "CSIM PASSED" in stdout, stdout + err
     rc, stdout, err = _cli(capsys, "report", out, "--json")

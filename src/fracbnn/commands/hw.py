@@ -194,6 +194,7 @@ def run(args) -> int:
         stats = meta["lsb"]
         csim = load_csim(target) if cfg == config_from_project(meta) else None
         n_classes, source = meta["num_classes"], f"{target} ({meta.get('model', '')})"
+        widths = meta.get("widths")  # what the generated kernel declares (absent in projects of older versions)
     else:
         from ..hw.program import hw_program
 
@@ -201,6 +202,9 @@ def run(args) -> int:
         cfg = _config(args)
         prog = hw_program(packed)
         layers, csim, n_classes, source = prog.shapes, None, len(prog.fc_bias), str(target)
+        from ..hw.widths import declared_widths
+
+        widths = declared_widths(prog)  # what `hw generate` would declare for this model
         stats = {}
         if args.lsb_density is None and cfg.style == "fracbnn":
             from ..hw.measure import calibrate
@@ -212,6 +216,7 @@ def run(args) -> int:
     from ..hw.measure import measured
 
     dens = args.lsb_density if args.lsb_density is not None else measured(stats, cfg)[0]
-    rep = build_report(layers, cfg, dens, lsb_stats=stats, csim=csim, source=source, n_classes=n_classes)
+    rep = build_report(layers, cfg, dens, lsb_stats=stats, csim=csim, source=source, n_classes=n_classes,
+                       widths=widths if cfg.style == "fracbnn" else None)
     print(json.dumps(rep, indent=1) if args.json else format_report(rep))
     return 0

@@ -3,6 +3,7 @@
 Layout of the generated directory (docs/hw.md):
 
     src/fracbnn_kernel.cpp   the engine (copied from fracbnn/hw/templates)
+    src/fracbnn_int.h        scalar integer primitives, shared with the fast CPU engine (from fracbnn/_csrc)
     src/fracbnn_config.h     sizes, types, loop depths of this configuration
     src/fracbnn_params.h     layer table, weight words, gate thresholds, folded constants
     src/tb.cpp, src/tb_data.h  testbench with real test images and golden logits
@@ -27,23 +28,17 @@ from .design import DEPTH, PART, HwConfig, buffer_geometry, proposed_ultra96, se
 from ..deploy.preprocess import sample_images
 from .measure import calibrate
 from .program import HwProgram, hw_program, weight_words
+from .widths import const_tables, declared_widths
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
+#: the scalar integer primitives the fast CPU engine is built with (setup.py); copied into every project
+INT_HEADER = Path(__file__).resolve().parent.parent / "_csrc" / "fracbnn_int.h"
 BOARDS = {"ultra96v2": {"part": PART["name"], "clock_mhz": 250.0}}
 #: loop ids shared by the kernel (enum order) and the report
 LOOPS = ("load", "encode", "shortcut", "msb", "lsb", "epilogue", "pool", "fc")
 LOOP_DEPTH_KIND = {"load": "load", "encode": "pack", "shortcut": "pool", "msb": "conv", "lsb": "conv",
                    "epilogue": "epilogue", "pool": "pool", "fc": "fc"}
 PROJECT_FILE = "hw_project.json"
-
-
-def _ctype(arr: np.ndarray) -> str:
-    m = int(np.max(np.abs(arr.astype(np.int64)))) if arr.size else 0
-    if m < 2**15:
-        return "int16_t"
-    if m < 2**31:
-        return "int32_t"
-    return "int64_t"
 
 
 def _ints(arr, per_line: int = 16, suffix: str = "") -> str:
@@ -56,9 +51,8 @@ def _i64(v: int) -> str:
     return f"({v + 1}LL - 1)" if v == -(2**63) else f"{v}LL"
 
 
-def _c_array(name: str, arr: np.ndarray, ctype: str | None = None) -> str:
+def _c_array(name: str, arr: np.ndarray, ctype: str) -> str:
     arr = np.asarray(arr, np.int64)
-    ctype = ctype or _ctype(arr)
     suffix = "LL" if ctype == "int64_t" else ""
     return f"static const {ctype} {name}[{max(1, arr.size)}] = {{\n    {_ints(arr, 16, suffix) if arr.size else '0'}\n}};\n"
 
@@ -88,13 +82,10 @@ def _layer_rows(prog: HwProgram, cfg: HwConfig) -> list[dict]:
     return rows
 
 
-def _config_h(prog: HwProgram, cfg: HwConfig, rows: list[dict], clock_mhz: float) -> str:
+def _config_h(prog: HwProgram, cfg: HwConfig, rows: list[dict], clock_mhz: float, widths: dict) -> str:
     c, h, w = prog.input_size
     geo = buffer_geometry(prog.shapes, cfg)
-    acc_bound = max(9 * r["cin"] * (3 if r["kind"] == 1 else 1) for r in rows)
-    acc_t = "int16_t" if acc_bound < 2**15 else "int32_t"
-    res_t = "int16_t" if max(r["bits"] for r in rows) <= 16 else "int32_t"
-    sc_t = "int32_t"
+    acc, res, sc = widths["acc"], widths["res"], widths["sc"]
     row_names = ", ".join(f'"{n}"' for n in ["input"] + [r["name"] for r in rows] + ["head"])
     loop_names = ", ".join(f'"{n}"' for n in LOOPS)
     depths = ", ".join(str(DEPTH[LOOP_DEPTH_KIND[k]]) for k in LOOPS)
@@ -104,9 +95,10 @@ def _config_h(prog: HwProgram, cfg: HwConfig, rows: list[dict], clock_mhz: float
 #include <cstdint>
 
 typedef uint64_t word_t;   // one XNOR-popcount word ({cfg.word_bits} bits, segments of >= {cfg.min_segment_bits})
-typedef {acc_t} acc_t;     // conv accumulator A = 2 S_M + open * S_L (|A| <= {acc_bound})
-typedef {res_t} res_t;     // residual stream (saturated to {max(r['bits'] for r in rows)} bits)
-typedef {sc_t} sc_t;       // 2x2 shortcut sums
+typedef {acc['ctype']} acc_t;     // conv accumulator A = 2 S_M + open * S_L ({acc['needed']} bits needed)
+typedef {res['ctype']} res_t;     // residual stream (each layer saturated to its own width, widest {res['needed']} bits)
+typedef {sc['ctype']} sc_t;       // 2x2 shortcut sums ({sc['needed']} bits needed)
+typedef {widths['pool']['ctype']} pool_t;     // global sum pool ({widths['pool']['needed']} bits needed)
 
 #define P_LANES {cfg.lanes}
 #define MAX_SLOTS {cfg.slots}
@@ -156,7 +148,7 @@ struct LayerDesc {{
 """
 
 
-def _params_h(prog: HwProgram, cfg: HwConfig, rows: list[dict]) -> str:
+def _params_h(prog: HwProgram, cfg: HwConfig, rows: list[dict], widths: dict) -> str:
     fields = ("kind", "cin", "cout", "h_in", "w_in", "stride", "h_out", "w_out", "seg", "slots", "kw", "groups",
               "residual", "gated", "w_off", "p_off", "shift", "bits", "next_seg", "next_kw", "last", "next_stride",
               "next_h_out", "next_w_out")
@@ -176,24 +168,16 @@ def _params_h(prog: HwProgram, cfg: HwConfig, rows: list[dict]) -> str:
     ch_map = np.concatenate([l.channel_order() for l in prog.layers])
     out.append("// engine slot -> output channel, per layer at its p_off (channels sorted by calibration gate rate)")
     out.append(f"static const uint16_t CH_MAP[{len(ch_map)}] = {{\n    {_ints(ch_map)}\n}};")
-    total = sum(l.shape.cout for l in prog.layers)
-    per_ch = {k: np.zeros(total, np.int64) for k in ("GATE_THR", "SIGN", "THRESH", "POS_MUL", "POS_ADD", "NEG_MUL",
-                                                     "NEG_ADD", "SC_MUL")}
-    for r, layer in zip(rows, prog.layers):
-        sl = slice(r["p_off"], r["p_off"] + layer.shape.cout)
-        if layer.gate is not None:
-            per_ch["GATE_THR"][sl] = layer.gate
-        for k, v in layer.consts.items():
-            per_ch["THRESH" if k == "threshold" else k.upper()][sl] = v
-    for k, v in per_ch.items():
-        out.append(_c_array(k, v))
+    for k, v in const_tables(prog).items():  # each table in the type declared_widths chose for it
+        out.append(_c_array(k, v, widths[k]["ctype"]))
     ncls, cdim = prog.fc_weight.shape
-    wt = _ctype(prog.fc_weight)
+    wt = widths["FC_W"]["ctype"]
     suffix = "LL" if wt == "int64_t" else ""
     out.append(f"static const {wt} FC_W[{ncls}][{cdim}] = {{")
     out += ["    {" + _ints(row, 1000, suffix) + "}," for row in prog.fc_weight]
     out.append("};")
-    out.append(f"static const int64_t FC_BIAS[{ncls}] = {{" + ", ".join(_i64(v) for v in prog.fc_bias) + "};")
+    out.append(f"static const {widths['FC_BIAS']['ctype']} FC_BIAS[{ncls}] = {{" +
+               ", ".join(_i64(v) for v in prog.fc_bias) + "};")
     return "\n".join(out) + "\n"
 
 
@@ -219,6 +203,7 @@ def _tcl(part: str, clock_mhz: float, synth: bool) -> str:
         "open_project -reset fracbnn_hls",
         "set_top fracbnn_top",
         'add_files src/fracbnn_kernel.cpp -cflags "-std=c++14 -Isrc"',
+        "add_files src/fracbnn_int.h",
         'add_files -tb src/tb.cpp -cflags "-std=c++14 -Isrc -Wno-unknown-pragmas"',
         "open_solution -reset solution1 -flow_target vivado",
         f"set_part {{{part}}}",
@@ -288,6 +273,7 @@ def generate_project(packed, out_dir: str | Path, *, cfg: HwConfig | None = None
     stats = calibrate(packed, prog, cfg, images, calibration, buf=buf)  # channel order + LSB work, once
     del buf
     rows = _layer_rows(prog, cfg)
+    widths = declared_widths(prog)  # the types declared below, and what `hw report` charges
     clock = BOARDS[board]["clock_mhz"]
     # a regenerated project must not keep the previous model's csim results or binary
     (out / "csim_result.json").unlink(missing_ok=True)
@@ -296,9 +282,10 @@ def generate_project(packed, out_dir: str | Path, *, cfg: HwConfig | None = None
     src.mkdir(parents=True, exist_ok=True)
     (out / "host").mkdir(exist_ok=True)
     shutil.copyfile(TEMPLATES / "fracbnn_kernel.cpp", src / "fracbnn_kernel.cpp")
+    shutil.copyfile(INT_HEADER, src / "fracbnn_int.h")
     shutil.copyfile(TEMPLATES / "tb.cpp", src / "tb.cpp")
-    (src / "fracbnn_config.h").write_text(_config_h(prog, cfg, rows, clock))
-    (src / "fracbnn_params.h").write_text(_params_h(prog, cfg, rows))
+    (src / "fracbnn_config.h").write_text(_config_h(prog, cfg, rows, clock, widths))
+    (src / "fracbnn_params.h").write_text(_params_h(prog, cfg, rows, widths))
     (src / "tb_data.h").write_text(_tb_data_h(images, logits, image_origin or "given by the caller"))
     (out / "csim.tcl").write_text(_tcl(BOARDS[board]["part"], clock, synth=False))
     (out / "synth.tcl").write_text(_tcl(BOARDS[board]["part"], clock, synth=True))
@@ -309,7 +296,7 @@ def generate_project(packed, out_dir: str | Path, *, cfg: HwConfig | None = None
     meta = {
         "format": "fracbnn.hw-project", "version": 1, "board": board, "part": BOARDS[board]["part"],
         "clock_mhz": clock, "config": cfg.to_dict(), "model": model_label,
-        "layers": [l.shape.to_dict() for l in prog.layers], "layer_table": rows,
+        "layers": [l.shape.to_dict() for l in prog.layers], "layer_table": rows, "widths": widths,
         "num_classes": len(prog.fc_bias), "logit_denominator": prog.logit_denominator,
         "test_images": {"count": int(len(images)), "origin": image_origin},
         "channel_order": {"calibration_images": 0 if calibration is None else int(len(calibration)),

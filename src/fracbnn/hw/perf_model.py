@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from .design import (DEPTH, PART, TAPS, HwConfig, buffer_geometry, lsb_tiles, proposed_ultra96,  # noqa: F401
                      published_ultra96, segment_plan, with_overrides)
 from .layers import ConvLayer
+from .widths import CONST_TABLES, charged_bits
 
 #: Figures of the published CIFAR-10 design (SPEC section 5, as quoted).
 PUBLISHED = {"fps": 2806.9, "lut": 51444, "dsp": 126, "bram18k": 212, "clock_mhz": 250.0}
@@ -267,20 +268,30 @@ def _row(name, lut=0, ff=0, bram=0, dsp=0, formula=""):
             "formula": formula}
 
 
-def resource_model(layers: list[ConvLayer], cfg: HwConfig, n_classes: int = 10, image_channels: int = 3) -> dict:
-    """Estimated LUT / FF / BRAM18K / DSP with a per-component breakdown."""
-    rows = (_published_resources if cfg.style == "published" else _fracbnn_resources)(
-        layers, cfg, n_classes, image_channels)
+def resource_model(layers: list[ConvLayer], cfg: HwConfig, n_classes: int = 10, image_channels: int = 3,
+                   widths: dict | None = None) -> dict:
+    """Estimated LUT / FF / BRAM18K / DSP with a per-component breakdown.
+
+    ``widths``: the integer widths the generated kernel declares (``widths.declared_widths`` of the model,
+    saved in hw_project.json); the fracbnn design is then charged exactly those (``charged_bits``, returned
+    too). Without them it is charged the configuration's nominal widths.
+    """
+    if cfg.style == "published":
+        rows, charged = _published_resources(layers, cfg, n_classes, image_channels), None
+    else:
+        charged = charged_bits(cfg, widths)
+        rows = _fracbnn_resources(layers, cfg, n_classes, image_channels, charged)
     totals = {k: sum(r[k] for r in rows) for k in ("lut", "ff", "bram18k", "dsp")}
     util = {k: totals[k] / PART[k] for k in totals}
     return {"components": rows, "totals": totals, "utilisation": util,
-            "fits": all(v <= 1.0 for v in util.values()), "part": PART["name"]}
+            "fits": all(v <= 1.0 for v in util.values()), "part": PART["name"], "charged_bits": charged,
+            "widths_from": "declared by the generated kernel" if widths is not None else "configuration defaults"}
 
 
-def _common_tail(rows, cfg, layers, n_classes, loops, axi_masters):
+def _common_tail(rows, cfg, layers, n_classes, loops, axi_masters, fc_bits=None):
     last = layers[-1]
     lb = math.ceil(math.log2(max(2, last.h_out * last.w_out))) + cfg.acc_bits
-    fc_lut, fc_bram = memory(last.cout, cfg.param_bits, n_classes)
+    fc_lut, fc_bram = memory(last.cout, fc_bits or cfg.param_bits, n_classes)
     rows.append(_row("fc", n_classes * 2 * lb + fc_lut, n_classes * 2 * lb, fc_bram, n_classes,
                      "n_classes x (1 DSP MAC + 2 x accumulator-width LUT) + weight ROM"))
     rows.append(_row("axi + control",
@@ -332,7 +343,7 @@ def _published_resources(layers, cfg, n_classes, image_channels):
     return rows
 
 
-def _fracbnn_resources(layers, cfg, n_classes, image_channels):
+def _fracbnn_resources(layers, cfg, n_classes, image_channels, cw):
     P, W, S, U = cfg.lanes, cfg.word_bits, cfg.slots, cfg.units
     pc_bits = math.ceil(math.log2(W)) + 1
     seg_bits = math.ceil(math.log2(cfg.min_segment_bits)) + 1
@@ -376,7 +387,7 @@ def _fracbnn_resources(layers, cfg, n_classes, image_channels):
         rows.append(_row("LSB plane copies (per lane)", 0, 0, copies, 0,
                          f"lanes x 9 tap memories of {depth} x {seg} bits, two read ports each"))
         ulist = geo["ulist_max"]
-        lut_l, bram_l = memory(ulist, 16 + cfg.acc_bits, P * S)  # pixel index + the entry's 2 S_M
+        lut_l, bram_l = memory(ulist, 16 + cw["acc"], P * S)  # pixel index + the entry's 2 S_M
         ctrl = P * 4 * 16 * UNIT["int_op_lut_per_bit"]
         rows.append(_row("LSB work lists + lane cursors", lut_l + ctrl, P * 4 * 16 + P * S * 16, bram_l, 0,
                          f"lanes x slots lists of {ulist} (pixel, 2 S_M) entries; per lane group/entry/word counters "
@@ -385,27 +396,30 @@ def _fracbnn_resources(layers, cfg, n_classes, image_channels):
     # wider than U; acc and sc in U cyclic banks, res in 2U (stride-2 shortcut reads of narrow layers)
     fm, sc = geo["acc_depth"], geo["sc_depth"]
     bank_depth = math.ceil(fm / U)
-    l3, b3 = memory(bank_depth, cfg.acc_bits, U)
-    l4, b4 = memory(math.ceil(fm / (2 * U)), cfg.residual_bits, 2 * U)
-    l4s, b4s = memory(math.ceil(sc / U), cfg.residual_bits, U)
+    l3, b3 = memory(bank_depth, cw["acc"], U)
+    l4, b4 = memory(math.ceil(fm / (2 * U)), cw["res"], 2 * U)
+    l4s, b4s = memory(math.ceil(sc / U), cw["sc"], U)
     l4, b4 = l4 + l4s, b4 + b4s
     tiles = geo["tile_max"] if body and not cfg.lsb_lanes else 0
     l5, b5 = memory(tiles, max(1, math.ceil(math.log2(max(2, tiles)))), 1)
     rows.append(_row("accumulator + residual + tile list", l3 + l4 + l5, 0, b3 + b4 + b5, 0,
-                     f"accumulators {U} banks x {bank_depth}, residual {2 * U} x {math.ceil(fm / (2 * U))}, "
-                     f"shortcut sums {U} x {math.ceil(sc / U)}; LSB tile list"))
-    op = UNIT["int_op_lut_per_bit"] * cfg.residual_bits
-    rows.append(_row("epilogue units", U * 8 * op, U * 6 * cfg.residual_bits, 0, U * cfg.epilogue_mults,
-                     f"units x (8 integer add/compare/shift ops, {cfg.epilogue_mults} multipliers)"))
-    rows.append(_row("shortcut pool", U * op, U * cfg.residual_bits, 0, 0, "units x 1 accumulate"))
+                     f"accumulators {U} banks x {bank_depth} x {cw['acc']} bits, residual {2 * U} x "
+                     f"{math.ceil(fm / (2 * U))} x {cw['res']} bits, shortcut sums {U} x {math.ceil(sc / U)} x "
+                     f"{cw['sc']} bits; LSB tile list"))
+    op = UNIT["int_op_lut_per_bit"] * cw["epilogue"]
+    rows.append(_row("epilogue units", U * 8 * op, U * 6 * cw["epilogue"], 0, U * cw["epilogue_dsp"],
+                     f"units x (8 integer add/compare/shift ops of {cw['epilogue']} bits, {cw['epilogue_dsp']} DSP48 "
+                     "for the multipliers)"))
+    rows.append(_row("shortcut pool", U * UNIT["int_op_lut_per_bit"] * cw["sc"], U * cw["sc"], 0, 0,
+                     "units x 1 accumulate"))
     entries = sum(math.ceil(l.cout / U) * min(U, l.cout) for l in layers) // U
-    n_params = 8
-    rows.append(_row("parameter ROMs", U * n_params * cfg.param_bits * max(1, math.ceil(entries / 64)), 0, 0, 0,
-                     f"units x {n_params} params x {cfg.param_bits} bits"))
-    rows.append(_row("final pool", layers[-1].cout * cfg.residual_bits, layers[-1].cout * cfg.residual_bits, 0, 0,
-                     "one accumulator per channel of the last layer"))
+    rom_bits = sum(cw[k] for k in CONST_TABLES)  # the 8 per-channel tables at their widths
+    rows.append(_row("parameter ROMs", U * rom_bits * max(1, math.ceil(entries / 64)), 0, 0, 0,
+                     f"units x {len(CONST_TABLES)} tables of {rom_bits} bits together"))
+    rows.append(_row("final pool", layers[-1].cout * cw["pool"], layers[-1].cout * cw["pool"], 0, 0,
+                     f"one {cw['pool']}-bit accumulator per channel of the last layer"))
     loops = 4 * len(layers) + 4
-    _common_tail(rows, cfg, layers, n_classes, loops, axi_masters=2)
+    _common_tail(rows, cfg, layers, n_classes, loops, axi_masters=2, fc_bits=cw["FC_W"])
     return rows
 
 

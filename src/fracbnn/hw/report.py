@@ -15,11 +15,12 @@ CSIM_TOLERANCE = 0.05
 
 def build_report(layers: list[ConvLayer], cfg: HwConfig, densities: dict | float | None, *,
                  lsb_stats: dict | None = None, csim: dict | None = None, source: str = "",
-                 n_classes: int = 10) -> dict:
-    """Everything `hw report` prints, as one JSON-able dict."""
+                 n_classes: int = 10, widths: dict | None = None) -> dict:
+    """Everything `hw report` prints, as one JSON-able dict. ``widths``: what the generated kernel declares
+    (``widths.declared_widths``), charged by the resource model; None: the configuration's nominal widths."""
     entries = measured(lsb_stats, cfg)[1] if (lsb_stats and isinstance(densities, dict)) else None
     cyc = cycle_model(layers, cfg, densities, n_classes=n_classes, lsb_entries=entries)
-    res = resource_model(layers, cfg, n_classes=n_classes)
+    res = resource_model(layers, cfg, n_classes=n_classes, widths=widths)
     full = cycle_model(layers, cfg, 1.0, n_classes=n_classes)
     pub = cycle_model(layers, published_ultra96(), n_classes=n_classes)
     totals = {"cycles": cyc.cycles, "latency_us": cyc.latency_us, "fps": cyc.fps, **res["totals"]}
@@ -41,7 +42,8 @@ def build_report(layers: list[ConvLayer], cfg: HwConfig, densities: dict | float
     rep = {
         "source": source, "config": cfg.to_dict(), "part": PART, "totals": totals,
         "utilisation": res["utilisation"], "fits": res["fits"], "layers": rows,
-        "resource_components": res["components"],
+        "resource_components": res["components"], "charged_bits": res["charged_bits"],
+        "widths_from": res["widths_from"],
         "lsb": {"cycles": lsb_now, "cycles_without_skipping": lsb_full, "cycles_saved": lsb_full - lsb_now,
                 "share_of_full_sweep": lsb_now / lsb_full if lsb_full else None, "ideal_share": ideal,
                 "work_lists": "per lane" if cfg.lsb_lanes else "per tile",
@@ -99,6 +101,12 @@ def format_report(rep: dict) -> str:
             f"resources (model): LUT {t['lut']:,} ({100 * u['lut']:.0f}%)  FF {t['ff']:,} ({100 * u['ff']:.0f}%)  "
             f"BRAM18K {t['bram18k']} ({100 * u['bram18k']:.0f}%)  DSP {t['dsp']} ({100 * u['dsp']:.0f}%)  "
             f"on {rep['part']['name']}: {'fits' if rep['fits'] else 'DOES NOT FIT'}"]
+    cb = rep.get("charged_bits")
+    if cb:
+        roms = ", ".join(f"{k} {cb[k]}" for k in cb if k.isupper())
+        out.append(f"widths charged ({rep['widths_from']}): acc {cb['acc']}, residual {cb['res']}, shortcut "
+                   f"{cb['sc']}, pool {cb['pool']} bits; tables {roms}; epilogue datapath {cb['epilogue']} bits, "
+                   f"{cb['epilogue_dsp']} DSP/unit")
     l = rep["lsb"]
     if cfg["style"] == "published":
         out.append("LSB pass: full sweeps, half of the 'msb+lsb sweeps' cycles (closed gates save nothing)")

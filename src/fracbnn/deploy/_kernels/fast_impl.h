@@ -407,6 +407,7 @@ static void FB(quantize_pixels)(const fb_step *st, const int64_t *src, uint64_t 
 {
     const int C = st->g.Cin, wpp = st->g.wpp, two = st->qbits == 2;
     const int64_t b = (int64_t)((uint64_t)1 << (st->frac_bits + 1));
+    (void)b; /* the vector paths' bound; the scalar tails use fbi_quantize2_code */
 #ifdef FB_USE_AVX2
     if (st->q32 && two && (C == 16 || C == 32 || C == 64)) {
         /* one word per pixel, two planes: the q32 loop below with its per-pixel bookkeeping hoisted */
@@ -475,13 +476,10 @@ static void FB(quantize_pixels)(const fb_step *st, const int64_t *src, uint64_t 
             }
 #endif
             /* branch-free: the signs are data, a branch per value would mispredict half the time */
-            for (int c1 = c; c1 < n; c1++) m |= (uint64_t)(r[c0 + c1] >= 0) << c1;
+            for (int c1 = c; c1 < n; c1++) m |= (uint64_t)fbi_sign_bit(r[c0 + c1]) << c1;
             if (two) {
                 /* code = [3r > -b] + [r >= 0] + [3r > b]; its low bit is the XOR of the three */
-                for (int c1 = c; c1 < n; c1++) {
-                    int64_t v = r[c0 + c1], t = (int64_t)((uint64_t)v * 3u);
-                    l |= (uint64_t)((t > -b) ^ (v >= 0) ^ (t > b)) << c1;
-                }
+                for (int c1 = c; c1 < n; c1++) l |= (uint64_t)(fbi_quantize2_code(r[c0 + c1], st->frac_bits) & 1) << c1;
                 dl[w] = l;
             }
             dm[w] = m;
@@ -576,6 +574,7 @@ static void FB(post_row)(const fb_step *st, const int32_t *restrict acc, int64_t
     const int O = st->g.O, shift = st->shift;
     const int64_t hi = (int64_t)((((uint64_t)1) << (st->bits - 1)) - 1), lo = -hi - 1;
     const uint64_t half = shift > 0 ? (uint64_t)1 << (shift - 1) : 0;
+    (void)lo; (void)half; /* the vector paths' constants; the scalar loops use fracbnn_int.h */
     if (st->post == FB_POST_SCALE_SHIFT) {
         const int64_t *restrict mul = st->mul, *restrict add = st->add, *restrict mul31 = st->mul31;
 #ifdef FB_USE_AVX2
@@ -598,11 +597,7 @@ static void FB(post_row)(const fb_step *st, const int32_t *restrict acc, int64_t
         }
 #endif
         for (int x = 0; x < Wo; x++, acc += O, dst += O)
-            for (int o = 0; o < O; o++) {
-                uint64_t v = (uint64_t)(int64_t)acc[o] * (uint64_t)mul[o] + (uint64_t)add[o] + half;
-                int64_t r = (int64_t)v >> shift;
-                dst[o] = r < lo ? lo : (r > hi ? hi : r);
-            }
+            for (int o = 0; o < O; o++) dst[o] = fbi_scale_shift(acc[o], mul[o], add[o], shift, st->bits);
         return;
     }
     const int64_t *restrict sign = st->sign, *restrict thr = st->thr, *restrict pm = st->pos_mul,
@@ -653,24 +648,16 @@ static void FB(post_row)(const fb_step *st, const int32_t *restrict acc, int64_t
     }
 #endif
     for (int x = 0; x < Wo; x++, acc += O, dst += O, scrow += O)
-        for (int o = 0; o < O; o++) {
-            int64_t a = acc[o];
-            int pos = (int64_t)((uint64_t)sign[o] * (uint64_t)a) > thr[o];
-            uint64_t m = (uint64_t)(pos ? pm[o] : nm[o]), b = (uint64_t)(pos ? pa[o] : na[o]);
-            uint64_t v = m * (uint64_t)a + b + (uint64_t)scm[o] * (uint64_t)scrow[o] + half;
-            int64_t r = (int64_t)v >> shift;
-            dst[o] = r < lo ? lo : (r > hi ? hi : r);
-        }
+        for (int o = 0; o < O; o++)
+            dst[o] = fbi_block_post(acc[o], sign[o], thr[o], pm[o], pa[o], nm[o], na[o], scm[o], scrow[o], shift, st->bits);
 }
 
 /* Code v = 2c - L of the k-bit quantize op (L = 2^k - 1) on residual r with F fraction bits, as the golden
- * uniform_code: c = clamp(floor((L (r + 2^F) + 2^F) / 2^(F+1)), 0, L), int64 wrap-around like numpy. */
-static inline int64_t FB(shortcut_code)(int64_t r, uint64_t one, uint64_t L, int sh)
+ * uniform_code: c = clamp(floor((L (r + 2^F) + 2^F) / 2^(F+1)), 0, L), int64 wrap-around like numpy
+ * (fbi_quantize_value, fracbnn_int.h). */
+static inline int64_t FB(shortcut_code)(int64_t r, int frac_bits, int bits)
 {
-    int64_t c = (int64_t)(L * ((uint64_t)r + one) + one) >> sh;
-    c = c < 0 ? 0 : c;
-    c = c > (int64_t)L ? (int64_t)L : c;
-    return 2 * c - (int64_t)L;
+    return fbi_quantize_value(r, frac_bits, bits);
 }
 
 /* Shortcut row oy as the golden engine's buffer holds it, from the source residual: its quantize
@@ -683,6 +670,7 @@ static const int64_t *FB(shortcut_row)(const fb_step *st, const int64_t *sc, int
     if (!pool && !quant && Cs == O) return sc + (size_t)oy * Wo * O;
     const uint64_t one = quant ? (uint64_t)1 << st->sc_qfrac : 0, L = quant ? ((uint64_t)1 << st->sc_qbits) - 1 : 0;
     const int sh = st->sc_qfrac + 1;
+    (void)one; (void)L; (void)sh; /* the vector path's constants */
 #ifdef FB_USE_AVX2
     if (quant && st->sc_q32 && Cs % 4 == 0) {
         /* |r| <= 2^29 (sc_q32) and 2^(F+1) <= 2^31: L (r + 2^F) + 2^F cannot wrap, and the code is a
@@ -718,7 +706,7 @@ static const int64_t *FB(shortcut_row)(const fb_step *st, const int64_t *sc, int
         return tmp;
     }
 #endif
-#define FB_SCV(v) (quant ? FB(shortcut_code)((v), one, L, sh) : (v))
+#define FB_SCV(v) (quant ? FB(shortcut_code)((v), st->sc_qfrac, st->sc_qbits) : (v))
     for (int x = 0; x < Wo; x++) {
         int64_t *restrict t = tmp + (size_t)x * O;
         if (pool) {
@@ -778,7 +766,7 @@ static void FB(qconv_rows)(const fb_step *st, const uint64_t *pm, const uint64_t
                     FB(dot_planes)(s->xm, s->xl, cr, 0, st->wbits, g->nK, O, nvalid, s->sm, s->sl);
                 int nopen = 0;
                 for (int o = 0; o < O; o++) {
-                    int open = (int64_t)sm[o] > gate[o];
+                    int open = fbi_gate_open(sm[o], gate[o]);
                     s->idx[nopen] = o;
                     nopen += open;
                     acc[o] = 2 * sm[o];
@@ -801,7 +789,7 @@ static void FB(qconv_rows)(const fb_step *st, const uint64_t *pm, const uint64_t
             } else {
                 /* dense variant: both passes everywhere, the gate selects */
                 for (int o = 0; o < O; o++) {
-                    int open = (int64_t)sm[o] > gate[o];
+                    int open = fbi_gate_open(sm[o], gate[o]);
                     opened += open;
                     acc[o] = 2 * sm[o] + (open ? sl[o] : 0);
                 }

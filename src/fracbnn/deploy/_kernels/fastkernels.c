@@ -24,6 +24,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fracbnn_int.h" /* scalar integer primitives shared with the HLS kernel (src/fracbnn/_csrc) */
+
 #ifdef _OPENMP
 #include <omp.h>
 #endif

@@ -3,7 +3,9 @@
 // Written by `fracbnn hw generate`; the numbers live in fracbnn_config.h and
 // fracbnn_params.h. The arithmetic is the golden engine's
 // (fracbnn.deploy.golden, docs/deploy-format.md) in plain integer C++:
-// round_shift / saturate / quantize2 / XNOR-popcount over valid taps only.
+// XNOR-popcount over valid taps only, and the scalar primitives (round_shift,
+// saturate, quantize2, the gate test, scale_shift / block_post, thermometer
+// level) from fracbnn_int.h, the header the fast CPU engine uses too.
 //
 // One shared engine runs every layer from the LAYERS descriptor table:
 //   load + encode : image bytes over AXI, thermometer-encoded into the MSB plane
@@ -23,6 +25,7 @@
 #include <cstdio>
 
 #include "fracbnn_config.h"
+#include "fracbnn_int.h"
 #include "fracbnn_params.h"
 
 #ifndef __SYNTHESIS__
@@ -101,17 +104,7 @@ static void lsb_copy_word(const LayerDesc &d, int r, int c, int k, word_t w) {
 #endif
 static uint8_t img_buf[IMG_BYTES];
 
-// ---- golden-engine integer helpers -----------------------------------------
-static inline int64_t floor_shift(int64_t v, int s) {  // floor(v / 2^s)
-    return v >= 0 ? (v >> s) : -(((-v) - 1) >> s) - 1;
-}
-static inline int64_t round_shift(int64_t v, int s) {  // nearest, ties toward +infinity
-    return s == 0 ? v : floor_shift(v + ((int64_t)1 << (s - 1)), s);
-}
-static inline int64_t saturate(int64_t v, int bits) {
-    const int64_t hi = ((int64_t)1 << (bits - 1)) - 1;
-    return v > hi ? hi : (v < -hi - 1 ? -hi - 1 : v);
-}
+// ---- integer helpers (the scalar primitives are fracbnn_int.h's) -------------
 static inline int popcnt(word_t x) {
 #ifdef __SYNTHESIS__
     int c = 0;
@@ -150,11 +143,6 @@ LOAD:
     }
 }
 
-static inline int thermo_level(int p) {  // round_half_even(p / R)
-    const int q = p / THERMO_RES, rem = p - q * THERMO_RES;
-    return q + ((2 * rem > THERMO_RES) || (2 * rem == THERMO_RES && (q & 1)) ? 1 : 0);
-}
-
 static void encode_image() {
     const LayerDesc &d = LAYERS[0];
     const int tpr = (IMG_W + COLS - 1) / COLS;
@@ -171,7 +159,7 @@ ENCODE:
             word_t words[MAX_KW];
             for (int k = 0; k < MAX_KW; k++) words[k] = 0;
             for (int col = 0; col < IMG_C; col++) {
-                const int n = thermo_level(img_buf[(col * IMG_H + i) * IMG_W + j]);
+                const int n = fbi_thermometer_level(img_buf[(col * IMG_H + i) * IMG_W + j], THERMO_RES);
                 for (int t = 0; t < THERMO_BITS; t++) {
                     const int ch = col * THERMO_BITS + t;
                     if (t < n) words[ch / d.seg] |= (word_t)1 << (ch % d.seg);
@@ -367,7 +355,7 @@ GROUPS:
                         if (pass == 0) {
                             if (d.kind == KIND_FRAC) {
                                 acc_buf[idx] = (acc_t)(2 * part[s][p]);
-                                if (!d.gated || (int64_t)part[s][p] > (int64_t)GATE_THR[d.p_off + oc]) {
+                                if (!d.gated || fbi_gate_open(part[s][p], GATE_THR[d.p_off + oc])) {
                                     any_open = true;
 #if LSB_LANES
                                     unit_acc[p][s][unit_len[p][s]] = (acc_t)(2 * part[s][p]);
@@ -380,7 +368,7 @@ GROUPS:
                             }
                         } else {
                             const int64_t a = acc_buf[idx];
-                            if (!d.gated || a > 2 * (int64_t)GATE_THR[d.p_off + oc]) acc_buf[idx] = (acc_t)(a + part[s][p]);
+                            if (!d.gated || fbi_gate_open(a / 2, GATE_THR[d.p_off + oc])) acc_buf[idx] = (acc_t)(a + part[s][p]);  // a = 2 S_M
                         }
                     }
                 }
@@ -400,7 +388,6 @@ static void epilogue(int l) {
     const int ceff = C < UNITS ? C : UNITS;
     const int ppc = UNITS / ceff, passes = (C + UNITS - 1) / UNITS;
     const int n = (hw + ppc - 1) / ppc * passes;
-    const int64_t b = (int64_t)1 << (FRAC_BITS + 1);
     FB_ENTER(l + 1, LOOP_EPILOGUE);
 EPILOGUE:
     for (int it = 0; it < n; it++) {
@@ -417,24 +404,21 @@ EPILOGUE:
             FB_BANK(FB_ACC, fi, ACC_BANKS);
             const int64_t a = acc_buf[fi];
             const int pc = d.p_off + c;
-            int64_t v;
+            int64_t r;
             if (d.kind == KIND_INPUT) {
-                v = a * (int64_t)POS_MUL[pc] + (int64_t)POS_ADD[pc];
+                r = fbi_scale_shift(a, POS_MUL[pc], POS_ADD[pc], d.shift, d.bits);
             } else {
                 const int si = fm_index(c % d.cin, pix, d.cin, hw);
                 if (d.residual == RES_DOWN) FB_BANK(FB_SC, si, SC_BANKS);
                 else FB_BANK(FB_RES, fi, RES_BANKS);
                 const int64_t sc = d.residual == RES_DOWN ? (int64_t)sc_buf[si] : (int64_t)res_buf[fi];
-                const bool pos = (int64_t)SIGN[pc] * a > (int64_t)THRESH[pc];
-                v = pos ? a * (int64_t)POS_MUL[pc] + (int64_t)POS_ADD[pc] : a * (int64_t)NEG_MUL[pc] + (int64_t)NEG_ADD[pc];
-                v += (int64_t)SC_MUL[pc] * sc;
+                r = fbi_block_post(a, SIGN[pc], THRESH[pc], POS_MUL[pc], POS_ADD[pc], NEG_MUL[pc], NEG_ADD[pc],
+                                   SC_MUL[pc], sc, d.shift, d.bits);
             }
-            const int64_t r = saturate(round_shift(v, d.shift), d.bits);
             FB_BANK(FB_RES, fi, RES_BANKS);
             res_buf[fi] = (res_t)r;
             if (d.last) continue;
-            // quantize2: code = [3r > -2^(F+1)] + [r >= 0] + [3r > 2^(F+1)]; MSB = code >> 1, LSB = code & 1
-            const int code = (3 * r > -b ? 1 : 0) + (r >= 0 ? 1 : 0) + (3 * r > b ? 1 : 0);
+            const int code = fbi_quantize2_code(r, FRAC_BITS);  // MSB = code >> 1, LSB = code & 1
             const int i = pix / d.w_out, j = pix % d.w_out;
             const int addr = plane_addr(i, j, d.w_out, d.next_kw, c / d.next_seg);
             const word_t bit = (word_t)1 << (c % d.next_seg);
@@ -455,7 +439,7 @@ EPILOGUE:
 static void head(int64_t *logits) {
     const LayerDesc &d = LAYERS[NUM_LAYERS - 1];
     const int C = d.cout, hw = d.h_out * d.w_out, passes = (C + UNITS - 1) / UNITS;
-    int64_t psum[MAX_C];
+    pool_t psum[MAX_C];
     int64_t out[NUM_CLASSES];
 #pragma HLS ARRAY_PARTITION variable=psum cyclic factor=UNITS
 #pragma HLS ARRAY_PARTITION variable=out complete

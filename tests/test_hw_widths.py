@@ -14,6 +14,7 @@ from fracbnn.hw.design import proposed_ultra96
 from fracbnn.hw.generate import config_from_project, generate_project
 from fracbnn.hw.layers import ConvLayer
 from fracbnn.hw.perf_model import resource_model
+from fracbnn.hw.program import hw_program
 from fracbnn.hw.report import build_report
 from fracbnn.hw.widths import CONST_TABLES, c_type, charged_bits, declared_widths, signed_bits
 from fracbnn.ir.passes import SATURATING, measure
@@ -73,6 +74,29 @@ def test_per_layer_widths_are_followed_bit_exactly(tmp_path):
     assert w["res"]["needed"] == 32 and w["sc"]["needed"] == 34 and w["sc"]["ctype"] == "int64_t"
     res = run_csim(out)
     assert res["returncode"] == 0 and res["mismatched_images"] == 0, res["stdout"][-1500:]
+
+
+@needs_c(shutil.which("g++") is not None, "g++ is needed to build the C testbench")
+def test_per_layer_fraction_bits_are_followed_bit_exactly(tmp_path):
+    """Fraction bits differing per layer (export --frac-bits auto): each layer's epilogue quantizes for the next
+    layer with that layer's own F (LayerDesc.qfrac), and csim matches the golden engine; a narrower F also narrows
+    the epilogue constants the generator declares."""
+    model = _random_model(23)
+    probe = export_model(model)
+    outs = [n["output"] for n in probe.program if n["op"] in SATURATING]
+    frac = {o: 8 + (i * 5) % 13 for i, o in enumerate(outs)}  # 8..20
+    packed = export_model(model, frac_widths=frac)
+    assert {n["frac_bits"] for n in packed.program if n["op"] == "quantize2"} == \
+        {frac[o] for o in outs[:-1]}  # every output but the last is quantized, each at its own F
+    images = _images(2, 23)
+    out = tmp_path / "p"
+    meta = generate_project(packed, out, images=images, image_origin="test")
+    assert [r["qfrac"] for r in meta["layer_table"][:-1]] == [frac[o] for o in outs[:-1]]
+    res = run_csim(out)
+    assert res["returncode"] == 0 and res["mismatched_images"] == 0, res["stdout"][-1500:]
+    narrow = declared_widths(hw_program(export_model(model, FixedPoint(frac_bits=8, residual_bits=14))))
+    wide = declared_widths(hw_program(probe))
+    assert narrow["POS_MUL"]["needed"] < wide["POS_MUL"]["needed"]
 
 
 def test_declared_types_are_what_the_resource_model_charges(tmp_path):

@@ -2,9 +2,11 @@
 
     python -m fracbnn.deploy.agreement CKPT --data DATASETS --out DIR \\
         --widths 8,16,16 6,16,16 ... [--engine fast] [--check-golden 500] [--limit N]
+    python -m fracbnn.deploy.agreement CKPT --data DATASETS --out DIR --packed A.fbnn ...
 
 For each width triple F,B,P (frac bits, residual bits, coefficient frac bits)
-it exports the checkpoint, runs the chosen engine on the test split and
+it exports the checkpoint (or, with ``--packed``, takes each given export of
+it, e.g. one with per-layer widths from ``fracbnn export --frac-bits auto``), runs the chosen engine on the test split and
 reports top-1 of both models, prediction agreement and logit differences.
 When the sweep uses another engine, the first ``--check-golden`` images are
 also run through the golden engine and must give identical integer logits.
@@ -48,6 +50,8 @@ def main(argv=None) -> int:
     p.add_argument("--data", required=True, help="dataset folder or archive (CIFAR-10)")
     p.add_argument("--out", required=True, help="folder for agreement.json and the cached PyTorch logits")
     p.add_argument("--widths", nargs="+", default=["8,16,16"], help="F,B,P triples")
+    p.add_argument("--packed", nargs="+", default=[], metavar="FBNN",
+                   help="packed exports of CKPT to measure instead of --widths (their own per-layer widths)")
     p.add_argument("--engine", default="golden")
     p.add_argument("--check-golden", type=int, default=500, help="images also run on the golden engine")
     p.add_argument("--limit", type=int, default=0, help="use only the first N test images")
@@ -80,20 +84,29 @@ def main(argv=None) -> int:
     results["images"] = len(images)
     results["pytorch_top1"] = float((ref_pred == labels).mean())
     widths = results.setdefault("widths", {})
-    for w in args.widths:
+    from ..ir.model import PackedModel
+
+    for w in (args.packed or args.widths):
         key = f"{w}/{args.engine}"
         if key in widths:
             continue
-        f, b, pfrac = (int(v) for v in w.split(","))
-        try:
-            packed = export_model(model, FixedPoint(f, b, pfrac))
-        except FracBNNError as e:  # e.g. widths whose accumulators would not fit int64
-            widths[key] = {"frac_bits": f, "residual_bits": b, "param_frac_bits": pfrac, "error": str(e)}
-            res_path.write_text(json.dumps(results, indent=1))
-            print(f"F={f} B={b} P={pfrac}: not exportable: {e}", flush=True)
-            continue
-        fbnn = out / f"model_F{f}_B{b}_P{pfrac}.fbnn"
-        packed.save(fbnn)
+        if args.packed:
+            fbnn = Path(w)
+            packed = PackedModel.load(fbnn)
+            fp = packed.meta["fixed_point"]
+            f, b, pfrac = "per-layer" if "frac_widths" in fp else fp["frac_bits"], fp["residual_bits"], \
+                fp["param_frac_bits"]
+        else:
+            f, b, pfrac = (int(v) for v in w.split(","))
+            try:
+                packed = export_model(model, FixedPoint(f, b, pfrac))
+            except FracBNNError as e:  # e.g. widths whose accumulators would not fit int64
+                widths[key] = {"frac_bits": f, "residual_bits": b, "param_frac_bits": pfrac, "error": str(e)}
+                res_path.write_text(json.dumps(results, indent=1))
+                print(f"F={f} B={b} P={pfrac}: not exportable: {e}", flush=True)
+                continue
+            fbnn = out / f"model_F{f}_B{b}_P{pfrac}.fbnn"
+            packed.save(fbnn)
         t0 = time.time()
         got = engine_logits(get_engine(args.engine)(packed), images, desc=f"{args.engine} F={f} B={b} P={pfrac}")
         secs = time.time() - t0

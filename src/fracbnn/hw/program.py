@@ -35,6 +35,7 @@ class HwLayer:
     bits: int = 16
     order: np.ndarray | None = None  # engine slot -> output channel (None: identity)
     msb: str | None = None           # IR buffer of the layer's MSB input plane (None for the stem)
+    out_frac: int = 0                # F of the output, as the next layer's quantizer reads it (per layer)
 
     def channel_order(self) -> np.ndarray:
         return np.arange(self.shape.cout) if self.order is None else self.order
@@ -45,7 +46,6 @@ class HwProgram:
     layers: list[HwLayer]
     resolution: int
     thermo_bits: int
-    frac_bits: int
     fc_weight: np.ndarray            # int64 (classes, C)
     fc_bias: np.ndarray              # int64 (classes,)
     input_size: tuple
@@ -90,7 +90,6 @@ def hw_program(packed) -> HwProgram:
     layers = [HwLayer(ConvLayer(stem.name, "input", stem["in_channels"], stem["out_channels"], h, w, 1, "none"),
                       unpack_weight_bits(t[stem["weight"]], stem["in_channels"]), None,
                       {"pos_mul": t[ss["mul"]], "pos_add": t[ss["add"]]}, int(ss["shift"]), int(ss["bits"]))]
-    frac_bits = None
     x = ss["output"]
     i = 3
     while i < len(nodes) and nodes[i].op != "global_sum_pool":
@@ -103,10 +102,7 @@ def hw_program(packed) -> HwProgram:
             node = nodes[i]
         if node.op != "quantize2" or node.inputs != [x]:
             _fail(f"op {i} ({node.op}) is not the 2-bit quantizer of the residual stream")
-        if frac_bits is None:
-            frac_bits = int(node["frac_bits"])
-        elif frac_bits != int(node["frac_bits"]):
-            _fail("quantizers with different fraction bits")
+        layers[-1].out_frac = int(node["frac_bits"])  # the format of the residual the previous layer wrote
         conv, post = nodes[i + 1], nodes[i + 2]
         if conv.op != "frac_conv" or post.op != "block_post" or conv.inputs != node.outputs \
                 or post["input"] != conv["output"]:
@@ -142,7 +138,7 @@ def hw_program(packed) -> HwProgram:
     if max(bits) > 32:
         _fail(f"residual width {max(bits)} bits exceeds the 32 the accelerator supports; export with "
               "--residual-bits 32 or less")
-    return HwProgram(layers, int(th["resolution"]), int(th["bits"]), frac_bits if frac_bits is not None else 0,
+    return HwProgram(layers, int(th["resolution"]), int(th["bits"]),
                      t[lin["weight"]], t[lin["bias"]], tuple(packed.input_size), packed.logit_denominator)
 
 

@@ -418,7 +418,7 @@ EPILOGUE:
             FB_BANK(FB_RES, fi, RES_BANKS);
             res_buf[fi] = (res_t)r;
             if (d.last) continue;
-            const int code = fbi_quantize2_code(r, FRAC_BITS);  // MSB = code >> 1, LSB = code & 1
+            const int code = fbi_quantize2_code(r, d.qfrac);  // MSB = code >> 1, LSB = code & 1
             const int i = pix / d.w_out, j = pix % d.w_out;
             const int addr = plane_addr(i, j, d.w_out, d.next_kw, c / d.next_seg);
             const word_t bit = (word_t)1 << (c % d.next_seg);

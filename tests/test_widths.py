@@ -44,6 +44,20 @@ def test_default_widths_saturate_and_calibrated_widths_do_not(loud_model):
     assert np.abs(fitted - ref).max() < 1e-3 < np.abs(clipped_scores - ref).max()
 
 
+@pytest.mark.parametrize("simd", [True, False])
+def test_fast_engine_counts_saturation_like_golden(loud_model, simd):
+    """Both engines count, per saturating node, the values clipped to its width (eval reports the sum)."""
+    if not fast_available():
+        pytest.fail("the fast engine's C extension is not built (python setup.py build_ext --inplace)")
+    x = family_images("resnet20-fracbnn", 10, seed=6).numpy()
+    packed = export_model(loud_model, FixedPoint(frac_bits=22, residual_bits=25))
+    gold, fast = get_engine("golden")(packed), get_engine("fast")(packed, threads=2, simd=simd)
+    assert np.array_equal(gold.logits(x[:7]), fast.logits(x[:7]))  # by-image and shared-image thread paths
+    assert np.array_equal(gold.logits(x[7:]), fast.logits(x[7:]))
+    assert fast.saturation_counts == gold.saturation_counts
+    assert sum(c for c, _ in fast.saturation_counts.values()) > 0 and len(fast.saturation_counts) == 19
+
+
 @pytest.mark.skipif(not fast_available(), reason="fast engine extension not built")
 def test_engines_identical_with_per_layer_widths(loud_model):
     cal = family_images("resnet20-fracbnn", 16, seed=3).numpy()

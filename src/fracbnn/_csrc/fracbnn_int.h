@@ -76,20 +76,37 @@ FBI_INLINE int64_t fbi_quantize_value(int64_t r, int frac_bits, int bits)
 /* frac_conv's precision gate: the LSB pass of output o is used iff S_M > threshold[o] */
 FBI_INLINE int fbi_gate_open(int64_t s_m, int64_t threshold) { return s_m > threshold; }
 
+/* 1 if v lies outside the signed range of `bits` bits (saturate would change it): the saturation count */
+FBI_INLINE int fbi_clips(int64_t v, int bits) { return v != fbi_saturate(v, bits); }
+
+/* scale_shift before saturation: round_shift(a * mul + add, shift) */
+FBI_INLINE int64_t fbi_scale_shift_raw(int64_t a, int64_t mul, int64_t add, int shift)
+{
+    return fbi_round_shift(fbi_add(fbi_mul(a, mul), add), shift);
+}
+
 /* scale_shift: saturate(round_shift(a * mul + add, shift), bits) */
 FBI_INLINE int64_t fbi_scale_shift(int64_t a, int64_t mul, int64_t add, int shift, int bits)
 {
-    return fbi_round_shift_saturate(fbi_add(fbi_mul(a, mul), add), shift, bits);
+    return fbi_saturate(fbi_scale_shift_raw(a, mul, add, shift), bits);
 }
 
-/* block_post: pos = sign a > threshold;
- * out = saturate(round_shift((pos ? pos_mul a + pos_add : neg_mul a + neg_add) + sc_mul sc, shift), bits) */
-FBI_INLINE int64_t fbi_block_post(int64_t a, int64_t sign, int64_t threshold, int64_t pos_mul, int64_t pos_add,
-                                  int64_t neg_mul, int64_t neg_add, int64_t sc_mul, int64_t sc, int shift, int bits)
+/* block_post before saturation: pos = sign a > threshold;
+ * round_shift((pos ? pos_mul a + pos_add : neg_mul a + neg_add) + sc_mul sc, shift) */
+FBI_INLINE int64_t fbi_block_post_raw(int64_t a, int64_t sign, int64_t threshold, int64_t pos_mul, int64_t pos_add,
+                                      int64_t neg_mul, int64_t neg_add, int64_t sc_mul, int64_t sc, int shift)
 {
     const int pos = fbi_mul(sign, a) > threshold;
     const int64_t v = fbi_add(fbi_mul(pos ? pos_mul : neg_mul, a), pos ? pos_add : neg_add);
-    return fbi_round_shift_saturate(fbi_add(v, fbi_mul(sc_mul, sc)), shift, bits);
+    return fbi_round_shift(fbi_add(v, fbi_mul(sc_mul, sc)), shift);
+}
+
+/* block_post: saturate(block_post_raw(...), bits) */
+FBI_INLINE int64_t fbi_block_post(int64_t a, int64_t sign, int64_t threshold, int64_t pos_mul, int64_t pos_add,
+                                  int64_t neg_mul, int64_t neg_add, int64_t sc_mul, int64_t sc, int shift, int bits)
+{
+    return fbi_saturate(fbi_block_post_raw(a, sign, threshold, pos_mul, pos_add, neg_mul, neg_add, sc_mul, sc, shift),
+                        bits);
 }
 
 /* arith.thermometer_level: round(p / R) ties to even, for 0 <= p (the number of +1 bits of a pixel's code) */

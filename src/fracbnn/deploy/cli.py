@@ -86,7 +86,7 @@ def eval_packed(args) -> int:
         opened, total = sum(o for o, _ in counts.values()), sum(t for _, t in counts.values())
         res["lsb_density"] = opened / total if total else None
     res["effective_activation_bits"] = effective_activation_bits(packed, counts or {})
-    sat = getattr(engine, "saturation_counts", None)  # the golden engine counts clipped residual values
+    sat = getattr(engine, "saturation_counts", None)  # both engines count clipped residual values
     res["saturated_values"] = None if sat is None else sum(c for c, _ in sat.values())
     if quiet:
         print(json.dumps(res))

@@ -43,7 +43,7 @@ except ImportError as e:  # pragma: no cover - depends on the build
     _IMPORT_ERROR = e
 
 #: Must equal FB_ABI_VERSION in _kernels/fastkernels.c (a stale build is refused).
-ABI_VERSION = 4
+ABI_VERSION = 5
 
 # step kinds and post ops (same numbers as the C enums)
 THERMO, QCONV, POOLFC = 1, 2, 3
@@ -449,12 +449,23 @@ class FastEngine(Engine):
         self.gate_counts: dict[str, tuple[int, int]] = {}
         self._frac_convs = [(op["output"], int(np.prod(plan.shapes[op["output"]][1:])))
                             for op in plan.graph.of_kind("frac_conv")]
+        #: saturating node output -> (values clipped to its width, values) over every image seen so far, as in
+        #: the golden engine (the kernels count, per step, what its post op clips)
+        self.saturation_counts: dict[str, tuple[int, int]] = {}
+        self._nsteps = len(plan.steps)
+        self._post_steps = [(i, ints["dst"], int(ints["O"]) * int(ints["Ho"]) * int(ints["Wo"]))
+                            for i, (ints, _) in enumerate(plan.steps) if ints["kind"] in (THERMO, QCONV)]
 
     def logits(self, pixels) -> np.ndarray:
         pixels = self.check_pixels(pixels)
         out = np.zeros((len(pixels), self._ncls), np.int64)
         gates = np.zeros(len(self.gate_names), np.int64)  # the kernels count open gates as they go
-        self._fk.forward(self._plan, pixels, out, gates, self.threads, int(self.simd))
+        clipped = np.zeros(self._nsteps, np.int64)  # and the values each step's post op saturates
+        self._fk.forward(self._plan, pixels, out, gates, clipped, self.threads, int(self.simd))
+        if len(pixels):
+            for i, name, size in self._post_steps:
+                prev = self.saturation_counts.get(name, (0, 0))
+                self.saturation_counts[name] = (prev[0] + int(clipped[i]), prev[1] + size * len(pixels))
         if len(pixels):
             opened = dict(zip(self.gate_names, gates.tolist()))
             for name, size in self._frac_convs:

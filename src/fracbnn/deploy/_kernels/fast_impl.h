@@ -538,10 +538,10 @@ static inline __m256i FB(mul31)(__m256i s, __m256i a)
     return _mm256_add_epi64(_mm256_slli_epi64(_mm256_mul_epi32(_mm256_srli_epi64(s, 32), a), 31), _mm256_mul_epi32(s, a));
 }
 
-/* block_post for 4 channels: the scalar formula of post_row, lane by lane. */
+/* block_post for 4 channels before saturation: the scalar formula of post_row, lane by lane. */
 static inline __m256i FB(block_post4)(__m256i a, __m256i sign, __m256i thr, __m256i pm, __m256i pa, __m256i nm,
                                       __m256i na, __m256i scm, __m256i sc, __m256i half, __m128i cnt,
-                                      __m128i cnt_fill, int shift, __m256i lo, __m256i hi)
+                                      __m128i cnt_fill, int shift)
 {
     __m256i pos = _mm256_cmpgt_epi64(FB(mul64)(sign, a), thr);
     __m256i m = _mm256_blendv_epi8(nm, pm, pos), b = _mm256_blendv_epi8(na, pa, pos);
@@ -550,8 +550,7 @@ static inline __m256i FB(block_post4)(__m256i a, __m256i sign, __m256i thr, __m2
         __m256i neg = _mm256_cmpgt_epi64(_mm256_setzero_si256(), v);
         v = _mm256_or_si256(_mm256_srl_epi64(v, cnt), _mm256_sll_epi64(neg, cnt_fill));
     }
-    v = _mm256_blendv_epi8(v, lo, _mm256_cmpgt_epi64(lo, v));
-    return _mm256_blendv_epi8(v, hi, _mm256_cmpgt_epi64(v, hi));
+    return v; /* before saturation (post_row clamps and counts) */
 }
 #endif
 
@@ -568,15 +567,25 @@ static inline __m256i FB(block_post4)(__m256i a, __m256i sign, __m256i thr, __m2
 
 /* Post op over one output row: acc (Wo x O) -> dst (Wo x O); scrow is the
  * shortcut row (Wo x O, already expanded for avgpool2_dup) or NULL. */
+/* Clamp v to [LO, HI] (the same offset as v) and, when counting (nsat), count the lanes that clip. */
+#define FB_CLAMP_COUNT(v, LO, HI)                                                                              \
+    do {                                                                                                       \
+        const __m256i l_ = _mm256_cmpgt_epi64((LO), (v)), h_ = _mm256_cmpgt_epi64((v), (HI));                  \
+        if (nsat) ns += __builtin_popcount((unsigned)_mm256_movemask_pd(_mm256_castsi256_pd(_mm256_or_si256(l_, h_)))); \
+        (v) = _mm256_blendv_epi8(_mm256_blendv_epi8((v), (LO), l_), (HI), h_);                                 \
+    } while (0)
+
 static void FB(post_row)(const fb_step *st, const int32_t *restrict acc, int64_t *restrict dst,
-                         const int64_t *restrict scrow, int Wo)
+                         const int64_t *restrict scrow, int Wo, int64_t *nsat)
 {
+    int64_t ns = 0; /* values clipped to the width, added to *nsat (when counting) */
     const int O = st->g.O, shift = st->shift;
     const int64_t hi = (int64_t)((((uint64_t)1) << (st->bits - 1)) - 1), lo = -hi - 1;
     const uint64_t half = shift > 0 ? (uint64_t)1 << (shift - 1) : 0;
     (void)lo; (void)half; /* the vector paths' constants; the scalar loops use fracbnn_int.h */
     if (st->post == FB_POST_SCALE_SHIFT) {
         const int64_t *restrict mul = st->mul, *restrict add = st->add, *restrict mul31 = st->mul31;
+        (void)mul31; /* the AVX2 path's split multipliers */
 #ifdef FB_USE_AVX2
         if (O % 4 == 0) { /* the accumulator fits in int32: two multiplies per product (mul64x32) */
             FB_OFFSET_SHIFT;
@@ -588,21 +597,25 @@ static void FB(post_row)(const fb_step *st, const int32_t *restrict acc, int64_t
                     __m256i a = _mm256_cvtepi32_epi64(_mm_loadu_si128((const __m128i *)(acc + (size_t)x * O + o)));
                     __m256i v = _mm256_add_epi64(mul31 ? FB(mul31)(m, a) : FB(mul64x32)(m, a), b);
                     v = _mm256_srl_epi64(v, cnt); /* r + C, unsigned (see FB_OFFSET_SHIFT) */
-                    v = _mm256_blendv_epi8(v, vlo_c, _mm256_cmpgt_epi64(vlo_c, v));
-                    v = _mm256_blendv_epi8(v, vhi_c, _mm256_cmpgt_epi64(v, vhi_c));
+                    FB_CLAMP_COUNT(v, vlo_c, vhi_c);
                     _mm256_storeu_si256((__m256i *)(dst + (size_t)x * O + o), _mm256_sub_epi64(v, vC));
                 }
             }
-            return;
+            goto done;
         }
 #endif
         for (int x = 0; x < Wo; x++, acc += O, dst += O)
-            for (int o = 0; o < O; o++) dst[o] = fbi_scale_shift(acc[o], mul[o], add[o], shift, st->bits);
-        return;
+            for (int o = 0; o < O; o++) {
+                const int64_t r = fbi_scale_shift_raw(acc[o], mul[o], add[o], shift);
+                ns += fbi_clips(r, st->bits);
+                dst[o] = fbi_saturate(r, st->bits);
+            }
+        goto done;
     }
     const int64_t *restrict sign = st->sign, *restrict thr = st->thr, *restrict pm = st->pos_mul,
                   *restrict pa = st->pos_add, *restrict nm = st->neg_mul, *restrict na = st->neg_add,
                   *restrict scm = st->sc_mul, *restrict pm31 = st->pm31, *restrict nm31 = st->nm31;
+    (void)pm31; (void)nm31; /* the AVX2 path's split multipliers */
 #ifdef FB_USE_AVX2
     if (O % 4 == 0) {
         const __m256i vhalf = _mm256_set1_epi64x((long long)half), vlo = _mm256_set1_epi64x(lo),
@@ -628,28 +641,34 @@ static void FB(post_row)(const fb_step *st, const int32_t *restrict acc, int64_t
                     __m256i v = _mm256_add_epi64(_mm256_add_epi64(ma, b),
                                                  _mm256_mul_epi32(vscm, _mm256_loadu_si256((const __m256i *)(scrow + at))));
                     v = _mm256_srl_epi64(v, cnt); /* r + C, unsigned (see FB_OFFSET_SHIFT) */
-                    v = _mm256_blendv_epi8(v, vlo_c, _mm256_cmpgt_epi64(vlo_c, v));
-                    v = _mm256_blendv_epi8(v, vhi_c, _mm256_cmpgt_epi64(v, vhi_c));
+                    FB_CLAMP_COUNT(v, vlo_c, vhi_c);
                     _mm256_storeu_si256((__m256i *)(dst + at), _mm256_sub_epi64(v, vC));
                 }
             }
-            return;
+            goto done;
         }
         for (int x = 0; x < Wo; x++, acc += O, dst += O, scrow += O)
             for (int o = 0; o < O; o += 4) {
 #define LD(p) _mm256_loadu_si256((const __m256i *)((p) + o))
                 __m256i a = _mm256_cvtepi32_epi64(_mm_loadu_si128((const __m128i *)(acc + o)));
                 __m256i r = FB(block_post4)(a, LD(sign), LD(thr), LD(pm), LD(pa), LD(nm), LD(na), LD(scm), LD(scrow),
-                                            vhalf, cnt, cnt_fill, shift, vlo, vhi);
+                                            vhalf, cnt, cnt_fill, shift);
 #undef LD
+                FB_CLAMP_COUNT(r, vlo, vhi);
                 _mm256_storeu_si256((__m256i *)(dst + o), r);
             }
-        return;
+        goto done;
     }
 #endif
     for (int x = 0; x < Wo; x++, acc += O, dst += O, scrow += O)
-        for (int o = 0; o < O; o++)
-            dst[o] = fbi_block_post(acc[o], sign[o], thr[o], pm[o], pa[o], nm[o], na[o], scm[o], scrow[o], shift, st->bits);
+        for (int o = 0; o < O; o++) {
+            const int64_t r = fbi_block_post_raw(acc[o], sign[o], thr[o], pm[o], pa[o], nm[o], na[o], scm[o], scrow[o],
+                                                 shift);
+            ns += fbi_clips(r, st->bits);
+            dst[o] = fbi_saturate(r, st->bits);
+        }
+done:
+    if (nsat) *nsat += ns;
 }
 
 /* Code v = 2c - L of the k-bit quantize op (L = 2^k - 1) on residual r with F fraction bits, as the golden
@@ -796,7 +815,7 @@ static void FB(qconv_rows)(const fb_step *st, const uint64_t *pm, const uint64_t
             }
         }
         const int64_t *scrow = st->post == FB_POST_BLOCK ? FB(shortcut_row)(st, sc, oy, s->scrow) : NULL;
-        FB(post_row)(st, s->rowacc, dst + (size_t)oy * Wo * O, scrow, Wo);
+        FB(post_row)(st, s->rowacc, dst + (size_t)oy * Wo * O, scrow, Wo, s->nsat);
     }
     if (gate_open) *gate_open += opened;
 }
@@ -863,7 +882,7 @@ static void FB(thermo_rows)(const fb_step *st, const uint8_t *img, int64_t *dst,
                     }
                 }
         }
-        FB(post_row)(st, s->rowacc, dst + (size_t)oy * Wo * O, NULL, Wo);
+        FB(post_row)(st, s->rowacc, dst + (size_t)oy * Wo * O, NULL, Wo, s->nsat);
     }
 }
 

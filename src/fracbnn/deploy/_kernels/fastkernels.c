@@ -36,7 +36,7 @@
 
 /* Bump when the plan layout changes; fast.py refuses a stale build. */
 #define FB_MAX_CHANNELS 4096
-#define FB_ABI_VERSION 4
+#define FB_ABI_VERSION 5
 
 enum { FB_STEP_THERMO = 1, FB_STEP_QCONV = 2, FB_STEP_POOLFC = 3 };
 enum { FB_POST_SCALE_SHIFT = 1, FB_POST_BLOCK = 2 };
@@ -89,6 +89,7 @@ typedef struct {
     int *idx;        /* output channels whose gate is open */
     int32_t *rowacc; /* one output row of accumulators, Wo x O */
     int64_t *scrow;  /* one row of the (pooled) shortcut, Wo x O */
+    int64_t *nsat;   /* the running step's count of values clipped by its post op, or NULL: not counting */
 } fb_scratch;
 
 typedef struct {
@@ -179,6 +180,7 @@ static int resolve_threads(int requested) { return requested > 0 ? requested : d
 
 static int scratch_alloc(fb_scratch *s, int max_nK, int max_O, int max_row)
 {
+    s->nsat = NULL;
     s->rowacc = calloc((size_t)max_row + 1, sizeof(int32_t));
     s->idx = calloc((size_t)max_O + 1, sizeof(int));
     s->scrow = calloc((size_t)max_row + 1, sizeof(int64_t));
@@ -330,7 +332,7 @@ static void phase_totals(const fb_plan *pl, int *total)
  * phases from ``ph0``) every thread of the team calls this; otherwise the
  * calling thread does everything. */
 static void run_image(const fb_plan *pl, const fb_kernels *kr, fb_work *w, fb_scratch *s, const uint8_t *img,
-                      int64_t *logits, int64_t *gates, void *sync, int ph0)
+                      int64_t *logits, int64_t *gates, int64_t *sat, void *sync, int ph0)
 {
     int ph = ph0;
     (void)ph;
@@ -341,6 +343,9 @@ static void run_image(const fb_plan *pl, const fb_kernels *kr, fb_work *w, fb_sc
 #endif
     for (int i = 0; i < pl->nsteps; i++) {
         const fb_step *st = &pl->steps[i];
+        int64_t clipped = 0; /* this thread's share of the step's saturation count */
+        s->nsat = sat ? &clipped : NULL;
+        do { /* one step; a `continue` below ends the step (it leaves this do-while) */
         const fb_conv_geom *g = &st->g;
         if (st->kind == FB_STEP_THERMO) {
             int64_t *dst = slot(pl, w, st->dst_slot);
@@ -377,7 +382,15 @@ static void run_image(const fb_plan *pl, const fb_kernels *kr, fb_work *w, fb_sc
 #endif
             kr->pool_linear(st, src, logits, w->pooled);
         }
+        } while (0);
+        if (sat && clipped) {
+#ifdef _OPENMP
+#pragma omp atomic
+#endif
+            sat[i] += clipped;
+        }
     }
+    s->nsat = NULL;
 }
 
 /* ---- plan capsule ------------------------------------------------------- */
@@ -631,18 +644,19 @@ fail:
 }
 
 /* forward(plan, pixels_u8 (N,C,H,W), logits_i64 (N,ncls) out, gates_i64 (n_gates,) out or None,
+ *         saturated_i64 (nsteps,) out or None (per step, values its post op clipped),
  *         threads, allow_simd) */
 static PyObject *py_forward(PyObject *self, PyObject *args)
 {
-    PyObject *cap, *pix_obj, *out_obj, *gates_obj;
+    PyObject *cap, *pix_obj, *out_obj, *gates_obj, *sat_obj;
     int threads, allow_simd;
     (void)self;
-    if (!PyArg_ParseTuple(args, "OOOOii", &cap, &pix_obj, &out_obj, &gates_obj, &threads, &allow_simd))
+    if (!PyArg_ParseTuple(args, "OOOOOii", &cap, &pix_obj, &out_obj, &gates_obj, &sat_obj, &threads, &allow_simd))
         return NULL;
     fb_plan *pl = PyCapsule_GetPointer(cap, PLAN_CAPSULE);
     if (!pl) return NULL;
-    Py_buffer pix, out, gv;
-    int have_gates = gates_obj != Py_None;
+    Py_buffer pix, out, gv, sv;
+    int have_gates = gates_obj != Py_None, have_sat = sat_obj != Py_None;
     if (PyObject_GetBuffer(pix_obj, &pix, PyBUF_C_CONTIGUOUS) < 0) return NULL;
     if (PyObject_GetBuffer(out_obj, &out, PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE) < 0) {
         PyBuffer_Release(&pix);
@@ -652,17 +666,22 @@ static PyObject *py_forward(PyObject *self, PyObject *args)
         PyBuffer_Release(&pix); PyBuffer_Release(&out);
         return NULL;
     }
+    if (have_sat && PyObject_GetBuffer(sat_obj, &sv, PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE) < 0) {
+        PyBuffer_Release(&pix); PyBuffer_Release(&out);
+        if (have_gates) PyBuffer_Release(&gv);
+        return NULL;
+    }
     size_t img_bytes = (size_t)pl->in_C * pl->in_H * pl->in_W;
     Py_ssize_t N = img_bytes ? pix.len / (Py_ssize_t)img_bytes : 0;
     int err = 0;
     if ((size_t)pix.len != (size_t)N * img_bytes || out.len != N * pl->ncls * 8 ||
-        (have_gates && gv.len != (Py_ssize_t)pl->n_gates * 8)) {
+        (have_gates && gv.len != (Py_ssize_t)pl->n_gates * 8) || (have_sat && sv.len != (Py_ssize_t)pl->nsteps * 8)) {
         PyErr_SetString(PyExc_ValueError, "forward: buffer sizes do not match the plan");
         err = 1;
     }
     const fb_kernels *kr = select_kernels(allow_simd);
     int nt = resolve_threads(threads);
-    int64_t *gates = have_gates ? (int64_t *)gv.buf : NULL;
+    int64_t *gates = have_gates ? (int64_t *)gv.buf : NULL, *sat = have_sat ? (int64_t *)sv.buf : NULL;
     int alloc_fail = 0;
     if (!err && N > 0) {
         const uint8_t *px = pix.buf;
@@ -696,7 +715,7 @@ static PyObject *py_forward(PyObject *self, PyObject *args)
 #pragma omp for schedule(dynamic, 1)
 #endif
                 for (Py_ssize_t n = 0; n < N; n++)
-                    if (ok) run_image(pl, kr, w, &s, px + (size_t)n * img_bytes, lg + (size_t)n * pl->ncls, gates, NULL, 0);
+                    if (ok) run_image(pl, kr, w, &s, px + (size_t)n * img_bytes, lg + (size_t)n * pl->ncls, gates, sat, NULL, 0);
                 scratch_free(&s);
             }
         }
@@ -721,7 +740,7 @@ static PyObject *py_forward(PyObject *self, PyObject *args)
                     alloc_fail |= !ok;
                     /* a thread that cannot run must still not block the others: it simply claims nothing */
                     for (Py_ssize_t n = 0; n < N && ok; n++)
-                        run_image(pl, kr, w, &s, px + (size_t)n * img_bytes, lg + (size_t)n * pl->ncls, gates, &y,
+                        run_image(pl, kr, w, &s, px + (size_t)n * img_bytes, lg + (size_t)n * pl->ncls, gates, sat, &y,
                                   (int)(n * nph));
                     scratch_free(&s);
                 }
@@ -739,6 +758,7 @@ static PyObject *py_forward(PyObject *self, PyObject *args)
     PyBuffer_Release(&pix);
     PyBuffer_Release(&out);
     if (have_gates) PyBuffer_Release(&gv);
+    if (have_sat) PyBuffer_Release(&sv);
     if (err) return NULL;
     Py_RETURN_NONE;
 }

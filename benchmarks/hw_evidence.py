@@ -8,7 +8,7 @@ Models: the FracBNN authors' trained CIFAR-10 ResNet-20 when ``--models`` (defau
 ../shared/models beside the repository) holds it (imported with `fracbnn import-reference`; skipped with
 the reason otherwise), every --checkpoint, and randomly initialised resnet20-fracbnn models: "init" (as built)
 and "perturbed" (random BN statistics/scales, RPReLU slopes and shifts, and thresholds). Each runs through
-both LSB designs: work lists per tile (the default) and per lane (--lsb-lanes). The published-design
+both LSB designs: work lists per lane (the default) and per tile (--lsb-tiles). The published-design
 calibration uses the layer shapes read from the authors' model when it is there. CIFAR-10 comes from
 --data, else $FRACBNN_DATA or the data cache (never downloaded); without it the images are random.
 Last line: one JSON object.
@@ -85,7 +85,7 @@ def threshold_sweep(packed, images, calib, offsets=(0, 8, 16, 32, 64, 128)):
             if op["op"] == "frac_conv" and op["gate_threshold"] is not None:
                 p.tensors[op["gate_threshold"]] = p.tensors[op["gate_threshold"]] + off
         row = {"threshold_offset": off}
-        for cfg in (proposed_ultra96(), proposed_ultra96(lsb_lanes=True)):
+        for cfg in (proposed_ultra96(lsb_lanes=False), proposed_ultra96()):
             prog = hw_program(p)
             st = calibrate(p, prog, cfg, images, calib)
             tot = sum(v["tiles"] for v in st.values())
@@ -177,9 +177,9 @@ def main():
     summary = {"images": len(images), "image_origin": origin, "models": {},
                "authors_model": None if ref is None else "authors-resnet20", "authors_model_skipped": skipped}
     for name, packed in packed_models:
-        _, tiles = run_design(name, packed, proposed_ultra96(), images, origin, calib, out_root)
-        _, lanes = run_design(name + "-lanes", packed, proposed_ultra96(lsb_lanes=True), images, origin, calib,
+        _, tiles = run_design(name + "-tiles", packed, proposed_ultra96(lsb_lanes=False), images, origin, calib,
                               out_root)
+        _, lanes = run_design(name, packed, proposed_ultra96(), images, origin, calib, out_root)  # the default
         summary["models"][name] = {**tiles, "per_lane_design": lanes,
                                    "threshold_sweep": threshold_sweep(packed, images[:20], calib)}
     # the published-design calibration on the trained network's shapes (read from its program) when present

@@ -82,7 +82,10 @@ def test_random_models_are_bit_exact_and_cycles_match_the_model(tmp_path):
         assert "CIFAR-10" in origin
         images = np.concatenate([images, cifar])
     # channels given to lanes in gate-rate order (measured on other images): still bit-exact
-    out, meta, _ = _check_project(tmp_path, _random_model(1), images, "gated", calib=_images(8, 11))
+    from fracbnn.hw.design import proposed_ultra96
+
+    out, meta, _ = _check_project(tmp_path, _random_model(1), images, "gated", calib=_images(8, 11),
+                                  cfg=proposed_ultra96(lsb_lanes=False))
     assert meta["channel_order"]["sorted_by_gate_rate"]
     # the kernel really got a reordered channel map: some layer's lanes take channels out of natural order
     ch_map = _c_table((out / "src" / "fracbnn_params.h").read_text(), "CH_MAP")
@@ -107,8 +110,8 @@ def test_per_lane_work_lists_are_bit_exact_and_never_slower_than_tiles(tmp_path)
     model, images = _random_model(7), _images(3, 7)
     # same (natural) channel order for both designs: a lane's slot has at most one entry per open tile of its
     # group, so the busiest lane never needs more LSB cycles than the tile list
-    _, _, tiles = _check_project(tmp_path, model, images, "tiles")
-    _, meta, lanes = _check_project(tmp_path, model, images, "lanes", cfg=proposed_ultra96(lsb_lanes=True))
+    _, _, tiles = _check_project(tmp_path, model, images, "tiles", cfg=proposed_ultra96(lsb_lanes=False))
+    _, meta, lanes = _check_project(tmp_path, model, images, "lanes")  # the default design
     assert "#define LSB_LANES 1" in (tmp_path / "lanes" / "src" / "fracbnn_config.h").read_text()
     assert 0 < _lsb_cycles(lanes) <= _lsb_cycles(tiles)
     assert all(0.0 <= v["lane_share"] <= v["tile_density"] + 1e-9 for v in meta["lsb"].values())
@@ -125,8 +128,11 @@ def test_per_lane_work_lists_are_bit_exact_and_never_slower_than_tiles(tmp_path)
 
 def test_narrow_and_ungated_models(tmp_path):
     # width 0.5 (8/16/32 channels) exercises other word/segment plans; "binary" mode has no gate
-    _check_project(tmp_path, _random_model(3, width=0.5), _images(2, 3), "narrow")
-    _check_project(tmp_path, _random_model(4, frac_mode="binary"), _images(2, 4), "ungated")
+    from fracbnn.hw.design import proposed_ultra96
+
+    tiles = proposed_ultra96(lsb_lanes=False)  # the per-lane (default) design runs these in the test above
+    _check_project(tmp_path, _random_model(3, width=0.5), _images(2, 3), "narrow", cfg=tiles)
+    _check_project(tmp_path, _random_model(4, frac_mode="binary"), _images(2, 4), "ungated", cfg=tiles)
 
 
 def test_csim_fails_on_a_wrong_expected_logit(tmp_path):
@@ -179,13 +185,16 @@ def test_cli_generate_csim_report(tmp_path, capsys):
         assert rep["lsb"][k] is not None, k
     rc, stdout, err = _cli(capsys, "report", model_path, "--images", 2, "--random-images")
     assert rc == 0 and "images/s" in stdout, err
-    # the per-lane design from the CLI: measured with its own (balanced) channel order, charged its copies
-    rc, stdout, err = _cli(capsys, "report", model_path, "--images", 2, "--random-images", "--lsb-lanes", "--json")
+    # the default is the per-lane design; --lsb-tiles gives the tile design (without the lanes' plane copies)
+    assert rep["lsb"]["work_lists"] == "per lane" and rep["config"]["lsb_lanes"] and rep["fits"]
+    assert rep["lsb"]["cycles"] <= rep["lsb"]["cycles_without_skipping"]
+    rc, stdout, err = _cli(capsys, "report", model_path, "--images", 2, "--random-images", "--lsb-tiles", "--json")
     assert rc == 0, err
-    lanes = json.loads(stdout)
-    assert lanes["lsb"]["work_lists"] == "per lane" and lanes["config"]["lsb_lanes"]
-    assert lanes["totals"]["bram18k"] > rep["totals"]["bram18k"]
-    assert lanes["lsb"]["cycles"] <= lanes["lsb"]["cycles_without_skipping"]
+    tiles = json.loads(stdout)
+    assert tiles["lsb"]["work_lists"] == "per tile" and not tiles["config"]["lsb_lanes"]
+    assert tiles["totals"]["bram18k"] < rep["totals"]["bram18k"]
+    rc, _, err = _cli(capsys, "report", model_path, "--lsb-lanes", "--no-lsb-skip")
+    assert rc == 2 and "--no-lsb-skip" in err
     rc, _, err = _cli(capsys, "report", model_path, "--design", "published", "--lsb-lanes")
     assert rc == 2 and "per-lane" in err
     # a fracbnn checkpoint is exported on the fly (ResNet-32 here: another depth)

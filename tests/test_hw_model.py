@@ -19,6 +19,7 @@ def test_published_configuration_lands_on_published_figures():
 def test_proposed_design_doubles_published_fps_and_fits_the_part():
     layers = cifar_resnet_layers(20)
     cfg = proposed_ultra96()
+    assert cfg.lsb_lanes  # the default is the per-lane design (the one whose LSB skipping pays)
     fps = cycle_model(layers, cfg, lsb_density=1.0).fps  # worst case: every LSB tile open
     assert fps >= 2 * PUBLISHED["fps"]
     res = resource_model(layers, cfg)
@@ -61,8 +62,8 @@ def test_unit_cost_helpers():
 
 def test_per_lane_design_is_charged_for_its_plane_copies_and_lists():
     layers = cifar_resnet_layers(20)
-    tile = resource_model(layers, proposed_ultra96())
-    lanes = resource_model(layers, proposed_ultra96(lsb_lanes=True))
+    tile = resource_model(layers, proposed_ultra96(lsb_lanes=False))
+    lanes = resource_model(layers, proposed_ultra96())
     names = {c["component"] for c in lanes["components"]}
     assert {"LSB plane copies (per lane)", "LSB work lists + lane cursors"} <= names
     assert lanes["totals"]["bram18k"] > tile["totals"]["bram18k"]
@@ -72,7 +73,7 @@ def test_per_lane_design_is_charged_for_its_plane_copies_and_lists():
         return [(lp.trip, lp.entries) for l in cycle_model(layers, cfg, 1.0).layers for lp in l["loops"]
                 if lp.loop == "lsb"]
 
-    tiles, lanes_ = lsb(proposed_ultra96()), lsb(proposed_ultra96(lsb_lanes=True))
+    tiles, lanes_ = lsb(proposed_ultra96(lsb_lanes=False)), lsb(proposed_ultra96())
     assert [t for t, _ in tiles] == [t for t, _ in lanes_] and all(e == 1 for _, e in lanes_)
     assert sum(e for _, e in tiles) > len(tiles)
     from fracbnn.hw.design import HwConfig

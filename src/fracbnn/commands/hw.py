@@ -23,9 +23,12 @@ def _config_args(p: argparse.ArgumentParser) -> None:
                    help="narrowest popcount segment; word/segment pixels per cycle on narrow layers")
     g.add_argument("--epilogue-units", type=int, help="(channel, pixel) pairs the epilogue handles per cycle")
     g.add_argument("--no-lsb-skip", action="store_true", help="sweep every LSB tile (no gate-driven skipping)")
-    g.add_argument("--lsb-lanes", action="store_true",
-                   help="LSB work lists per lane (open pixel x channel entries) instead of per 2-pixel x 16-channel "
-                   "tile; see docs/hw.md for its cost")
+    lsb = g.add_mutually_exclusive_group()
+    lsb.add_argument("--lsb-lanes", action="store_true",
+                     help="LSB work lists per lane (open pixel x channel entries; the default design)")
+    lsb.add_argument("--lsb-tiles", action="store_true",
+                     help="LSB work list per 2-pixel x 16-channel tile instead of per lane: fewer BRAM18K, but on a "
+                     "trained network almost every tile has an open gate (docs/hw.md)")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -78,11 +81,15 @@ def _config(args, base=None):
     if base is None:
         base = published_ultra96() if args.design == "published" else proposed_ultra96()
     try:
+        if args.no_lsb_skip and args.lsb_lanes:
+            raise ValueError("--lsb-lanes skips closed LSB work; it cannot be combined with --no-lsb-skip")
+        tiles = args.lsb_tiles or args.no_lsb_skip  # full sweeps run over tiles
         cfg = with_overrides(base, lanes=args.lanes, word_bits=args.word_bits,
                              min_segment_bits=args.min_segment_bits, epilogue_units=args.epilogue_units,
-                             lsb_skip=False if args.no_lsb_skip else None, lsb_lanes=True if args.lsb_lanes else None)
-        if args.lsb_lanes and cfg.name == "fracbnn-ultra96":
-            cfg = with_overrides(cfg, name="fracbnn-ultra96-lanes")
+                             lsb_skip=False if args.no_lsb_skip else None,
+                             lsb_lanes=False if tiles else (True if args.lsb_lanes else None))
+        if tiles and cfg.name == "fracbnn-ultra96":
+            cfg = with_overrides(cfg, name="fracbnn-ultra96-tiles")
     except ValueError as e:
         raise FracBNNError(str(e)) from None
     return cfg

@@ -76,10 +76,11 @@ def published_ultra96() -> HwConfig:
                     lsb_skip=False, residual_bits=16, param_bits=12, epilogue_mults=5)
 
 
-def proposed_ultra96(lsb_lanes: bool = False) -> HwConfig:
-    """Ours: same 16x9x64-bit binary array, segmentable to 2 x 32 bits, LSB skipping per tile (default) or
-    per lane (``lsb_lanes``: each lane walks its own list of open pixels; docs/hw.md)."""
-    return HwConfig(name="fracbnn-ultra96-lanes" if lsb_lanes else "fracbnn-ultra96", style="fracbnn", lanes=16,
+def proposed_ultra96(lsb_lanes: bool = True) -> HwConfig:
+    """Ours: same 16x9x64-bit binary array, segmentable to 2 x 32 bits, LSB skipping per lane (default: each
+    lane walks its own list of open pixels) or per tile (``lsb_lanes=False``: fewer BRAM, saves ~nothing on a
+    trained network); docs/hw.md."""
+    return HwConfig(name="fracbnn-ultra96" if lsb_lanes else "fracbnn-ultra96-tiles", style="fracbnn", lanes=16,
                     word_bits=64, min_segment_bits=32, epilogue_units=32, lsb_skip=True, lsb_lanes=lsb_lanes)
 
 
@@ -139,6 +140,10 @@ def buffer_geometry(layers: list[ConvLayer], cfg: HwConfig) -> dict:
         return l.h_out * math.ceil(l.w_out / plans[l.name][1])
 
     return {
+        # cyclic banks of acc/res/sc_buf: one per epilogue unit (the kernel's shortcut loop swaps the 2x2 source
+        # order of half the pixels so its stride-2 residual reads need no more); sc_buf gets twice as many,
+        # which makes each bank shallow enough for distributed RAM (LUTRAM) on the CIFAR shapes
+        "acc_banks": u, "res_banks": u, "sc_banks": 2 * u,
         "msb_depth": max(bank_depth(l) for l in layers),
         "lsb_depth": max(bank_depth(l) for l in frac),
         "acc_depth": max(padded(l.cout) * l.h_out * l.w_out for l in layers),

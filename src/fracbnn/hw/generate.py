@@ -120,9 +120,10 @@ typedef {widths['pool']['ctype']} pool_t;     // global sum pool ({widths['pool'
 #define ACC_DEPTH {geo['acc_depth']}
 #define RES_DEPTH {geo['acc_depth']}
 #define SC_DEPTH {max(1, geo['sc_depth'])}
-#define ACC_BANKS {cfg.units}          // cyclic partitions of acc_buf, res_buf, sc_buf (see fm_index in the kernel)
-#define RES_BANKS {2 * cfg.units}
-#define SC_BANKS {cfg.units}
+#define ACC_BANKS {geo['acc_banks']}          // cyclic partitions of acc_buf, res_buf, sc_buf (see fm_index in the kernel)
+#define RES_BANKS {geo['res_banks']}
+#define SC_BANKS {geo['sc_banks']}
+#define FB_MAX_BANKS {max(geo['acc_banks'], geo['res_banks'], geo['sc_banks'])}
 #define TILE_MAX {geo['tile_max']}
 #define LSB_LANES {int(cfg.lsb_lanes)}      // 1: per-lane LSB work lists (lsb_lanes), 0: tile work list
 #define ULIST_MAX {geo['ulist_max'] if cfg.lsb_lanes else 1}

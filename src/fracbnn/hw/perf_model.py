@@ -263,6 +263,19 @@ def memory(depth: int, width: int, partitions: int = 1) -> tuple[int, int]:
     return 0, partitions * bram18k(depth, width)
 
 
+def memory_rw(depth: int, width: int, partitions: int = 1) -> tuple[int, int]:
+    """(LUT, BRAM18K) of ``partitions`` memories of depth x width that are written and read in the same cycle
+    (simple dual port). Depth <= 64 goes to distributed RAM: a RAM32M (4 LUTs) holds 32 x 6 bits with a
+    separate write address, a RAM64M (4 LUTs) 64 x 3 bits; deeper ones to BRAM18K as :func:`memory`."""
+    if depth <= 0 or width <= 0 or partitions <= 0:
+        return 0, 0
+    if depth <= 32:
+        return partitions * 4 * math.ceil(width / 6), 0
+    if depth <= UNIT["lutram_max_depth"]:
+        return partitions * 4 * math.ceil(width / 3), 0
+    return 0, partitions * bram18k(depth, width)
+
+
 def _row(name, lut=0, ff=0, bram=0, dsp=0, formula=""):
     return {"component": name, "lut": int(lut), "ff": int(ff), "bram18k": int(bram), "dsp": int(dsp),
             "formula": formula}
@@ -393,19 +406,19 @@ def _fracbnn_resources(layers, cfg, n_classes, image_channels, cw):
                          f"lanes x slots lists of {ulist} (pixel, 2 S_M) entries; per lane group/entry/word counters "
                          "and list compares"))
     # acc/res/sc buffers as the kernel lays them out (fm_index): channels padded to a multiple of U when
-    # wider than U; acc and sc in U cyclic banks, res in 2U (stride-2 shortcut reads of narrow layers)
+    # wider than U, in the cyclic banks buffer_geometry gives (acc, res: U; sc: 2U, written and read per cycle)
     fm, sc = geo["acc_depth"], geo["sc_depth"]
-    bank_depth = math.ceil(fm / U)
-    l3, b3 = memory(bank_depth, cw["acc"], U)
-    l4, b4 = memory(math.ceil(fm / (2 * U)), cw["res"], 2 * U)
-    l4s, b4s = memory(math.ceil(sc / U), cw["sc"], U)
+    ab, rb, sb = geo["acc_banks"], geo["res_banks"], geo["sc_banks"]
+    l3, b3 = memory(math.ceil(fm / ab), cw["acc"], ab)
+    l4, b4 = memory(math.ceil(fm / rb), cw["res"], rb)
+    l4s, b4s = memory_rw(math.ceil(sc / sb), cw["sc"], sb)
     l4, b4 = l4 + l4s, b4 + b4s
     tiles = geo["tile_max"] if body and not cfg.lsb_lanes else 0
     l5, b5 = memory(tiles, max(1, math.ceil(math.log2(max(2, tiles)))), 1)
     rows.append(_row("accumulator + residual + tile list", l3 + l4 + l5, 0, b3 + b4 + b5, 0,
-                     f"accumulators {U} banks x {bank_depth} x {cw['acc']} bits, residual {2 * U} x "
-                     f"{math.ceil(fm / (2 * U))} x {cw['res']} bits, shortcut sums {U} x {math.ceil(sc / U)} x "
-                     f"{cw['sc']} bits; LSB tile list"))
+                     f"accumulators {ab} banks x {math.ceil(fm / ab)} x {cw['acc']} bits, residual {rb} x "
+                     f"{math.ceil(fm / rb)} x {cw['res']} bits, shortcut sums {sb} x {math.ceil(sc / sb)} x "
+                     f"{cw['sc']} bits ({'BRAM' if b4s else 'LUTRAM'}); LSB tile list"))
     op = UNIT["int_op_lut_per_bit"] * cw["epilogue"]
     rows.append(_row("epilogue units", U * 8 * op, U * 6 * cw["epilogue"], 0, U * cw["epilogue_dsp"],
                      f"units x (8 integer add/compare/shift ops of {cw['epilogue']} bits, {cw['epilogue_dsp']} DSP48 "

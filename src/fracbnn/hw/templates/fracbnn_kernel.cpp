@@ -42,12 +42,12 @@ FbLoopCount fb_counts[FB_NUM_ROWS][FB_NUM_LOOPS];
 
 #ifndef __SYNTHESIS__
 enum { FB_ACC = 0, FB_RES = 1, FB_SC = 2 };
-static int fb_bank_use[3][RES_BANKS];
+static int fb_bank_use[3][FB_MAX_BANKS];
 int fb_bank_worst = 0;  // most accesses to one bank of acc/res/sc_buf in one iteration (epilogue, shortcut, pool,
                         // per-lane LSB pass)
 static inline void fb_bank_clear() {
     for (int b = 0; b < 3; b++)
-        for (int k = 0; k < RES_BANKS; k++) fb_bank_use[b][k] = 0;
+        for (int k = 0; k < FB_MAX_BANKS; k++) fb_bank_use[b][k] = 0;
 }
 static inline void fb_bank(int buf, int idx, int banks) {
     const int n = ++fb_bank_use[buf][idx % banks];
@@ -67,8 +67,9 @@ static word_t msb_plane[3][COLS][MSB_DEPTH];
 static word_t lsb_plane[3][COLS][LSB_DEPTH];
 // acc_buf, res_buf and sc_buf hold C x H*W maps channel-interleaved (fm_index): the UNITS channels one
 // epilogue / shortcut / pool iteration touches at one pixel are consecutive addresses, and so are the
-// channels x pixels of a narrow (C < UNITS) layer, so cyclic partitioning by UNITS (res_buf: 2 UNITS, for
-// the stride-2 reads of the shortcut) gives each parallel access its own bank. Under C simulation
+// channels x pixels of a narrow (C < UNITS) layer, so cyclic partitioning by UNITS gives each parallel access
+// its own bank (the shortcut's stride-2 reads too, see shortcut_pool; sc_buf has 2 UNITS banks, each shallow
+// enough for distributed RAM). Under C simulation
 // FB_BANK counts the accesses per bank in one iteration of those loops (see fb_bank_worst).
 static acc_t acc_buf[ACC_DEPTH];     // conv results
 static res_t res_buf[RES_DEPTH];     // residual stream
@@ -183,19 +184,23 @@ SHORTCUT:
     for (int it = 0; it < n * 4; it++) {
 #pragma HLS PIPELINE II=1
         FB_ITER(l + 1, LOOP_SHORTCUT);
-        const int a = it % 4, pt = (it / 4) / passes, cp = (it / 4) % passes;
+        const int step = it % 4, pt = (it / 4) / passes, cp = (it / 4) % passes;
         FB_BANK_CLEAR();
         for (int u = 0; u < UNITS; u++) {
 #pragma HLS UNROLL
             const int po = u / ceff, pix = pt * ppc + po, c = cp * ceff + u % ceff;
             if (po >= ppc || pix >= hw || c >= d.cin) continue;
+            // the upper half of the pixels visits the 2x2 sources in column-swapped order: in one iteration the
+            // sources then differ in (column mod ppc), so the UNITS residual reads fall in distinct banks of
+            // RES_BANKS = UNITS (without the swap, narrow layers read pixels 2 apart: one bank twice)
+            const int a = step ^ (2 * po >= ppc ? 1 : 0);
             const int i = pix / d.w_out, j = pix % d.w_out;
             const int src = (2 * i + a / 2) * d.w_in + 2 * j + a % 2;
             const int si = fm_index(c, pix, d.cin, hw), ri = fm_index(c, src, d.cin, hw_in);
-            FB_BANK(FB_SC, si, SC_BANKS);  // read (a > 0) and write of one element
+            FB_BANK(FB_SC, si, SC_BANKS);  // read (step > 0) and write of one element
             FB_BANK(FB_SC, si, SC_BANKS);
             FB_BANK(FB_RES, ri, RES_BANKS);
-            const sc_t prev = a == 0 ? (sc_t)0 : sc_buf[si];
+            const sc_t prev = step == 0 ? (sc_t)0 : sc_buf[si];
             sc_buf[si] = prev + (sc_t)res_buf[ri];
         }
     }

@@ -7,7 +7,7 @@ import shutil
 import numpy as np
 import torch
 
-from fracbnn.deploy import export_model
+from fracbnn.deploy import FixedPoint, export_model
 from fracbnn.deploy.golden import GoldenEngine
 from fracbnn.hw.csim import run_csim
 from fracbnn.hw.generate import INT_HEADER, config_from_project, generate_project
@@ -160,8 +160,15 @@ def _cli(capsys, *argv):
 
 
 def test_cli_generate_csim_report(tmp_path, capsys):
-    model_path = tmp_path / "m.fbnn"
-    export_model(_random_model(6)).save(model_path)
+    # narrower widths, as `fracbnn export --frac-bits auto` gives the authors' model (F 20 or less, few fraction
+    # bits in the last block, the only output the global pool reads): the epilogue tables and the pool's sums
+    # fit 32 bits and the design fits; at the default widths this random model's tables and pool need 64 bits
+    default_path, model_path = tmp_path / "d.fbnn", tmp_path / "m.fbnn"
+    export_model(_random_model(6)).save(default_path)
+    export_model(_random_model(6), FixedPoint(frac_bits=18, residual_bits=24), frac_widths={"stages.2.2.out": 6},
+                 residual_widths={"stages.2.2.out": 13}).save(model_path)
+    rc, stdout, err = _cli(capsys, "report", default_path, "--images", 2, "--random-images")
+    assert rc == 0 and "DOES NOT FIT" in stdout and "--frac-bits auto" in stdout, stdout + err  # 64-bit pool
     out = tmp_path / "proj"
     rc, _, err = _cli(capsys, "generate", model_path, "--board", "ultra96v2", "-o", out, "--images", 2,
                       "--random-images")

@@ -131,8 +131,9 @@ def run(args) -> int:
             cal = packed.meta["calibration"]
             fr = sorted(set(res["frac_bits_by_layer"].values()))
             print(f"per-layer fraction bits {fr[0]}..{fr[-1]} (one F for all would need {cal['uniform_frac_bits']}); "
-                  f"top-1 agreement with PyTorch on the calibration images {cal['agreement']:.2%} "
-                  f"(target {cal['target']:.2%}, {cal['trials']} trial exports)")
+                  f"top-1 agreement with PyTorch {cal['agreement']:.2%} on the search half of the calibration "
+                  f"images, {cal['agreement_held_out']:.2%} on the held-out half (target {cal['target']:.2%}, "
+                  f"{cal['backoff_bits']} bits given back, {cal['trials']} trial exports)")
     return 0
 
 

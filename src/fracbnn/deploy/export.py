@@ -41,6 +41,9 @@ class FixedPoint:
     frac_bits: int = 22        # F: fraction bits of the residual stream
     residual_bits: int = 27    # B: total bits (with sign) of the residual stream, saturating (|x| < 16)
     param_frac_bits: int = 24  # P: fraction bits of the folded per-channel coefficients
+    #: multipliers are kept to 2^-coef_frac_bits of an output unit per accumulator unit (and offsets to half a
+    #: unit): their low bits are zero, so hardware stores them narrow (docs/deploy-format.md 4b)
+    coef_frac_bits: int = 10
 
     def check(self) -> "FixedPoint":
         if not 0 <= self.frac_bits <= 24:
@@ -48,6 +51,8 @@ class FixedPoint:
         if not self.frac_bits + 2 <= self.residual_bits <= 48:
             raise FracBNNError(f"--residual-bits must be in {self.frac_bits + 2}..48 (frac bits + 2 or more), "
                                f"got {self.residual_bits}")
+        if not 1 <= self.coef_frac_bits <= 62:
+            raise FracBNNError(f"coef_frac_bits must be in 1..62, got {self.coef_frac_bits}")
         if not 0 <= self.param_frac_bits <= 30:
             raise FracBNNError(f"--param-frac-bits must be in 0..30, got {self.param_frac_bits}")
         return self
@@ -133,7 +138,8 @@ def export_model(model: nn.Module, fx: FixedPoint | None = None, *, class_names=
         "fixed_point": {"frac_bits": fx.frac_bits,
                         "residual_bits": max(max(residual_widths.values()), fx.residual_bits) if residual_widths
                         else fx.residual_bits,
-                        "param_frac_bits": fx.param_frac_bits, "classifier_frac_bits": fc_frac_bits,
+                        "param_frac_bits": fx.param_frac_bits, "coef_frac_bits": fx.coef_frac_bits,
+                        "classifier_frac_bits": fc_frac_bits,
                         **({"frac_widths": {k: b.frac[k] for k in b.frac_widths}} if frac_widths else {})},
         "logit_denominator": denominator,
         "program": b.program,

@@ -9,9 +9,10 @@ in its last block, beyond the default B = 27's |x| < 16).
   with the golden engine, gives each node the narrowest B holding
   ``headroom`` x its peak at that node's F, and exports again.
 * ``search_frac_bits`` also narrows F per layer: the fewest fraction bits at
-  which the packed model's top-1 still agrees with PyTorch on the
-  calibration images (first one F for all layers, then each layer lowered
-  on its own while agreement holds), each trial a calibrated export.
+  which the packed model's top-1 still agrees with PyTorch on calibration
+  images (first one F for all layers, then each layer lowered on its own
+  while agreement holds, then checked on held-out calibration images), each
+  trial a calibrated export.
 
 The widths live in the nodes (``bits`` of scale_shift / block_post,
 ``frac_bits`` of the quantizers, and the folded constants), which every
@@ -32,7 +33,7 @@ CALIBRATION_INT_BITS = 8  # the measuring export holds |x| < 2^(8-1) = 128
 
 def residual_peaks(model, fx: FixedPoint, images: np.ndarray, **kwargs) -> dict[str, float]:
     """Largest |x| (real) that each saturating node produces on ``images``, before saturation."""
-    wide = FixedPoint(fx.frac_bits, fx.frac_bits + CALIBRATION_INT_BITS, fx.param_frac_bits).check()
+    wide = FixedPoint(fx.frac_bits, fx.frac_bits + CALIBRATION_INT_BITS, fx.param_frac_bits, fx.coef_frac_bits).check()
     probe = export_model(model, wide, **kwargs)
     ctx = measure(probe, images)
     clipped = {k: c for k, (c, _) in ctx.saturation.items() if c}
@@ -75,13 +76,16 @@ def search_frac_bits(model, fx: FixedPoint, images: np.ndarray, target: float = 
                      min_frac_bits: int = 4, progress: bool = True, **kwargs):
     """(packed model, report) with the fewest fraction bits per layer keeping top-1 agreement >= ``target``.
 
-    Agreement is with the PyTorch model's own top-1 on ``images`` (the
-    calibration set; aim ``target`` a little above what the test set must
-    show). Search: the lowest single F in [min_frac_bits, fx.frac_bits] that
-    holds (bisection), then, layer by layer from the input, each layer's F
-    lowered one bit at a time while agreement holds. Every trial is a
-    calibrated export (B follows each layer's F), so nothing saturates on the
-    calibration images. Costs about 20 + 2 x layers trials.
+    Agreement is with the PyTorch model's own top-1. The calibration images
+    are split in two: the search runs on one half, the other half checks
+    the result. Search: the lowest single F in [min_frac_bits, fx.frac_bits]
+    that holds (bisection), then, layer by layer from the input, each
+    layer's F lowered one bit at a time while agreement holds. Many trials
+    on the same images select changes that happen to spare those images, so
+    the result is then checked on the held-out half; while it falls short,
+    every lowered layer gets one bit back (toward the single F). Every trial
+    is a calibrated export (B follows each layer's F), so nothing saturates
+    on the calibration images.
     """
     import torch
     from tqdm import tqdm
@@ -91,21 +95,25 @@ def search_frac_bits(model, fx: FixedPoint, images: np.ndarray, target: float = 
                               for i in range(0, len(images), 250)])
     peaks = residual_peaks(model, fx, images, **kwargs)
     layers = list(peaks)
+    half = len(images) // 2
+    parts = {"search": (images[:half], ref[:half]), "check": (images[half:], ref[half:])}
     trials = {}
 
-    def agreement(frac: dict[str, int]) -> float:
-        key = tuple(sorted(frac.items()))
+    def agreement(frac: dict[str, int], part: str = "search") -> float:
+        key = (part, tuple(sorted(frac.items())))
         if key not in trials:
             packed, _ = _export_fitted(model, fx, peaks, frac, headroom, **kwargs)
-            trials[key] = float((_engine(packed).logits(images).argmax(1) == ref).mean())
+            x, r = parts[part]
+            trials[key] = float((_engine(packed).logits(x).argmax(1) == r).mean()) if len(x) else 1.0
             bar.update(1)
         return trials[key]
 
     with tqdm(desc="frac-bits search", unit="trial", disable=not progress) as bar:
         lo, hi = min_frac_bits, fx.frac_bits  # invariant: hi holds (checked), lo - 1 is below the floor
-        if agreement({k: hi for k in layers}) < target:
-            raise FracBNNError(f"the model agrees with PyTorch on only {agreement({k: hi for k in layers}):.2%} of the "
-                               f"calibration images at F = {hi}, below the {target:.2%} target; raise --frac-bits "
+        start = agreement({k: hi for k in layers})
+        if start < target:
+            raise FracBNNError(f"the model agrees with PyTorch on only {start:.2%} of the calibration images at "
+                               f"F = {hi}, below the {target:.2%} target; lower --agreement, raise --frac-bits, "
                                "or check the checkpoint")
         while lo < hi:
             mid = (lo + hi) // 2
@@ -120,8 +128,13 @@ def search_frac_bits(model, fx: FixedPoint, images: np.ndarray, target: float = 
                 if agreement(trial) < target:
                     break
                 frac = trial
+        backoff = 0
+        while agreement(frac, "check") < target and any(v < fx.frac_bits for v in frac.values()):
+            frac = {k: min(fx.frac_bits, v + 1) for k, v in frac.items()}
+            backoff += 1
     packed, report = calibrated_export(model, fx, images, headroom, frac_widths=frac, peaks=peaks, **kwargs)
-    report.update(uniform_frac_bits=hi, agreement=agreement(frac), target=target, trials=len(trials))
+    report.update(uniform_frac_bits=hi, agreement=agreement(frac), agreement_held_out=agreement(frac, "check"),
+                  backoff_bits=backoff, target=target, trials=len(trials))
     return packed, report
 
 

@@ -170,7 +170,9 @@ def _params_h(prog: HwProgram, cfg: HwConfig, rows: list[dict], widths: dict) ->
     out.append("// engine slot -> output channel, per layer at its p_off (channels sorted by calibration gate rate)")
     out.append(f"static const uint16_t CH_MAP[{len(ch_map)}] = {{\n    {_ints(ch_map)}\n}};")
     for k, v in const_tables(prog).items():  # each table in the type declared_widths chose for it
-        out.append(_c_array(k, v, widths[k]["ctype"]))
+        shift = int(widths[k].get("shift", 0))  # stored without its common trailing zeros; the kernel shifts back
+        out.append(f"#define {k}_SHIFT {shift}")
+        out.append(_c_array(k, np.asarray(v, np.int64) >> np.int64(shift), widths[k]["ctype"]))
     ncls, cdim = prog.fc_weight.shape
     wt = widths["FC_W"]["ctype"]
     suffix = "LL" if wt == "int64_t" else ""

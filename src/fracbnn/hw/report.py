@@ -107,6 +107,9 @@ def format_report(rep: dict) -> str:
         out.append(f"widths charged ({rep['widths_from']}): acc {cb['acc']}, residual {cb['res']}, shortcut "
                    f"{cb['sc']}, pool {cb['pool']} bits; tables {roms}; epilogue datapath {cb['epilogue']} bits, "
                    f"{cb['epilogue_dsp']} DSP/unit")
+        if not rep["fits"] and cb["pool"] > 32:
+            out.append("hint: the model's widths set these types; export with `fracbnn export --frac-bits auto "
+                       "--data DIR` (per-layer widths, narrower residual and pool) and generate again")
     l = rep["lsb"]
     if cfg["style"] == "published":
         out.append("LSB pass: full sweeps, half of the 'msb+lsb sweeps' cycles (closed gates save nothing)")

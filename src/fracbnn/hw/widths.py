@@ -66,6 +66,23 @@ def const_tables(prog) -> dict[str, np.ndarray]:
     return tables
 
 
+#: coefficient tables stored without their common trailing zero bits (the exporter puts multipliers and offsets
+#: on coarse grids, q_grid); the kernel shifts them back left by <NAME>_SHIFT, which costs only wiring
+SHIFTED_TABLES = ("POS_MUL", "POS_ADD", "NEG_MUL", "NEG_ADD", "SC_MUL")
+
+
+def stored_shift(values: np.ndarray) -> int:
+    """The trailing zero bits every value shares (0 for an all-zero table): values >> shift << shift == values."""
+    v = np.asarray(values, np.int64)
+    nz = v[v != 0]
+    if not nz.size:
+        return 0
+    k = 0
+    while k < 62 and not np.any(nz & np.int64((1 << (k + 1)) - 1)):
+        k += 1
+    return k
+
+
 def declared_widths(prog) -> dict:
     """Per buffer and constant table: ``needed`` bits, and the ``bits`` / ``ctype`` the kernel declares.
 
@@ -73,7 +90,9 @@ def declared_widths(prog) -> dict:
     * ``res``: the residual stream, the widest layer's saturation width;
     * ``sc``: 2x2 sums of the residual entering a down-sampling block (its width + 2 bits);
     * ``pool``: the global sum pool's per-channel sums (last layer's width + log2(H W));
-    * one entry per constant table (``CONST_TABLES``, ``FC_W``, ``FC_BIAS``): the range of its values.
+    * one entry per constant table (``CONST_TABLES``, ``FC_W``, ``FC_BIAS``): the range of its values as
+      stored, i.e. after dropping the coefficient tables' common trailing zeros (``shift``, see
+      ``SHIFTED_TABLES``).
     Buffers are at least 16 bits wide (the banked memories' narrowest port); tables at least 8.
     """
     layers = prog.layers
@@ -90,7 +109,8 @@ def declared_widths(prog) -> dict:
         "layer_bits": {l.shape.name: int(l.bits) for l in layers},
     }
     for k, v in const_tables(prog).items():
-        out[k] = _values_entry(v)
+        shift = stored_shift(v) if k in SHIFTED_TABLES else 0
+        out[k] = dict(_values_entry(v >> np.int64(shift)), shift=shift)
     out["FC_W"] = _values_entry(prog.fc_weight)
     out["FC_BIAS"] = _values_entry(prog.fc_bias)
     return out
@@ -116,8 +136,12 @@ def charged_bits(cfg, widths: dict | None) -> dict[str, int]:
         out.update(epilogue=cfg.residual_bits, epilogue_dsp=cfg.epilogue_mults)
         return out
     out = {k: int(widths[k]["bits"]) for k in ("acc", "res", "sc", "pool", "FC_W", *CONST_TABLES)}
-    mul = max(out["POS_MUL"], out["NEG_MUL"])
+    sh = {k: int(widths[k].get("shift", 0)) for k in CONST_TABLES}
+    mul = max(out["POS_MUL"], out["NEG_MUL"])  # the multipliers as stored: what the DSPs multiply
     sc = max(out["res"], out["sc"])
-    out["epilogue"] = min(64, max(mul + out["acc"], out["POS_ADD"], out["NEG_ADD"], out["SC_MUL"] + sc) + 2)
+    # the sums see the shifted-back values (the shift is wiring; the adders are as wide as the values)
+    value = {k: out[k] + sh[k] for k in ("POS_MUL", "NEG_MUL", "POS_ADD", "NEG_ADD", "SC_MUL")}
+    out["epilogue"] = min(64, max(max(value["POS_MUL"], value["NEG_MUL"]) + out["acc"], value["POS_ADD"],
+                                  value["NEG_ADD"], value["SC_MUL"] + sc) + 2)
     out["epilogue_dsp"] = dsp48(out["SIGN"], out["acc"]) + dsp48(mul, out["acc"]) + dsp48(out["SC_MUL"], sc)
     return out

@@ -32,6 +32,14 @@ def q(x, scale_log2: int) -> np.ndarray:
     return (np.sign(v) * np.floor(np.abs(v) + 0.5)).astype(np.int64)
 
 
+def q_grid(x, scale_log2: int, shift: int, keep: int) -> np.ndarray:
+    """q(x, scale_log2) on the grid of multiples of 2^(shift - keep): the coefficient keeps ``keep`` fraction
+    bits below the unit its op's right shift by ``shift`` produces (the low bits are zero; hardware stores it
+    narrow and shifts it back). The golden value is still the int64 itself."""
+    k = max(0, shift - keep)
+    return q(x, scale_log2 - k) << np.int64(k)
+
+
 def f64(t: torch.Tensor) -> np.ndarray:
     return t.detach().to("cpu", torch.float64).numpy()
 
@@ -110,8 +118,8 @@ class Builder:
         w = self.tensor(f"{name}.weight", pack_weight_bits(binary_weight(stem)))
         self.op(op="binary_conv", name=name, input="thermo", output=f"{name}.acc", weight=w, **self.conv_attrs(stem))
         a, c = bn_affine(stem_bn)
-        self.op(op="scale_shift", input=f"{name}.acc", output=f"{name}.out", mul=self.tensor(f"{name}.mul", q(a, F + P)),
-                add=self.tensor(f"{name}.add", q(c, F + P)), shift=P, bits=self.fx.residual_bits)
+        self.op(op="scale_shift", input=f"{name}.acc", output=f"{name}.out", mul=self.tensor(f"{name}.mul", q_grid(a, F + P, P, self.fx.coef_frac_bits)),
+                add=self.tensor(f"{name}.add", q_grid(c, F + P, P, 1)), shift=P, bits=self.fx.residual_bits)
         return f"{name}.out"
 
     def block_conv(self, conv: nn.Module, src: str, name: str) -> tuple[str, float]:
@@ -176,7 +184,7 @@ class Builder:
         if k.size == 1:
             k = np.full_like(g, k.item())
         e = 2 if pooled else 0
-        scale = F + P + e
+        scale, cf = F + P + e, self.fx.coef_frac_bits
         # positive side z > 0  <=>  sign * a > threshold (integer a)
         sign = np.sign(g).astype(np.int64)
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -189,9 +197,10 @@ class Builder:
         t = self.tensor
         self.op(op="block_post", input=acc, shortcut=shortcut, output=out,
                 sign=t(f"{name}.sign", sign), threshold=t(f"{name}.threshold", thr),
-                pos_mul=t(f"{name}.pos_mul", q(a2 * g, scale)), pos_add=t(f"{name}.pos_add", q(a2 * h + d, scale)),
-                neg_mul=t(f"{name}.neg_mul", q(a2 * k * g, scale)),
-                neg_add=t(f"{name}.neg_add", q(a2 * k * h + d, scale)),
+                pos_mul=t(f"{name}.pos_mul", q_grid(a2 * g, scale, P + e, cf)),
+                pos_add=t(f"{name}.pos_add", q_grid(a2 * h + d, scale, P + e, 1)),
+                neg_mul=t(f"{name}.neg_mul", q_grid(a2 * k * g, scale, P + e, cf)),
+                neg_add=t(f"{name}.neg_add", q_grid(a2 * k * h + d, scale, P + e, 1)),
                 sc_mul=t(f"{name}.sc_mul", sc_mul), shift=P + e, bits=self.fx.residual_bits)
 
     def conv_block(self, conv, bn, rprelu, bn_res, src: str, shortcut: str, sc_unit: float, names: tuple[str, str],

@@ -28,6 +28,10 @@
 #include "fracbnn_int.h"
 #include "fracbnn_params.h"
 
+// a coefficient table entry with its common trailing zero bits restored (the tables are stored without them,
+// see hw/widths.py SHIFTED_TABLES): a left shift by a constant, wiring in hardware
+#define FB_COEF(T, i) ((int64_t)((uint64_t)(int64_t)T[i] << T##_SHIFT))
+
 #ifndef __SYNTHESIS__
 struct FbLoopCount { uint64_t iters, entries; };
 FbLoopCount fb_counts[FB_NUM_ROWS][FB_NUM_LOOPS];
@@ -411,14 +415,15 @@ EPILOGUE:
             const int pc = d.p_off + c;
             int64_t r;
             if (d.kind == KIND_INPUT) {
-                r = fbi_scale_shift(a, POS_MUL[pc], POS_ADD[pc], d.shift, d.bits);
+                r = fbi_scale_shift(a, FB_COEF(POS_MUL, pc), FB_COEF(POS_ADD, pc), d.shift, d.bits);
             } else {
                 const int si = fm_index(c % d.cin, pix, d.cin, hw);
                 if (d.residual == RES_DOWN) FB_BANK(FB_SC, si, SC_BANKS);
                 else FB_BANK(FB_RES, fi, RES_BANKS);
                 const int64_t sc = d.residual == RES_DOWN ? (int64_t)sc_buf[si] : (int64_t)res_buf[fi];
-                r = fbi_block_post(a, SIGN[pc], THRESH[pc], POS_MUL[pc], POS_ADD[pc], NEG_MUL[pc], NEG_ADD[pc],
-                                   SC_MUL[pc], sc, d.shift, d.bits);
+                r = fbi_block_post(a, SIGN[pc], THRESH[pc], FB_COEF(POS_MUL, pc), FB_COEF(POS_ADD, pc),
+                                   FB_COEF(NEG_MUL, pc), FB_COEF(NEG_ADD, pc), FB_COEF(SC_MUL, pc), sc, d.shift,
+                                   d.bits);
             }
             FB_BANK(FB_RES, fi, RES_BANKS);
             res_buf[fi] = (res_t)r;

@@ -32,7 +32,11 @@ model's 224 x 224 input, batch 1 and 8, all cores, on a random model with
 data-like statistics; its JSON keys are described in ``main_imagenet``.
 
 Timing: per batch size, warm-up runs, then repeated runs until --min-time
-seconds and --repeats runs have passed; the median is reported. The main
+seconds and --repeats runs have passed; the median is reported. For the
+resnet20 comparison PyTorch and the engine are timed in --rounds pairs, back
+to back, and ``speedup_*`` is the median of the pairs' ratios (this virtual
+machine's speed drifts by tens of percent within minutes; a pair sees the
+same machine on both sides); the rates printed are the medians per side. The main
 comparison uses all cores (--threads); a second one with 1 thread for both
 is printed too (``*_1thread_*`` keys), because multi-threaded timings of both
 engines suffer when other processes compete for the cores (a thread that is
@@ -151,6 +155,8 @@ def main(argv=None) -> int:
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 256])
     p.add_argument("--min-time", type=float, default=2.0, help="seconds of timed runs per measurement")
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=3,
+                   help="resnet20: PyTorch/engine timing pairs per batch size, back to back; speedup = median ratio")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--no-fp", action="store_true", help="skip the resnet20-fp reference timing")
     p.add_argument("--no-simd", action="store_true", help="force the portable kernels")
@@ -206,15 +212,20 @@ def main(argv=None) -> int:
         for bs in args.batch_sizes:
             imgs = rng.integers(0, 256, (bs, 3, 32, 32), dtype=np.uint8)
             timgs = torch.from_numpy(imgs)
-            r_torch = torch_rate(model, timgs, args)
-            r_fast = engine_rate(eng, imgs, args)
+            # paired rounds: PyTorch and the engine timed back to back, --rounds times; the speedup is the
+            # median of the rounds' ratios, so a drift of the machine's speed hits both sides of each ratio
+            pairs = [(torch_rate(model, timgs, args), engine_rate(eng, imgs, args)) for _ in range(args.rounds)]
+            r_torch = statistics.median(t for t, _ in pairs)
+            r_fast = statistics.median(f for _, f in pairs)
+            paired = statistics.median(f / t for t, f in pairs)
             with cpu_ops.disabled():
                 r_stock = torch_rate(model, timgs, args)
-            line = (f"{bs:>6} {r_torch:>11.1f}/s {r_fast:>11.1f}/s {r_fast / r_torch:>7.1f}x {r_stock:>11.1f}/s "
+            line = (f"{bs:>6} {r_torch:>11.1f}/s {r_fast:>11.1f}/s {paired:>7.1f}x {r_stock:>11.1f}/s "
                     f"{r_fast / r_stock:>7.1f}x")
             result[f"torch_fracbnn_ips{tag}_batch{bs}"] = round(r_torch, 2)
             result[f"fast_ips{tag}_batch{bs}"] = round(r_fast, 2)
-            result[f"speedup{tag}_batch{bs}"] = round(r_fast / r_torch, 2)
+            result[f"speedup{tag}_batch{bs}"] = round(paired, 2)
+            result[f"speedup_rounds{tag}_batch{bs}"] = [round(f / t, 2) for t, f in pairs]
             result[f"torch_fracbnn_stock_ips{tag}_batch{bs}"] = round(r_stock, 2)
             result[f"speedup_vs_stock_torch{tag}_batch{bs}"] = round(r_fast / r_stock, 2)
             if fp_model is not None:

@@ -1,12 +1,13 @@
 """Evidence for the FPGA accelerator: bit-exact C simulation vs the golden engine on CIFAR-10 test images,
 model vs counted cycles, the LSB work each design skips, next to the published design.
 
-    python benchmarks/hw_evidence.py [--models DIR] [--checkpoint CKPT ...] [--images 100] [--data PATH]
-                                     [--out DIR]
+    python benchmarks/hw_evidence.py [--models DIR] [--checkpoint CKPT ...] [--fbnn MODEL.fbnn ...]
+                                     [--images 100] [--data PATH] [--out DIR]
 
 Models: the FracBNN authors' trained CIFAR-10 ResNet-20 when ``--models`` (default $FRACBNN_MODELS, else
 ../shared/models beside the repository) holds it (imported with `fracbnn import-reference`; skipped with
-the reason otherwise), every --checkpoint, and randomly initialised resnet20-fracbnn models: "init" (as built)
+the reason otherwise), every --checkpoint, every already exported --fbnn (e.g. the authors' model exported
+with `fracbnn export --frac-bits auto`, whose per-layer widths decide what the design declares), and randomly initialised resnet20-fracbnn models: "init" (as built)
 and "perturbed" (random BN statistics/scales, RPReLU slopes and shifts, and thresholds). Each runs through
 both LSB designs: work lists per lane (the default) and per tile (--lsb-tiles). The published-design
 calibration uses the layer shapes read from the authors' model when it is there. CIFAR-10 comes from
@@ -151,6 +152,7 @@ def main():
                     help="folder with the authors' reference checkpoint (default: $FRACBNN_MODELS, else "
                     "../shared/models beside the repository)")
     ap.add_argument("--checkpoint", action="append", default=[])
+    ap.add_argument("--fbnn", action="append", default=[], help="an exported packed model (its own widths)")
     ap.add_argument("--images", type=int, default=100)
     ap.add_argument("--data", help="CIFAR-10 folder or archive (default: $FRACBNN_DATA, else the data cache)")
     ap.add_argument("--out", default="/tmp/fracbnn-hw-evidence")
@@ -172,6 +174,9 @@ def main():
     else:
         packed_models.append(("authors-resnet20", ref))
     packed_models += [(Path(c).stem, export_model(model_from_checkpoint(c).eval())) for c in args.checkpoint]
+    from fracbnn.ir.model import PackedModel
+
+    packed_models += [(Path(f).stem, PackedModel.load(f)) for f in args.fbnn]
     packed_models += [("random-init", export_model(random_model(0, False))),
                       ("random-perturbed", export_model(random_model(1, True)))]
     summary = {"images": len(images), "image_origin": origin, "models": {},

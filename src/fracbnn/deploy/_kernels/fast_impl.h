@@ -563,7 +563,7 @@ static inline __m256i FB(block_post4)(__m256i a, __m256i sign, __m256i thr, __m2
     const __m256i vhalf_c = _mm256_set1_epi64x((long long)(half + off_)),                                      \
                   vlo_c = _mm256_set1_epi64x((long long)((uint64_t)lo + C_)),                                  \
                   vhi_c = _mm256_set1_epi64x((long long)((uint64_t)hi + C_)), vC = _mm256_set1_epi64x((long long)C_); \
-    const __m128i cnt = _mm_cvtsi32_si128(shift)
+    const __m128i cnt = _mm_cvtsi32_si128(shift), mcnt = _mm_cvtsi32_si128(st->mshift)
 
 /* Post op over one output row: acc (Wo x O) -> dst (Wo x O); scrow is the
  * shortcut row (Wo x O, already expanded for avgpool2_dup) or NULL. */
@@ -595,7 +595,8 @@ static void FB(post_row)(const fb_step *st, const int32_t *restrict acc, int64_t
                 const __m256i b = _mm256_add_epi64(_mm256_loadu_si256((const __m256i *)(add + o)), vhalf_c);
                 for (int x = 0; x < Wo; x++) {
                     __m256i a = _mm256_cvtepi32_epi64(_mm_loadu_si128((const __m128i *)(acc + (size_t)x * O + o)));
-                    __m256i v = _mm256_add_epi64(mul31 ? FB(mul31)(m, a) : FB(mul64x32)(m, a), b);
+                    __m256i v = _mm256_add_epi64(st->m32 ? _mm256_sll_epi64(_mm256_mul_epi32(m, a), mcnt)
+                                                 : mul31 ? FB(mul31)(m, a) : FB(mul64x32)(m, a), b);
                     v = _mm256_srl_epi64(v, cnt); /* r + C, unsigned (see FB_OFFSET_SHIFT) */
                     FB_CLAMP_COUNT(v, vlo_c, vhi_c);
                     _mm256_storeu_si256((__m256i *)(dst + (size_t)x * O + o), _mm256_sub_epi64(v, vC));
@@ -636,8 +637,9 @@ static void FB(post_row)(const fb_step *st, const int32_t *restrict acc, int64_t
                     __m256i a = _mm256_cvtepi32_epi64(_mm_loadu_si128((const __m128i *)(acc + at)));
                     __m256i pos = _mm256_cmpgt_epi64(_mm256_mul_epi32(vsign, a), vthr);
                     __m256i b = _mm256_blendv_epi8(vna, vpa, pos);
-                    __m256i ma = pm31 ? FB(mul31)(_mm256_blendv_epi8(vnm, vpm, pos), a)
-                                      : FB(mul64x32)(_mm256_blendv_epi8(vnm, vpm, pos), a);
+                    const __m256i ms = _mm256_blendv_epi8(vnm, vpm, pos);
+                    __m256i ma = st->m32 ? _mm256_sll_epi64(_mm256_mul_epi32(ms, a), mcnt)
+                                         : pm31 ? FB(mul31)(ms, a) : FB(mul64x32)(ms, a);
                     __m256i v = _mm256_add_epi64(_mm256_add_epi64(ma, b),
                                                  _mm256_mul_epi32(vscm, _mm256_loadu_si256((const __m256i *)(scrow + at))));
                     v = _mm256_srl_epi64(v, cnt); /* r + C, unsigned (see FB_OFFSET_SHIFT) */

@@ -73,6 +73,8 @@ typedef struct {
     int32_t *gate32;               /* gate thresholds clamped to int32 (owned by the plan), or NULL */
     int64_t *split;                /* owned storage of the split multipliers below, or NULL */
     const int64_t *mul31, *pm31, *nm31; /* mul / pos_mul / neg_mul as (m mod 2^31) | (m >> 31) << 32, or NULL */
+    int m32, mshift;                /* m32: the same arrays hold m >> mshift instead, an int32 (every multiplier is
+                                     * a multiple of 2^mshift, as the exporter's coefficient grid makes them) */
     const uint64_t *wbits;
     const uint64_t *wbits_t; /* same, 4 output channels interleaved (O % 4 == 0), or NULL */
     const int64_t *gate;
@@ -476,14 +478,31 @@ static int derive_fast_paths(fb_plan *pl)
         int ok = src[0] != NULL;
         for (int k = 0; k < 2 && ok; k++)
             for (int o = 0; src[k] && o < O; o++) ok = ok && src[k][o] >= -((int64_t)1 << 62) && src[k][o] < ((int64_t)1 << 62);
+        /* the multipliers' common trailing zero bits: when m >> sh fits int32 for all of them, m a is one signed
+         * 32x32->64 product shifted left by sh (exact mod 2^64: (m >> sh) a 2^sh = m a) */
+        int sh = 0;
+        if (ok) {
+            uint64_t any = 0;
+            for (int k = 0; k < 2; k++)
+                for (int o = 0; src[k] && o < O; o++) any |= (uint64_t)src[k][o];
+            while (sh < 62 && any && !(any & ((uint64_t)1 << sh))) sh++;
+        }
+        int fits32 = ok;
+        for (int k = 0; k < 2 && fits32; k++)
+            for (int o = 0; src[k] && o < O; o++) {
+                const int64_t v = src[k][o] >> sh;
+                fits32 = fits32 && v >= INT32_MIN && v <= INT32_MAX;
+            }
+        st->m32 = fits32;
+        st->mshift = fits32 ? sh : 0;
         if (ok) {
             st->split = malloc((size_t)2 * O * sizeof(int64_t));
             if (!st->split) return -1;
             for (int k = 0; k < 2 && src[k]; k++)
                 for (int o = 0; o < O; o++) {
                     const int64_t m = src[k][o];
-                    st->split[(size_t)k * O + o] =
-                        (int64_t)(((uint64_t)m & 0x7fffffffu) | ((uint64_t)(uint32_t)(int32_t)(m >> 31) << 32));
+                    st->split[(size_t)k * O + o] = fits32 ? (m >> sh)
+                        : (int64_t)(((uint64_t)m & 0x7fffffffu) | ((uint64_t)(uint32_t)(int32_t)(m >> 31) << 32));
                 }
             if (st->post == FB_POST_SCALE_SHIFT) st->mul31 = st->split;
             else { st->pm31 = st->split; st->nm31 = st->split + O; }

@@ -121,7 +121,7 @@ def run_design(name, packed, cfg, images, origin, calib, out_root):
     layers = [ConvLayer(**l) for l in meta["layers"]]
     pcfg = config_from_project(meta)
     rep = build_report(layers, pcfg, measured(meta["lsb"], pcfg)[0], lsb_stats=meta["lsb"], csim=res,
-                       source=f"{name}: {out}")
+                       source=f"{name}: {out}", widths=meta["widths"])  # charged at the types the kernel declares
     print(f"\n=== {name} ({time.time() - t0:.0f} s) ===")
     print(res["stdout"].strip().splitlines()[-2])
     print(format_report(rep))

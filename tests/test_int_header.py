@@ -163,8 +163,8 @@ def test_both_builds_use_the_one_header():
     kernels = ROOT / "src" / "fracbnn" / "deploy" / "_kernels"
     assert '#include "fracbnn_int.h"' in (kernels / "fastkernels.c").read_text()
     impl = (kernels / "fast_impl.h").read_text()
-    for fn in ("fbi_scale_shift", "fbi_block_post", "fbi_quantize2_code", "fbi_sign_bit", "fbi_gate_open",
-               "fbi_quantize_value"):
+    for fn in ("fbi_scale_shift_raw", "fbi_block_post_raw", "fbi_saturate", "fbi_clips", "fbi_quantize2_code",
+               "fbi_sign_bit", "fbi_gate_open", "fbi_quantize_value"):
         assert fn + "(" in impl, fn
     setup = (ROOT / "setup.py").read_text()
     assert re.search(r'CSRC = os\.path\.join\("src", "fracbnn", "_csrc"\)', setup) and "include_dirs=[CSRC]" in setup

@@ -89,3 +89,42 @@ def test_export_cli_auto_widths_and_warnings(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["saturated_values"] > 0
     assert main(["export", str(ckpt), "-o", str(tmp_path / "c.fbnn"), "--residual-bits", "many"]) == 2
     assert "--residual-bits must be a number of bits or 'auto'" in capsys.readouterr().err
+
+
+def test_export_cli_frac_bits_auto(tmp_path, capsys):
+    """--frac-bits auto: per-layer F recorded in the .fbnn, agreement reported on both calibration halves,
+    the engines identical on the result; bad values get one-line errors and write nothing."""
+    pytest.importorskip("sklearn")
+    from fracbnn.checkpoint import save_checkpoint
+    from fracbnn.cli import main
+    from fracbnn.ir.model import PackedModel
+    from fracbnn.models import create_model
+    from fracbnn.models.calibrate import data_like
+
+    model = create_model("resnet20-fracbnn", num_classes=10, in_channels=1, width=0.25)
+    data_like(model, torch.randint(0, 256, (16, 1, 8, 8), dtype=torch.uint8))
+    model.input_size = (1, 8, 8)
+    ckpt = save_checkpoint(tmp_path / "d.pt", model, dataset={"name": "digits"})
+    out = tmp_path / "f.fbnn"
+    assert main(["export", str(ckpt), "-o", str(out), "--frac-bits", "auto", "--agreement", "0.9",
+                 "--calibrate", "40", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    frac = res["frac_bits_by_layer"]
+    assert frac and set(frac) == set(res["residual_bits_by_layer"]) and max(frac.values()) <= 22
+    assert min(frac.values()) < 22  # a 10-class toy at 90 %: some layer needs fewer than the default 22 bits
+    packed = PackedModel.load(out)
+    cal = packed.meta["calibration"]
+    assert cal["agreement"] >= 0.9 and cal["agreement_held_out"] >= 0.9 and cal["frac_bits"] == frac
+    for n in packed.program:  # each quantizer reads its input's F, each saturating node fits its F
+        if n["op"] == "quantize2" and n["input"] in frac:
+            assert n["frac_bits"] == frac[n["input"]]
+        if n["op"] in ("scale_shift", "block_post"):
+            assert n["bits"] >= frac[n["output"]] + 2
+    x = family_images("resnet20-fracbnn", 5, seed=7)[:, :1, :8, :8].numpy()
+    if fast_available():
+        assert np.array_equal(get_engine("golden")(packed).logits(x), get_engine("fast")(packed).logits(x))
+    for bad, msg in ((["--frac-bits", "many"], "--frac-bits must be a number of bits or 'auto'"),
+                     (["--frac-bits", "auto", "--agreement", "2"], "--agreement must be a fraction")):
+        assert main(["export", str(ckpt), "-o", str(tmp_path / "x.fbnn"), *bad]) == 2
+        assert msg in capsys.readouterr().err
+        assert not (tmp_path / "x.fbnn").exists()

@@ -134,6 +134,9 @@ def run(args) -> int:
                   f"top-1 agreement with PyTorch {cal['agreement']:.2%} on the search half of the calibration "
                   f"images, {cal['agreement_held_out']:.2%} on the held-out half (target {cal['target']:.2%}, "
                   f"{cal['backoff_bits']} bits given back, {cal['trials']} trial exports)")
+            if min(cal["agreement"], cal["agreement_held_out"]) < cal["target"]:
+                print(f"warning: even at F = {fx.frac_bits} everywhere the agreement stays below the target; "
+                      "lower --agreement or use more --calibrate images")
     return 0
 
 

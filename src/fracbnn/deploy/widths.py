@@ -82,8 +82,8 @@ def search_frac_bits(model, fx: FixedPoint, images: np.ndarray, target: float = 
     that holds (bisection), then, layer by layer from the input, each
     layer's F lowered one bit at a time while agreement holds. Many trials
     on the same images select changes that happen to spare those images, so
-    the result is then checked on the held-out half; while it falls short,
-    every lowered layer gets one bit back (toward the single F). Every trial
+    the result is then checked on the held-out half; while either half falls
+    short, every lowered layer gets one bit back (toward fx.frac_bits). Every trial
     is a calibrated export (B follows each layer's F), so nothing saturates
     on the calibration images.
     """
@@ -129,7 +129,10 @@ def search_frac_bits(model, fx: FixedPoint, images: np.ndarray, target: float = 
                     break
                 frac = trial
         backoff = 0
-        while agreement(frac, "check") < target and any(v < fx.frac_bits for v in frac.values()):
+        def holds(f):
+            return agreement(f) >= target and agreement(f, "check") >= target
+
+        while not holds(frac) and any(v < fx.frac_bits for v in frac.values()):
             frac = {k: min(fx.frac_bits, v + 1) for k, v in frac.items()}
             backoff += 1
     packed, report = calibrated_export(model, fx, images, headroom, frac_widths=frac, peaks=peaks, **kwargs)

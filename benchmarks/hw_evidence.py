@@ -7,8 +7,8 @@ model vs counted cycles, the LSB work each design skips, next to the published d
 Models: the FracBNN authors' trained CIFAR-10 ResNet-20 when ``--models`` (default $FRACBNN_MODELS, else
 ../shared/models beside the repository) holds it (imported with `fracbnn import-reference`; skipped with
 the reason otherwise), every --checkpoint, every already exported --fbnn (e.g. the authors' model exported
-with `fracbnn export --frac-bits auto`, whose per-layer widths decide what the design declares), and randomly initialised resnet20-fracbnn models: "init" (as built)
-and "perturbed" (random BN statistics/scales, RPReLU slopes and shifts, and thresholds). Each runs through
+with `fracbnn export --frac-bits auto`, whose per-layer widths decide what the design declares), and
+randomly initialised resnet20-fracbnn models: "init" (as built) and "perturbed" (random BN statistics/scales, RPReLU slopes and shifts, and thresholds). Each runs through
 both LSB designs: work lists per lane (the default) and per tile (--lsb-tiles). The published-design
 calibration uses the layer shapes read from the authors' model when it is there. CIFAR-10 comes from
 --data, else $FRACBNN_DATA or the data cache (never downloaded); without it the images are random.

@@ -21,9 +21,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"fraction bits F of the residual stream (default {d.frac_bits}); 'auto': each layer gets the "
                         f"fewest bits (<= {d.frac_bits}) at which top-1 still agrees with PyTorch on the calibration "
                         "images (--agreement), with residual widths fitted as for --residual-bits auto (needs the data)")
-    p.add_argument("--agreement", type=float, default=0.997, metavar="A",
-                   help="with --frac-bits auto: the top-1 agreement with PyTorch to keep on the calibration images "
-                        "(default 0.997, a margin above the 0.995 the test set should show)")
+    p.add_argument("--agreement", type=float, default=0.998, metavar="A",
+                   help="with --frac-bits auto: the top-1 agreement with PyTorch to keep on each half of the "
+                        "calibration images (default 0.998, a margin above the 0.995 the test set should show; "
+                        "use thousands of --calibrate images so the halves measure it)")
     p.add_argument("--residual-bits", default=str(d.residual_bits), metavar="B|auto",
                    help=f"total bits of the saturating residual stream (default {d.residual_bits}); 'auto': each "
                         "layer gets the narrowest width holding 2x its peak on calibration images (needs the data)")

@@ -5,9 +5,9 @@
     python -m fracbnn.deploy.agreement CKPT --data DATASETS --out DIR --packed A.fbnn ...
 
 For each width triple F,B,P (frac bits, residual bits, coefficient frac bits)
-it exports the checkpoint (or, with ``--packed``, takes each given export of
-it, e.g. one with per-layer widths from ``fracbnn export --frac-bits auto``), runs the chosen engine on the test split and
-reports top-1 of both models, prediction agreement and logit differences.
+it exports the checkpoint (or, with ``--packed``, takes each given export
+of it, e.g. one with per-layer widths from ``fracbnn export --frac-bits
+auto``), runs the chosen engine on the test split and reports top-1 of both models, prediction agreement and logit differences.
 When the sweep uses another engine, the first ``--check-golden`` images are
 also run through the golden engine and must give identical integer logits.
 Results go to DIR/agreement.json after every width (re-running skips widths

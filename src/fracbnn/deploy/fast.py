@@ -466,7 +466,6 @@ class FastEngine(Engine):
             for i, name, size in self._post_steps:
                 prev = self.saturation_counts.get(name, (0, 0))
                 self.saturation_counts[name] = (prev[0] + int(clipped[i]), prev[1] + size * len(pixels))
-        if len(pixels):
             opened = dict(zip(self.gate_names, gates.tolist()))
             for name, size in self._frac_convs:
                 total = size * len(pixels)

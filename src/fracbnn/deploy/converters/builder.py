@@ -118,7 +118,8 @@ class Builder:
         w = self.tensor(f"{name}.weight", pack_weight_bits(binary_weight(stem)))
         self.op(op="binary_conv", name=name, input="thermo", output=f"{name}.acc", weight=w, **self.conv_attrs(stem))
         a, c = bn_affine(stem_bn)
-        self.op(op="scale_shift", input=f"{name}.acc", output=f"{name}.out", mul=self.tensor(f"{name}.mul", q_grid(a, F + P, P, self.fx.coef_frac_bits)),
+        self.op(op="scale_shift", input=f"{name}.acc", output=f"{name}.out",
+                mul=self.tensor(f"{name}.mul", q_grid(a, F + P, P, self.fx.coef_frac_bits)),
                 add=self.tensor(f"{name}.add", q_grid(c, F + P, P, 1)), shift=P, bits=self.fx.residual_bits)
         return f"{name}.out"
 

@@ -134,8 +134,16 @@ def lsb_fill_cycles(l: RxShape, cfg: RxConfig) -> int:
 
 
 def lanes_skip(l: RxShape, cfg: RxConfig) -> bool:
-    """Does this layer's LSB pass walk per-lane open lists (else a full sweep, or none for the stem)?"""
-    return cfg.lsb_skip and l.kind == "conv3" and l.gated
+    """Does this layer's LSB pass walk per-lane open lists (else a full sweep, or none for the stem)?
+
+    Only gated 3x3 layers, and only where the lists cost no more than a full sweep even with every gate open
+    (on small maps the per-row fill and pipeline depth outweigh the halo rows a sweep streams): a static
+    choice from the geometry, so the generator writes it into the layer table."""
+    if not (cfg.lsb_skip and l.kind == "conv3" and l.gated):
+        return False
+    worst = sum(r * lsb_row_cycles(l, l.w_out, cfg) for _, r in row_tiles(l, cfg))
+    full = sum(msb_cycles(l, r, cfg) for _, r in row_tiles(l, cfg))
+    return worst <= full
 
 
 # ---- cycles (the kernel counts the same terms) ---------------------------------------------------------

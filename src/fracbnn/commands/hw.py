@@ -190,6 +190,8 @@ def run(args) -> int:
     if args.lsb_density is not None and not 0.0 <= args.lsb_density <= 1.0:
         raise FracBNNError(f"--lsb-density must be between 0 and 1, got {args.lsb_density}")
     target = Path(args.target)
+    if _is_reactnet_target(target):
+        return _report_reactnet(args, target)
     if target.is_dir():
         from ..hw.generate import config_from_project, load_project
         from ..hw.layers import ConvLayer
@@ -226,4 +228,79 @@ def run(args) -> int:
     rep = build_report(layers, cfg, dens, lsb_stats=stats, csim=csim, source=source, n_classes=n_classes,
                        widths=widths if cfg.style == "fracbnn" else None)
     print(json.dumps(rep, indent=1) if args.json else format_report(rep))
+    return 0
+
+
+def _is_reactnet_target(target) -> bool:
+    """A ReActNet project directory or packed model (the ImageNet design has its own model and report)."""
+    if target.is_dir():
+        from ..hw.generate import load_project
+
+        return load_project(target).get("family") == "reactnet"
+    from ..hw.reactnet.program import is_reactnet_program
+
+    return is_reactnet_program(_load_model(target))
+
+
+def _rx_config(args, base=None):
+    from ..errors import FracBNNError
+    from ..hw.reactnet.design import proposed_imagenet, published_imagenet, with_overrides
+
+    for flag, name in ((args.min_segment_bits, "--min-segment-bits"), (args.epilogue_units, "--epilogue-units"),
+                       (args.lsb_tiles or None, "--lsb-tiles"), (args.lsb_lanes or None, "--lsb-lanes")):
+        if flag is not None:
+            raise FracBNNError(f"{name} is an option of the CIFAR design; the ImageNet design takes --lanes, "
+                               "--word-bits, --no-lsb-skip and --design")
+    if base is None or args.design == "published":
+        base = published_imagenet() if args.design == "published" else proposed_imagenet()
+    try:
+        return with_overrides(base, lanes=args.lanes, word_bits=args.word_bits,
+                              lsb_skip=False if args.no_lsb_skip else None)
+    except ValueError as e:
+        raise FracBNNError(str(e)) from None
+
+
+def _report_reactnet(args, target) -> int:
+    """`hw report` of a ReActNet project or model: the ImageNet design's model, DRAM, resources, published
+    design and (for a project) the csim comparison."""
+    import json
+
+    from ..hw.reactnet.design import RxConfig
+    from ..hw.reactnet.program import RxShape
+    from ..hw.reactnet.report import build_rx_report, format_rx_report
+    from ..hw.report import load_csim
+
+    if target.is_dir():
+        from ..hw.generate import load_project
+
+        meta = load_project(target)
+        saved = RxConfig(**{k: v for k, v in meta["config"].items() if k != "dram_bytes_per_cycle"})
+        cfg = _rx_config(args, saved)
+        shapes = [RxShape(**l) for l in meta["layers"]]
+        gates = meta.get("gates") or {}
+        csim = load_csim(target) if cfg == saved else None
+        n_classes, coef_bits = meta["num_classes"], meta.get("coef_bits")
+        thermo_bits = meta.get("thermo_bits", 32)
+        source = f"{target} ({meta.get('model', '')})"
+    else:
+        from ..hw.reactnet.design import proposed_imagenet
+        from ..hw.reactnet.measure import gate_stats
+        from ..hw.reactnet.model import coefficient_bits
+        from ..hw.reactnet.program import rx_program
+
+        packed = _load_model(target)
+        prog = rx_program(packed)
+        cfg = _rx_config(args)
+        shapes, csim, n_classes = prog.shapes, None, len(prog.fc_bias)
+        coef_bits, thermo_bits, source = coefficient_bits(prog), prog.thermo_bits, str(target)
+        gates = {}
+        if args.lsb_density is None:
+            images, origin = _images(args, packed, args.images)
+            lists_cfg = cfg if cfg.style == "fracbnn" else proposed_imagenet()
+            gates = gate_stats(packed, prog, lists_cfg, images)
+            source += f" (gates measured on {len(images)} {origin.split(' from ')[0]})"
+    dens = args.lsb_density
+    rep = build_rx_report(shapes, cfg, gates=gates if dens is None else None, densities=dens, csim=csim,
+                          source=source, n_classes=n_classes, coef_bits=coef_bits, thermo_bits=thermo_bits)
+    print(json.dumps(rep, indent=1) if args.json else format_rx_report(rep))
     return 0

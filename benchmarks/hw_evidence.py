@@ -156,7 +156,21 @@ def main():
     ap.add_argument("--images", type=int, default=100)
     ap.add_argument("--data", help="CIFAR-10 folder or archive (default: $FRACBNN_DATA, else the data cache)")
     ap.add_argument("--out", default="/tmp/fracbnn-hw-evidence")
+    ap.add_argument("--model", choices=("resnet20-fracbnn", "reactnet-fracbnn"), default="resnet20-fracbnn",
+                    help="the CIFAR design (default) or the ImageNet design (see hw_evidence_reactnet.py)")
+    ap.add_argument("--trained", metavar="DIR", help="reactnet: work folder of benchmarks/reactnet_agreement.py")
+    ap.add_argument("--train-steps", type=int, default=300, help="reactnet: steps when training here (--data)")
+    ap.add_argument("--full-images", type=int, default=0, help="reactnet: also csim the full model at 224x224")
     args = ap.parse_args()
+    if args.model == "reactnet-fracbnn":
+        import sys
+
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        import hw_evidence_reactnet
+
+        if args.images == 100:
+            args.images = 20
+        raise SystemExit(hw_evidence_reactnet.main(args))
     from fracbnn.checkpoint import model_from_checkpoint
     from fracbnn.deploy import export_model
     from fracbnn.hw.design import proposed_ultra96

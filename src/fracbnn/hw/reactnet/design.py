@@ -57,7 +57,7 @@ class RxConfig:
     weight_cache: bool = True       # next tile's weights prefetched on chip (else re-read per row tile, waited for)
     bus_bits: int = 512             # AXI data width
     clock_mhz: float = 250.0
-    dram_gbytes_s: float = 4.8      # effective LPDDR4 bandwidth the kernel's master ports get (docs/hw.md)
+    dram_gbytes_s: float = 3.2      # effective LPDDR4 bandwidth through one 128-bit HP port (docs/hw.md)
     dram_latency: int = 64          # cycles from request to first beat, paid once per transfer
 
     def __post_init__(self):

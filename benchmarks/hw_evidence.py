@@ -153,7 +153,7 @@ def main():
                     "../shared/models beside the repository)")
     ap.add_argument("--checkpoint", action="append", default=[])
     ap.add_argument("--fbnn", action="append", default=[], help="an exported packed model (its own widths)")
-    ap.add_argument("--images", type=int, default=100)
+    ap.add_argument("--images", type=int, default=None, help="test images (default 100; reactnet: 20)")
     ap.add_argument("--data", help="CIFAR-10 folder or archive (default: $FRACBNN_DATA, else the data cache)")
     ap.add_argument("--out", default="/tmp/fracbnn-hw-evidence")
     ap.add_argument("--model", choices=("resnet20-fracbnn", "reactnet-fracbnn"), default="resnet20-fracbnn",
@@ -168,8 +168,7 @@ def main():
         sys.path.insert(0, str(Path(__file__).resolve().parent))
         import hw_evidence_reactnet
 
-        if args.images == 100:
-            args.images = 20
+        args.images = args.images or 20
         raise SystemExit(hw_evidence_reactnet.main(args))
     from fracbnn.checkpoint import model_from_checkpoint
     from fracbnn.deploy import export_model
@@ -178,6 +177,7 @@ def main():
     from fracbnn.hw.perf_model import calibration
     from fracbnn.hw.program import hw_program
 
+    args.images = args.images or 100
     out_root = Path(args.out)
     images, origin = default_images(args.images, datasets=args.data)
     calib = default_images(64, datasets=args.data, split="train")[0]  # channel order: training images

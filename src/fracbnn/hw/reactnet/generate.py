@@ -61,16 +61,26 @@ def plane_stride(h: int, w: int) -> int:
     return h * w + (1 if (h * w) % 3 == 0 else 0)
 
 
-def dup_source_tiles(l, cfg: D.RxConfig) -> int:
-    """Most source code tiles one output tile of a channel-duplicating layer reads (1 unless cin is not a
-    multiple of lanes and above it)."""
+def shortcut_tiles(l, cfg: D.RxConfig, t: int) -> list[int]:
+    """The input code tiles output tile ``t`` reads its shortcut from, one transfer each per row tile.
+
+    One (tile t) unless the layer duplicates channels (c reads c mod cin) and cin is above ``lanes`` and
+    not a multiple of it: then a tile's channels come from two or three input tiles. design.shortcut_bytes
+    counts one tile's codes per row tile; multiply by len() of this for such layers.
+    """
     if l.shortcut != "dup":
-        return 1
-    most = 1
-    for t in range(D.c_tiles(l, cfg)):
-        chans = [(t * cfg.lanes + i) % l.cin for i in range(cfg.lanes) if t * cfg.lanes + i < l.cout]
-        most = max(most, len({c // cfg.lanes for c in chans}))
-    return most
+        return [t]
+    out = []
+    for i in range(cfg.lanes):
+        c = t * cfg.lanes + i
+        if c < l.cout and (c % l.cin) // cfg.lanes not in out:
+            out.append((c % l.cin) // cfg.lanes)
+    return out
+
+
+def dup_source_tiles(l, cfg: D.RxConfig) -> int:
+    """Most input code tiles one output tile reads (see shortcut_tiles)."""
+    return max(len(shortcut_tiles(l, cfg, t)) for t in range(D.c_tiles(l, cfg)))
 
 
 def layer_rows(prog: RxProgram, cfg: D.RxConfig) -> list[dict]:

@@ -136,6 +136,30 @@ def tile_params(layer: RxLayer, cfg: D.RxConfig) -> bytes:
     return out.tobytes()
 
 
+def golden_logits_and_gates(packed, prog: RxProgram, cfg: D.RxConfig, images: np.ndarray,
+                            chunk: int = 4) -> tuple[np.ndarray, dict]:
+    """One golden run over the test images, a few at a time (a full-width 224 x 224 image keeps ~0.3 GB of
+    buffers): the testbench's logits and the gate statistics (``measure.gate_stats``, means over all images)."""
+    from tqdm import tqdm
+
+    from ...deploy.golden import run_program
+
+    logits, sums, n = [], {}, len(images)
+    for i in tqdm(range(0, n, chunk), desc="golden run", unit="chunk", leave=False, disable=n <= 2 * chunk):
+        part = images[i:i + chunk]
+        buf = run_program(packed, part)
+        logits.append(np.asarray(buf["logits"], np.int64))
+        for name, row in gate_stats(packed, prog, cfg, buffers=buf).items():
+            acc = sums.setdefault(name, {})
+            for k, v in row.items():
+                if k != "images":
+                    acc[k] = acc.get(k, 0) + np.asarray(v, np.float64) * len(part)
+        del buf
+    gates = {name: {k: (v / n).round(4).tolist() if k == "busiest" else float(v / n) for k, v in acc.items()}
+             | {"images": n} for name, acc in sums.items()}
+    return np.concatenate(logits), gates
+
+
 def buffer_sizes(prog: RxProgram, cfg: D.RxConfig, rows: list[dict]) -> dict:
     shapes = prog.shapes
     eb = D.code_bytes_per_pixel(cfg)
@@ -236,7 +260,6 @@ def generate_rx_project(packed, out_dir: str | Path, cfg: D.RxConfig | None = No
                         images: np.ndarray | None = None, n_images: int = 100, image_origin: str = "",
                         model_label: str = "") -> dict:
     """Write the project; returns the project metadata (also saved as hw_project.json)."""
-    from ...deploy.golden import run_program
     from ...deploy.preprocess import sample_images
 
     if board not in BOARDS:
@@ -253,10 +276,7 @@ def generate_rx_project(packed, out_dir: str | Path, cfg: D.RxConfig | None = No
     images = np.ascontiguousarray(images, np.uint8)
     if images.ndim != 4 or tuple(images.shape[1:]) != tuple(prog.input_size) or len(images) < 1:
         raise FracBNNError(f"test images must have shape (N, {', '.join(map(str, prog.input_size))}), N >= 1")
-    buf = run_program(packed, images)   # one golden run: the testbench's logits and the gate statistics
-    logits = np.asarray(buf["logits"], np.int64)
-    gates = gate_stats(packed, prog, cfg, buffers=buf)
-    del buf
+    logits, gates = golden_logits_and_gates(packed, prog, cfg, images)
     params = b"".join(tile_params(layer, cfg) for layer in prog.layers)
     sizes = buffer_sizes(prog, cfg, rows)
     clock = BOARDS[board]["clock_mhz"]

@@ -58,8 +58,9 @@ static int32_t acc_l[LANES][ACC_DEPTH];
 // per-lane lists of open pixels (column) of each output row of the row tile
 static uint16_t open_list[LANES][TILE_ROWS][MAX_W_OUT];
 static int open_count[LANES][TILE_ROWS];
-// each lane's LUTRAM copy of the three input rows (with halo columns) of one LSB word
-static word_t lsb_rows[LANES][3][MAX_W_IN + 2];
+// each lane's LUTRAM copy of the three input rows (with halo columns) of one LSB word; two of them, so the
+// next word's copy fills while the lanes walk the current one
+static word_t lsb_rows[LANES][2][3][MAX_W_IN + 2];
 // shortcut codes read for the row tile, and the output codes written for it (LANES nibbles per entry)
 static uint64_t sc_buf[SC_ENTRIES][CODE_ENTRY_U64];
 static uint64_t code_out[ACC_DEPTH][CODE_ENTRY_U64];
@@ -288,7 +289,7 @@ LSB_WORDS:
                                      ? plane[w * d.pstride_in + r * d.w_in + c] : (word_t)0;
                 for (int l = 0; l < LANES; l++) {
 #pragma HLS UNROLL
-                    lsb_rows[l][u][ci] = x;
+                    lsb_rows[l][w % 2][u][ci] = x;
                 }
             }
         }
@@ -305,7 +306,7 @@ LSB_WORDS:
                     for (int v = 0; v < 3; v++) {
                         const int r = y * s - 1 + u, c = ox * s - 1 + v;
                         if (r >= 0 && r < d.h_in && c >= 0 && c < d.w_in)
-                            sum += tap_sum(lsb_rows[l][u][c + 1], wcache[cb][(w * LANES + l) * 9 + u * 3 + v],
+                            sum += tap_sum(lsb_rows[l][w % 2][u][c + 1], wcache[cb][(w * LANES + l) * 9 + u * 3 + v],
                                            nvalid);
                     }
                 const int p = oy * d.w_out + ox;
@@ -510,6 +511,7 @@ void fracbnn_top(const bus_t *params, const bus_t *image, bus_t *codes_a, bus_t 
 #pragma HLS ARRAY_PARTITION variable=open_count complete dim=1
 #pragma HLS ARRAY_PARTITION variable=lsb_rows complete dim=1
 #pragma HLS ARRAY_PARTITION variable=lsb_rows complete dim=2
+#pragma HLS ARRAY_PARTITION variable=lsb_rows complete dim=3
 #pragma HLS BIND_STORAGE variable=lsb_rows type=ram_2p impl=lutram
     for (int c = 0; c < MAX_TILES * LANES; c++) pool_acc[c] = 0;
     // the very first tile's weights are fetched up front (charged to the stem)

@@ -35,7 +35,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="hw_command", metavar="ACTION")
     g = sub.add_parser("generate", help="write a Vitis HLS project for a packed model",
                        description="Write a Vitis HLS project (kernel, parameter headers, testbench with real "
-                       "test images and golden logits, TCL, PYNQ driver, README) for a packed CIFAR FracBNN.")
+                       "test images and golden logits, TCL, PYNQ driver, README) for a packed FracBNN: a CIFAR ResNet (weights in "
+                       "headers) or a ReActNet FracBNN (the ImageNet accelerator; weights in params.bin).")
     g.add_argument("model", metavar="MODEL.fbnn", help="packed model written by `fracbnn export` (a fracbnn "
                    "checkpoint is exported on the fly)")
     g.add_argument("--board", default="ultra96v2", help="target board (ultra96v2)")
@@ -139,6 +140,57 @@ def _load_model(path):
     return PackedModel.load(p)
 
 
+def _rx_config(args):
+    """The ImageNet design's configuration from the options that apply to it."""
+    from ..errors import FracBNNError
+    from ..hw.reactnet.design import proposed_imagenet, with_overrides
+
+    if args.design == "published":
+        raise FracBNNError("--design published is a reference for `hw report`; the generator writes our design")
+    foreign = [o for o, v in (("--min-segment-bits", args.min_segment_bits), ("--epilogue-units", args.epilogue_units),
+                              ("--lsb-lanes", args.lsb_lanes), ("--lsb-tiles", args.lsb_tiles)) if v]
+    if foreign:
+        raise FracBNNError(f"{', '.join(foreign)} apply to the CIFAR design only; the ImageNet (ReActNet) design "
+                           "takes --lanes, --word-bits and --no-lsb-skip")
+    try:
+        return with_overrides(proposed_imagenet(), lanes=args.lanes, word_bits=args.word_bits,
+                              lsb_skip=False if args.no_lsb_skip else None)
+    except ValueError as e:
+        raise FracBNNError(str(e)) from None
+
+
+def _generate_reactnet(args, packed) -> int:
+    from pathlib import Path
+
+    from ..hw.reactnet.generate import generate_rx_project
+    from ..hw.reactnet.program import rx_program
+
+    rx_program(packed)  # unsupported variants (binary ReActNet, wide shortcuts) fail before images are read
+    cfg = _rx_config(args)
+    images, origin = _images(args, packed, args.images)
+    meta = generate_rx_project(packed, args.out, cfg=cfg, board=args.board, images=images, image_origin=origin,
+                               model_label=Path(args.model).name)
+    print(f"wrote {args.out}: ImageNet accelerator, {len(meta['layers'])} conv layers, "
+          f"{meta['params_bytes']:,} bytes of weights and constants, {meta['test_images']['count']} test images "
+          f"({origin}); next: fracbnn hw csim {args.out}")
+    return 0
+
+
+def _csim_reactnet(args) -> int:
+    import json
+
+    from ..hw.csim import run_csim
+
+    res = run_csim(args.project)
+    if args.json:
+        print(json.dumps({k: v for k, v in res.items() if k != "stdout"}, indent=1))
+    else:
+        print(res["stdout"].rstrip())
+        print(f"csim: {res['images']} images, {res['mismatched_images']} mismatched, "
+              f"{res['cycles_per_image']:,.1f} cycles/image")
+    return 1 if res["returncode"] != 0 else 0
+
+
 def run(args) -> int:
     import json
     from pathlib import Path
@@ -152,6 +204,10 @@ def run(args) -> int:
 
         check_output_dir(args.out)
         packed = _load_model(args.model)
+        from ..hw.reactnet.program import is_reactnet_program
+
+        if is_reactnet_program(packed):
+            return _generate_reactnet(args, packed)
         cfg = _config(args)
         if args.design == "published":
             raise FracBNNError("--design published is a reference for `hw report`; the generator writes our design")
@@ -165,6 +221,9 @@ def run(args) -> int:
     if args.hw_command == "csim":
         from ..hw.csim import run_csim
         from ..hw.generate import config_from_project, load_project
+
+        if load_project(args.project).get("family") == "reactnet":
+            return _csim_reactnet(args)
         from ..hw.layers import ConvLayer
         from ..hw.perf_model import cycle_model
         from ..hw.measure import measured

@@ -23,7 +23,10 @@ def run_csim(project_dir: str | Path, cxx: str | None = None, timeout: float = 1
     """Compile and run the testbench; returns the parsed csim_result.json plus ``stdout`` and ``returncode``.
 
     A logit mismatch is reported through ``returncode`` 1 (not an exception):
-    the caller decides how to fail.
+    the caller decides how to fail. The testbench runs in the project
+    directory and gets it as its second argument (the ImageNet testbench
+    reads its weights and test data from .bin files there; the CIFAR one
+    ignores it).
     """
     d = Path(project_dir)
     load_project(d)  # clear error for a wrong directory
@@ -42,7 +45,8 @@ def run_csim(project_dir: str | Path, cxx: str | None = None, timeout: float = 1
         raise CsimError(f"building the testbench failed ({first}); see {cxx} output by running: {' '.join(cmd)}")
     result_path = d / "csim_result.json"
     result_path.unlink(missing_ok=True)
-    r = subprocess.run([str(exe), str(result_path)], capture_output=True, text=True, timeout=timeout)
+    r = subprocess.run([str(exe.resolve()), str(result_path.resolve()), str(d.resolve())], capture_output=True,
+                       text=True, timeout=timeout, cwd=d)
     if r.returncode not in (0, 1) or not result_path.is_file():
         raise CsimError(f"the testbench crashed (exit {r.returncode}): {(r.stderr or r.stdout).strip()[:200]}")
     result = json.loads(result_path.read_text())

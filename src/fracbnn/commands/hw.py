@@ -181,13 +181,25 @@ def _csim_reactnet(args) -> int:
 
     from ..hw.csim import run_csim
 
+    from ..hw.generate import load_project
+    from ..hw.reactnet.design import RxConfig
+    from ..hw.reactnet.model import cycle_model
+    from ..hw.reactnet.program import RxShape
+    from ..hw.reactnet.report import compare_with_csim
+
     res = run_csim(args.project)
+    meta = load_project(args.project)
+    cfg = RxConfig(**{k: v for k, v in meta["config"].items() if k != "dram_bytes_per_cycle"})
+    model = cycle_model([RxShape(**l) for l in meta["layers"]], cfg, meta.get("gates"),
+                        thermo_bits=meta.get("thermo_bits", 32))
+    cmp = compare_with_csim(model, res)
     if args.json:
-        print(json.dumps({k: v for k, v in res.items() if k != "stdout"}, indent=1))
+        print(json.dumps({k: v for k, v in res.items() if k != "stdout"} | {"model_comparison": cmp}, indent=1))
     else:
         print(res["stdout"].rstrip())
         print(f"csim: {res['images']} images, {res['mismatched_images']} mismatched, "
-              f"{res['cycles_per_image']:,.1f} cycles/image")
+              f"{res['cycles_per_image']:,.1f} cycles/image; cycle model {cmp['model_cycles']:,.1f} "
+              f"({100 * cmp['relative_error']:+.2f}%)")
     return 1 if res["returncode"] != 0 else 0
 
 
@@ -301,7 +313,7 @@ def _is_reactnet_target(target) -> bool:
     return is_reactnet_program(_load_model(target))
 
 
-def _rx_config(args, base=None):
+def _rx_report_config(args, base=None):
     from ..errors import FracBNNError
     from ..hw.reactnet.design import proposed_imagenet, published_imagenet, with_overrides
 
@@ -334,7 +346,7 @@ def _report_reactnet(args, target) -> int:
 
         meta = load_project(target)
         saved = RxConfig(**{k: v for k, v in meta["config"].items() if k != "dram_bytes_per_cycle"})
-        cfg = _rx_config(args, saved)
+        cfg = _rx_report_config(args, saved)
         shapes = [RxShape(**l) for l in meta["layers"]]
         gates = meta.get("gates") or {}
         csim = load_csim(target) if cfg == saved else None
@@ -349,7 +361,7 @@ def _report_reactnet(args, target) -> int:
 
         packed = _load_model(target)
         prog = rx_program(packed)
-        cfg = _rx_config(args)
+        cfg = _rx_report_config(args)
         shapes, csim, n_classes = prog.shapes, None, len(prog.fc_bias)
         coef_bits, thermo_bits, source = coefficient_bits(prog), prog.thermo_bits, str(target)
         gates = {}

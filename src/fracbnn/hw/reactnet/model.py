@@ -22,6 +22,15 @@ from .design import (CONST_TABLES, RxConfig, c_tiles, code_write_bytes, dram_cyc
                      words)
 from .program import RxShape
 
+
+def shortcut_tiles(l: RxShape, cfg: RxConfig, t: int) -> list[int]:
+    """Input code tiles channel tile ``t`` reads its shortcut from (one transfer each per row tile)."""
+    if l.shortcut == "none":
+        return []
+    from .generate import shortcut_tiles as tiles
+
+    return tiles(l, cfg, t)
+
 # ---------------------------------------------------------------------------
 # the LSB pass without measured gates
 
@@ -84,8 +93,8 @@ def cycle_model(shapes: list[RxShape], cfg: RxConfig, gates: dict | None = None,
                 acc["lsb_full"] += full
                 acc["epilogue"] += e
                 compute += m + lsb + e
-                for b, n in ((shortcut_bytes(l, r, cfg), 1), (code_write_bytes(l, r, cfg), 1)):
-                    dram += dram_cycles(b, cfg, n)
+                for b in [shortcut_bytes(l, r, cfg)] * len(shortcut_tiles(l, cfg, t)) + [code_write_bytes(l, r, cfg)]:
+                    dram += dram_cycles(b, cfg, 1)
                     nbytes += b
                 if l.kind == "stem":
                     b = image_bytes(l, r, thermo_bits)

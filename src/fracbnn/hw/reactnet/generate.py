@@ -185,8 +185,7 @@ def buffer_sizes(prog: RxProgram, cfg: D.RxConfig, rows: list[dict]) -> dict:
     )
 
 
-def config_h(prog: RxProgram, cfg: D.RxConfig, rows: list[dict], sizes: dict, clock_mhz: float,
-             params_bytes: int) -> str:
+def config_h(prog: RxProgram, cfg: D.RxConfig, rows: list[dict], sizes: dict, params_bytes: int) -> str:
     c, h, w = prog.input_size
     ctype = {8: "uint8_t", 16: "uint16_t", 32: "uint32_t", 64: "uint64_t"}[cfg.word_bits]
     table = "\n".join("    {" + ", ".join(str(r[f]) for f in FIELDS) + "},  // " + r["name"] for r in rows)
@@ -293,7 +292,7 @@ def generate_rx_project(packed, out_dir: str | Path, cfg: D.RxConfig | None = No
     shutil.copyfile(TEMPLATES / "rx_kernel.cpp", src / "fracbnn_kernel.cpp")
     shutil.copyfile(INT_HEADER, src / "fracbnn_int.h")
     shutil.copyfile(TEMPLATES / "rx_tb.cpp", src / "tb.cpp")
-    (src / "fracbnn_config.h").write_text(config_h(prog, cfg, rows, sizes, clock, len(params)))
+    (src / "fracbnn_config.h").write_text(config_h(prog, cfg, rows, sizes, len(params)))
     (out / "params.bin").write_bytes(params)
     (out / "tb_images.bin").write_bytes(images.tobytes())
     (out / "tb_logits.bin").write_bytes(logits.astype("<i8").tobytes())

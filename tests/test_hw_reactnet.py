@@ -16,7 +16,8 @@ from fracbnn.errors import FracBNNError
 from fracbnn.hw.csim import run_csim
 from fracbnn.hw.generate import INT_HEADER
 from fracbnn.hw.reactnet import design as D
-from fracbnn.hw.reactnet.generate import generate_rx_project, shortcut_tiles
+from fracbnn.hw.reactnet.design import shortcut_tiles
+from fracbnn.hw.reactnet.generate import generate_rx_project
 from fracbnn.hw.reactnet.measure import busiest_lanes, open_maps
 from fracbnn.hw.reactnet.program import rx_program
 from fracbnn.models import create_model

@@ -201,6 +201,23 @@ def shortcut_bytes(l: RxShape, rows: int, cfg: RxConfig) -> int:
     return src_rows * src_cols * code_bytes_per_pixel(cfg)
 
 
+def shortcut_tiles(l: RxShape, cfg: RxConfig, t: int) -> list[int]:
+    """The input code tiles output tile ``t`` reads its shortcut from, one transfer each per row tile.
+
+    One (tile t) unless the layer duplicates channels (c reads c mod cin) and cin is above ``lanes`` and
+    not a multiple of it: then a tile's channels come from two or three input tiles. design.shortcut_bytes
+    counts one tile's codes per row tile; multiply by len() of this for such layers.
+    """
+    if l.shortcut != "dup":
+        return [t]
+    out = []
+    for i in range(cfg.lanes):
+        c = t * cfg.lanes + i
+        if c < l.cout and (c % l.cin) // cfg.lanes not in out:
+            out.append((c % l.cin) // cfg.lanes)
+    return out
+
+
 def code_write_bytes(l: RxShape, rows: int, cfg: RxConfig) -> int:
     """Codes of the output a (channel tile, row tile) writes for the next layer's shortcut (none for the last)."""
     return 0 if l.last else rows * l.w_out * code_bytes_per_pixel(cfg)

@@ -32,6 +32,7 @@ from ...errors import FracBNNError
 from ..generate import BOARDS, INT_HEADER, PROJECT_FILE, TEMPLATES, _tcl, check_output_dir
 from . import design as D
 from .measure import gate_stats
+from .model import coefficient_bits
 from .program import RxLayer, RxProgram, rx_program
 
 KINDS = {"stem": 0, "conv3": 1, "conv1": 2}
@@ -61,26 +62,9 @@ def plane_stride(h: int, w: int) -> int:
     return h * w + (1 if (h * w) % 3 == 0 else 0)
 
 
-def shortcut_tiles(l, cfg: D.RxConfig, t: int) -> list[int]:
-    """The input code tiles output tile ``t`` reads its shortcut from, one transfer each per row tile.
-
-    One (tile t) unless the layer duplicates channels (c reads c mod cin) and cin is above ``lanes`` and
-    not a multiple of it: then a tile's channels come from two or three input tiles. design.shortcut_bytes
-    counts one tile's codes per row tile; multiply by len() of this for such layers.
-    """
-    if l.shortcut != "dup":
-        return [t]
-    out = []
-    for i in range(cfg.lanes):
-        c = t * cfg.lanes + i
-        if c < l.cout and (c % l.cin) // cfg.lanes not in out:
-            out.append((c % l.cin) // cfg.lanes)
-    return out
-
-
 def dup_source_tiles(l, cfg: D.RxConfig) -> int:
     """Most input code tiles one output tile reads (see shortcut_tiles)."""
-    return max(len(shortcut_tiles(l, cfg, t)) for t in range(D.c_tiles(l, cfg)))
+    return max(len(D.shortcut_tiles(l, cfg, t)) for t in range(D.c_tiles(l, cfg)))
 
 
 def layer_rows(prog: RxProgram, cfg: D.RxConfig) -> list[dict]:
@@ -314,7 +298,7 @@ def generate_rx_project(packed, out_dir: str | Path, cfg: D.RxConfig | None = No
         "format": "fracbnn.hw-project", "version": 1, "family": "reactnet", "board": board, "part": part,
         "clock_mhz": clock, "config": cfg.to_dict(), "model": model_label,
         "layers": [s.to_dict() for s in prog.shapes], "layer_table": rows, "buffers": sizes,
-        "params_bytes": len(params), "thermo_bits": prog.thermo_bits, "resolution": prog.resolution,
+        "params_bytes": len(params), "thermo_bits": prog.thermo_bits, "coef_bits": coefficient_bits(prog), "resolution": prog.resolution,
         "input_size": list(prog.input_size), "num_classes": n_classes,
         "logit_denominator": int(prog.logit_denominator),
         "test_images": {"count": int(len(images)), "origin": image_origin or "given by the caller"},

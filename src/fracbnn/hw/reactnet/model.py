@@ -17,19 +17,11 @@ import numpy as np
 from ..design import PART
 from ..perf_model import UNIT, adder_tree_luts, bram18k, memory, memory_rw, popcount_luts
 from .design import (CONST_TABLES, RxConfig, c_tiles, code_write_bytes, dram_cycles, epilogue_cycles,
-                     image_bytes, lanes_skip, lsb_fill_cycles, lsb_full_cycles, lsb_row_cycles, msb_cycles,
+                     image_bytes, lanes_skip, shortcut_tiles, lsb_fill_cycles, lsb_full_cycles, lsb_row_cycles, msb_cycles,
                      published_imagenet, row_tiles, shortcut_bytes, steps, sweep_cycles, weight_bytes_per_tile,
                      words)
 from .program import RxShape
 
-
-def shortcut_tiles(l: RxShape, cfg: RxConfig, t: int) -> list[int]:
-    """Input code tiles channel tile ``t`` reads its shortcut from (one transfer each per row tile)."""
-    if l.shortcut == "none":
-        return []
-    from .generate import shortcut_tiles as tiles
-
-    return tiles(l, cfg, t)
 
 # ---------------------------------------------------------------------------
 # the LSB pass without measured gates

@@ -160,7 +160,8 @@ def main():
                     help="the CIFAR design (default) or the ImageNet design (see hw_evidence_reactnet.py)")
     ap.add_argument("--trained", metavar="DIR", help="reactnet: work folder of benchmarks/reactnet_agreement.py")
     ap.add_argument("--train-steps", type=int, default=300, help="reactnet: steps when training here (--data)")
-    ap.add_argument("--full-images", type=int, default=0, help="reactnet: also csim the full model at 224x224")
+    ap.add_argument("--full-images", type=int, default=2, help="reactnet: also csim the full model at 224x224 "
+                    "on N images (0: skip)")
     args = ap.parse_args()
     if args.model == "reactnet-fracbnn":
         import sys

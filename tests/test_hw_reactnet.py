@@ -245,3 +245,32 @@ def test_full_width_224_bit_exact(tmp_path):
     assert meta["layers"][-1]["cout"] == 1024 and meta["num_classes"] == 1000
     assert res["layers"][0]["name"] == "stem" and len(res["layers"]) == 27
     assert time.time() - t0 < 180
+
+
+def test_briefly_trained_model_bit_exact(tmp_path):
+    """A reduced reactnet-fracbnn after 25 training steps (BN statistics and gate thresholds learned, not set):
+    identical logits in csim and cycles that follow design.py."""
+    torch.manual_seed(3)
+    model = create_model("reactnet-fracbnn", num_classes=4, width=0.0625)
+    x = smooth_images(64, (64, 64), 3, seed=3)
+    y = (x.float().mean(dim=(1, 2, 3)) > x.float().mean()).long() + 2 * (x[:, 0].float().mean(dim=(1, 2)) >
+                                                                         x[:, 2].float().mean(dim=(1, 2))).long()
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    model.train()
+    for step in range(25):
+        idx = torch.arange(16) + 16 * (step % 4)
+        loss = torch.nn.functional.cross_entropy(model(x[idx]), y[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    model.input_size = (3, 64, 64)
+    packed = export_model(model)
+    imgs = np.asarray(family_images("reactnet-fracbnn", 6))
+    cfg = D.proposed_imagenet()
+    meta, res, _ = _check(tmp_path, packed, imgs, cfg)
+    want = _expected(packed, cfg, imgs)
+    for layer in res["layers"]:
+        assert layer["cycles"] == pytest.approx(want[layer["name"]]["cycles"], rel=1e-9), layer["name"]
+    dens = [g["gate_density"] for g in meta["gates"].values()]
+    assert 0.0 < min(dens) and max(dens) < 1.0  # part-open gates after training

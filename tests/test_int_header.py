@@ -116,6 +116,26 @@ def test_gate_and_thermometer_bit_equal(harness):
         np.testing.assert_array_equal(got, thermometer_level(p, res), err_msg=f"thermometer R={res}")
 
 
+def test_xnor_dot_is_the_golden_tap(harness):
+    """One valid tap of one word (fbi_xnor_dot, both kernels' popcount primitive) = arith.binary_conv2d of the
+    word's n channels against the same weights."""
+    from fracbnn.ir.arith import binary_conv2d
+
+    rng = np.random.default_rng(5)
+    x = rng.integers(I64.min, I64.max, 300, dtype=np.int64, endpoint=True)
+    w = rng.integers(I64.min, I64.max, 300, dtype=np.int64, endpoint=True)
+    x[:4] = [0, -1, 0, -1]
+    w[:4] = [0, -1, -1, 0]
+    for n in (1, 17, 32, 63, 64):
+        mask = np.int64(-1) if n == 64 else np.int64((1 << n) - 1)
+        xm, wm = x & mask, w & mask
+        got = harness(np.stack([np.full_like(x, 11), xm, wm, np.full_like(x, n)], 1))
+        bits = lambda v: ((v.view(np.uint64)[:, None] >> np.arange(n, dtype=np.uint64)) & 1).astype(np.uint8)  # noqa: E731
+        want = [binary_conv2d(bits(xm[i:i + 1]).reshape(1, n, 1, 1), bits(wm[i:i + 1]).reshape(1, n, 1, 1), 1, 0)
+                .item() for i in range(len(x))]
+        np.testing.assert_array_equal(got, want, err_msg=f"n={n}")
+
+
 def _coeffs(rng, n):
     """Per-element coefficients: mostly realistic magnitudes, some anywhere in int64 (wrap-around)."""
     c = rng.integers(-2**40, 2**40, n)
@@ -171,9 +191,13 @@ def test_both_builds_use_the_one_header():
     assert not list(kernels.glob("fracbnn_int.h")), "a second copy of the header next to the fast engine"
     kernel = (ROOT / "src" / "fracbnn" / "hw" / "templates" / "fracbnn_kernel.cpp").read_text()
     assert '#include "fracbnn_int.h"' in kernel
-    for fn in ("fbi_block_post", "fbi_scale_shift", "fbi_quantize2_code", "fbi_gate_open", "fbi_thermometer_level"):
-        assert fn + "(" in kernel, fn
-    # the kernel no longer carries its own versions of the primitives
-    assert not re.search(r"static inline \w+ (floor_shift|round_shift|saturate|thermo_level)\(", kernel)
+    rx = (ROOT / "src" / "fracbnn" / "hw" / "templates" / "rx_kernel.cpp").read_text()
+    assert '#include "fracbnn_int.h"' in rx
+    for fn in ("fbi_block_post", "fbi_scale_shift", "fbi_quantize2_code", "fbi_gate_open", "fbi_thermometer_level",
+               "fbi_xnor_dot"):
+        assert fn + "(" in kernel and fn + "(" in rx, fn
+    # the kernels no longer carry their own versions of the primitives
+    for k in (kernel, rx):
+        assert not re.search(r"static inline \w+ (floor_shift|round_shift|saturate|thermo_level|popc\w*)\(", k)
     from fracbnn.hw.generate import INT_HEADER
     assert INT_HEADER.resolve() == HEADER.resolve()

@@ -116,4 +116,20 @@ FBI_INLINE int fbi_thermometer_level(int p, int resolution)
     return q + ((2 * rem > resolution) || (2 * rem == resolution && (q & 1)) ? 1 : 0);
 }
 
+/* Number of 1 bits of a 64-bit word: the XNOR-popcount engines' one primitive (an adder tree in synthesis). */
+FBI_INLINE int fbi_popcount64(uint64_t x)
+{
+#if defined(__GNUC__) && !defined(__SYNTHESIS__)
+    return __builtin_popcountll((unsigned long long)x);
+#else
+    int c = 0, i;
+    for (i = 0; i < 64; i++) c += (int)((x >> i) & 1u);
+    return c;
+#endif
+}
+
+/* arith.binary_conv2d, one valid tap of one word: the +-1 products of ``n`` channels (bits 0..n-1; higher bits
+ * of x and w must be equal so they cancel, e.g. both 0) summed: n - 2 popcount(x XOR w). */
+FBI_INLINE int fbi_xnor_dot(uint64_t x, uint64_t w, int n) { return n - 2 * fbi_popcount64(x ^ w); }
+
 #endif /* FRACBNN_INT_H */

@@ -296,6 +296,7 @@ def generate_project(packed, out_dir: str | Path, *, cfg: HwConfig | None = None
     driver = driver.replace("@IMG_SHAPE@", repr(tuple(prog.input_size))).replace(
         "@NUM_CLASSES@", str(len(prog.fc_bias))).replace("@LOGIT_DENOMINATOR@", str(prog.logit_denominator))
     (out / "host" / "fracbnn_pynq.py").write_text(driver)
+    shutil.copyfile(TEMPLATES / "pynq_ip.py", out / "host" / "pynq_ip.py")
     meta = {
         "format": "fracbnn.hw-project", "version": 1, "board": board, "part": BOARDS[board]["part"],
         "clock_mhz": clock, "config": cfg.to_dict(), "model": model_label,

@@ -294,6 +294,7 @@ def generate_rx_project(packed, out_dir: str | Path, cfg: D.RxConfig | None = No
                  "@LOGIT_DENOMINATOR@": str(prog.logit_denominator)}.items():
         driver = driver.replace(k, v)
     (out / "host" / "fracbnn_pynq.py").write_text(driver)
+    shutil.copyfile(TEMPLATES / "pynq_ip.py", out / "host" / "pynq_ip.py")
     meta = {
         "format": "fracbnn.hw-project", "version": 1, "family": "reactnet", "board": board, "part": part,
         "clock_mhz": clock, "config": cfg.to_dict(), "model": model_label,

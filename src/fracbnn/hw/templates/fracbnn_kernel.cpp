@@ -110,18 +110,6 @@ static void lsb_copy_word(const LayerDesc &d, int r, int c, int k, word_t w) {
 static uint8_t img_buf[IMG_BYTES];
 
 // ---- integer helpers (the scalar primitives are fracbnn_int.h's) -------------
-static inline int popcnt(word_t x) {
-#ifdef __SYNTHESIS__
-    int c = 0;
-    for (int i = 0; i < 64; i++) {
-#pragma HLS UNROLL
-        c += (int)((x >> i) & 1);
-    }
-    return c;
-#else
-    return __builtin_popcountll((unsigned long long)x);
-#endif
-}
 // Address of (channel c, pixel pix) of a C-channel, hw-pixel map in acc/res/sc_buf: channels in groups of
 // ce = min(C, UNITS), pixel-major within a group: ((c / ce) * hw + pix) * ce + c % ce.
 static inline int fm_index(int c, int pix, int C, int hw) {
@@ -269,7 +257,7 @@ LANES:
                         const int r = i * d.stride + u - 1, cc = j * d.stride + v - 1;
                         if (r < 0 || r >= d.h_in || cc < 0 || cc >= d.w_in) continue;
                         const word_t x = lsb_copy[p][u * 3 + v][pix * d.kw + k];  // the lane's own copy
-                        sum += nvalid - 2 * popcnt(x ^ WEIGHTS[d.w_off + g * d.kw + k][u * 3 + v][p]);
+                        sum += fbi_xnor_dot(x, WEIGHTS[d.w_off + g * d.kw + k][u * 3 + v][p], nvalid);
                     }
                 part[p][s] = (k == 0 ? 0 : part[p][s]) + sum;
                 if (k == d.kw - 1) {  // write only (2 S_M comes with the entry): <= 2 writes per bank per cycle
@@ -356,7 +344,7 @@ GROUPS:
                             for (int v = 0; v < 3; v++) {
                                 const int cv = s * d.stride + v;
                                 if (inside[u][cv])
-                                    sum += nvalid - 2 * popcnt(win[u][cv] ^ WEIGHTS[d.w_off + g * d.kw + k][u * 3 + v][p]);
+                                    sum += fbi_xnor_dot(win[u][cv], WEIGHTS[d.w_off + g * d.kw + k][u * 3 + v][p], nvalid);
                             }
                         part[s][p] = (k == 0 ? 0 : part[s][p]) + sum;
                         if (k != d.kw - 1) continue;

@@ -15,6 +15,7 @@ _1/_2 halves for 64-bit addresses on some versions).
 """
 
 import numpy as np
+from pynq_ip import run, set_address  # copied next to this file by `fracbnn hw generate`
 
 IMG_SHAPE = @IMG_SHAPE@
 NUM_CLASSES = @NUM_CLASSES@
@@ -30,19 +31,8 @@ class FracBNNAccel:
         self.ip = getattr(self.overlay, name)
         self.image = allocate(shape=(int(np.prod(IMG_SHAPE)),), dtype=np.uint8)
         self.out = allocate(shape=(NUM_CLASSES,), dtype=np.int64)
-        self._set_address("image", self.image.device_address)
-        self._set_address("logits", self.out.device_address)
-
-    def _set_address(self, arg, addr):
-        regs = self.ip.register_map
-        names = [n for n in dir(regs) if n.startswith(arg)]
-        if f"{arg}_1" in names:  # 64-bit address split into two 32-bit registers
-            setattr(regs, f"{arg}_1", addr & 0xFFFFFFFF)
-            setattr(regs, f"{arg}_2", addr >> 32)
-        elif arg in names:
-            setattr(regs, arg, addr)
-        else:
-            raise RuntimeError(f"register for {arg!r} not found in {names}; check the IP's register map")
+        set_address(self.ip, "image", self.image.device_address)
+        set_address(self.ip, "logits", self.out.device_address)
 
     def logits(self, image):
         img = np.ascontiguousarray(image, dtype=np.uint8)
@@ -50,9 +40,7 @@ class FracBNNAccel:
             raise ValueError(f"image must be uint8 {IMG_SHAPE} (C, H, W), got {img.shape}")
         self.image[:] = img.reshape(-1)
         self.image.flush()
-        self.ip.write(0x00, 0x01)  # ap_start
-        while (self.ip.read(0x00) & 0x2) == 0:  # ap_done
-            pass
+        run(self.ip)
         self.out.invalidate()
         return np.array(self.out, dtype=np.int64)
 

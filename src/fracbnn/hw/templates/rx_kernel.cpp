@@ -70,22 +70,11 @@ static uint8_t img_rows[IMG_C][IMG_ROWS_MAX][IMG_W];
 static int64_t pool_acc[MAX_TILES * LANES];
 
 // ---- small helpers ------------------------------------------------------------------------------
-static inline int popc(word_t x) {
-#ifdef __SYNTHESIS__
-    int c = 0;
-    for (int i = 0; i < WORD_BITS; i++) {
-#pragma HLS UNROLL
-        c += (int)((x >> i) & 1);
-    }
-    return c;
-#else
-    return __builtin_popcountll((unsigned long long)x);
-#endif
-}
 
-// one valid tap of one word: +-1 products summed over the word's real channels. Channels beyond cin hold 0 in
-// the planes and 1 in the weights, so they never match; nvalid counts the real ones.
-static inline int tap_sum(word_t x, word_t w, int nvalid) { return 2 * popc((word_t)~(x ^ w)) - nvalid; }
+// one valid tap of one word: +-1 products summed over the word's real channels (fbi_xnor_dot). Channels beyond cin
+// hold 0 in the planes and 1 in the weights, so each of the WORD_BITS - nvalid padding bits counts as one mismatch
+// (-2 x that) in fbi_xnor_dot over nvalid; adding it back leaves exactly the real channels.
+static inline int tap_sum(word_t x, word_t w, int nvalid) { return fbi_xnor_dot(x, w, nvalid) + 2 * (WORD_BITS - nvalid); }
 
 static inline int word_channels(const RxLayerDesc &d, int w) {
     const int n = d.cin - w * WORD_BITS;

@@ -18,6 +18,7 @@ exactly like the model's `linear` op: logits = pooled @ W.T + b.
 from pathlib import Path
 
 import numpy as np
+from pynq_ip import run, set_address  # copied next to this file by `fracbnn hw generate`
 
 IMG_SHAPE = @IMG_SHAPE@
 NUM_CLASSES = @NUM_CLASSES@
@@ -56,18 +57,7 @@ class FracBNNImageNet:
         self.pooled = allocate(shape=(POOL_C,), dtype=np.int64)
         for arg, buf in (("params", self.params), ("image", self.image), ("codes_a", self.codes_a),
                          ("codes_b", self.codes_b), ("pooled", self.pooled)):
-            self._set_address(arg, buf.device_address)
-
-    def _set_address(self, arg, addr):
-        regs = self.ip.register_map
-        names = [n for n in dir(regs) if n.startswith(arg)]
-        if f"{arg}_1" in names:  # 64-bit address split into two 32-bit registers
-            setattr(regs, f"{arg}_1", addr & 0xFFFFFFFF)
-            setattr(regs, f"{arg}_2", addr >> 32)
-        elif arg in names:
-            setattr(regs, arg, addr)
-        else:
-            raise RuntimeError(f"register for {arg!r} not found in {names}; check the IP's register map")
+            set_address(self.ip, arg, buf.device_address)
 
     def pooled_sums(self, image):
         img = np.ascontiguousarray(image, dtype=np.uint8)
@@ -75,9 +65,7 @@ class FracBNNImageNet:
             raise ValueError(f"image must be uint8 {IMG_SHAPE} (C, H, W), got {img.shape}")
         self.image[:img.size] = img.reshape(-1)
         self.image.flush()
-        self.ip.write(0x00, 0x01)  # ap_start
-        while (self.ip.read(0x00) & 0x2) == 0:  # ap_done
-            pass
+        run(self.ip)
         self.pooled.invalidate()
         return np.array(self.pooled, dtype=np.int64)
 

@@ -131,12 +131,16 @@ def format_report(rep: dict) -> str:
     out.append(f"  published-style configuration on this report's layers (model): {p['model_fps_same_layers']:,.1f}"
                f" images/s")
     if "csim" in rep:
-        c = rep["csim"]
-        out += ["", f"C simulation ({c['images']} images, {c['mismatched_images']} mismatched): "
-                f"{c['csim_cycles']:,.1f} cycles/image counted, model {c['model_cycles']:,} "
-                f"({100 * c['relative_error']:+.2f}%, max per layer {100 * c['max_layer_relative_error']:.2f}%; "
-                f"{'within' if c['within_tolerance'] else 'OUTSIDE'} {100 * c['tolerance']:.0f}%)"]
+        out += ["", csim_line(rep["csim"])]
     return "\n".join(out)
+
+
+def csim_line(c: dict) -> str:
+    """One line: the C simulation's images, mismatches and counted cycles next to the model (both designs)."""
+    return (f"C simulation ({c['images']} images, {c['mismatched_images']} mismatched): "
+            f"{c['csim_cycles']:,.1f} cycles/image counted, model {c['model_cycles']:,.1f} "
+            f"({100 * c['relative_error']:+.2f}%, max per layer {100 * c['max_layer_relative_error']:.2f}%; "
+            f"{'within' if c['within_tolerance'] else 'OUTSIDE'} {100 * c['tolerance']:.0f}%)")
 
 
 def _f(v) -> str:

@@ -109,9 +109,7 @@ def format_rx_report(rep: dict) -> str:
             f"{p['ours_fps']:,.1f} images/s = {p['speedup_vs_published_fps']:.2f}x; on this report's layers "
             f"{p['same_layers']['speedup_vs_published_fps']:.2f}x"]
     if "csim" in rep:
-        c = rep["csim"]
-        out += ["", f"C simulation ({c['images']} images, {c['mismatched_images']} mismatched): "
-                f"{c['csim_cycles']:,.1f} cycles/image counted, model {c['model_cycles']:,.1f} "
-                f"({100 * c['relative_error']:+.2f}%, max per layer {100 * c['max_layer_relative_error']:.2f}%; "
-                f"{'within' if c['within_tolerance'] else 'OUTSIDE'} {100 * c['tolerance']:.0f}%)"]
+        from ..report import csim_line
+
+        out += ["", csim_line(rep["csim"])]
     return "\n".join(out)

@@ -554,6 +554,14 @@ static inline __m256i FB(block_post4)(__m256i a, __m256i sign, __m256i thr, __m2
 }
 #endif
 
+/* lane-wise mask ? y : x for 64-bit lane masks (all ones or zero); the pd form reads only each lane's sign
+ * bit, so the compiler does not re-derive byte masks from a compare result (it did, one more op) */
+#define FB_BLEND64(x, y, mask)                                                                                 \
+    _mm256_castpd_si256(_mm256_blendv_pd(_mm256_castsi256_pd(x), _mm256_castsi256_pd(y), _mm256_castsi256_pd(mask)))
+
+/* m a for multipliers stored as m >> mshift (m32, fastkernels.c): one signed product, shifted back (mcnt) */
+#define FB_MUL_M32(m, a) _mm256_sll_epi64(_mm256_mul_epi32((m), (a)), mcnt)
+
 /* Round-shift-saturate with the arithmetic shift done as a logical one: with C = 2^(63 - shift)
  * (0 for shift 0), v + 2^63 (mod 2^64, folded into the rounding constant) read unsigned and
  * shifted is floor(v / 2^shift) + C exactly; it is clamped to [lo + C, hi + C] (signed compares
@@ -574,6 +582,20 @@ static inline __m256i FB(block_post4)(__m256i a, __m256i sign, __m256i thr, __m2
         if (nsat) ns += __builtin_popcount((unsigned)_mm256_movemask_pd(_mm256_castsi256_pd(_mm256_or_si256(l_, h_)))); \
         (v) = _mm256_blendv_epi8(_mm256_blendv_epi8((v), (LO), l_), (HI), h_);                                 \
     } while (0)
+/* The same clamp counting in a vector (nsv: minus the clipped lanes, each a -1 mask), for the row loops:
+ * always counting is cheaper than a branch and a move to the integer unit per vector. */
+#define FB_CLAMP_COUNTV(v, LO, HI, nsv)                                                                        \
+    do {                                                                                                       \
+        const __m256i l_ = _mm256_cmpgt_epi64((LO), (v)), h_ = _mm256_cmpgt_epi64((v), (HI));                  \
+        nsv = _mm256_add_epi64(nsv, _mm256_or_si256(l_, h_));                                                  \
+        (v) = _mm256_blendv_epi8(_mm256_blendv_epi8((v), (LO), l_), (HI), h_);                                 \
+    } while (0)
+/* clipped lanes counted by FB_CLAMP_COUNTV */
+static inline int64_t FB(count_clipped)(__m256i nsv)
+{
+    __m128i t = _mm_add_epi64(_mm256_castsi256_si128(nsv), _mm256_extracti128_si256(nsv, 1));
+    return -(_mm_cvtsi128_si64(t) + _mm_extract_epi64(t, 1));
+}
 
 static void FB(post_row)(const fb_step *st, const int32_t *restrict acc, int64_t *restrict dst,
                          const int64_t *restrict scrow, int Wo, int64_t *nsat)
@@ -589,19 +611,25 @@ static void FB(post_row)(const fb_step *st, const int32_t *restrict acc, int64_t
 #ifdef FB_USE_AVX2
         if (O % 4 == 0) { /* the accumulator fits in int32: two multiplies per product (mul64x32) */
             FB_OFFSET_SHIFT;
-            /* channel-major: a group's constants stay in registers along the row */
-            for (int o = 0; o < O; o += 4) {
-                const __m256i m = _mm256_loadu_si256((const __m256i *)((mul31 ? mul31 : mul) + o));
-                const __m256i b = _mm256_add_epi64(_mm256_loadu_si256((const __m256i *)(add + o)), vhalf_c);
-                for (int x = 0; x < Wo; x++) {
-                    __m256i a = _mm256_cvtepi32_epi64(_mm_loadu_si128((const __m128i *)(acc + (size_t)x * O + o)));
-                    __m256i v = _mm256_add_epi64(st->m32 ? _mm256_sll_epi64(_mm256_mul_epi32(m, a), mcnt)
-                                                 : mul31 ? FB(mul31)(m, a) : FB(mul64x32)(m, a), b);
-                    v = _mm256_srl_epi64(v, cnt); /* r + C, unsigned (see FB_OFFSET_SHIFT) */
-                    FB_CLAMP_COUNT(v, vlo_c, vhi_c);
-                    _mm256_storeu_si256((__m256i *)(dst + (size_t)x * O + o), _mm256_sub_epi64(v, vC));
-                }
+            __m256i nsv = _mm256_setzero_si256();
+            /* channel-major: a group's constants stay in registers along the row; one loop per
+             * multiplier kind (FB_MUL_M32 / FB_MUL_31 / FB_MUL_64X32), chosen once per row */
+#define FB_SCALE_LOOP(MUL)                                                                                     \
+            for (int o = 0; o < O; o += 4) {                                                                   \
+                const __m256i m = _mm256_loadu_si256((const __m256i *)((mul31 ? mul31 : mul) + o));            \
+                const __m256i b = _mm256_add_epi64(_mm256_loadu_si256((const __m256i *)(add + o)), vhalf_c);   \
+                for (int x = 0; x < Wo; x++) {                                                                 \
+                    __m256i a = _mm256_cvtepi32_epi64(_mm_loadu_si128((const __m128i *)(acc + (size_t)x * O + o))); \
+                    __m256i v = _mm256_srl_epi64(_mm256_add_epi64(MUL(m, a), b), cnt); /* r + C (FB_OFFSET_SHIFT) */ \
+                    FB_CLAMP_COUNTV(v, vlo_c, vhi_c, nsv);                                                     \
+                    _mm256_storeu_si256((__m256i *)(dst + (size_t)x * O + o), _mm256_sub_epi64(v, vC));        \
+                }                                                                                              \
             }
+            if (st->m32) FB_SCALE_LOOP(FB_MUL_M32)
+            else if (mul31) FB_SCALE_LOOP(FB(mul31))
+            else FB_SCALE_LOOP(FB(mul64x32))
+#undef FB_SCALE_LOOP
+            ns += FB(count_clipped)(nsv);
             goto done;
         }
 #endif
@@ -624,29 +652,34 @@ static void FB(post_row)(const fb_step *st, const int32_t *restrict acc, int64_t
         const __m128i cnt = _mm_cvtsi32_si128(shift), cnt_fill = _mm_cvtsi32_si128(64 - shift);
         if (st->post32) { /* sign, sc_mul and the shortcut fit in int32: exact signed 32x32->64 products */
             FB_OFFSET_SHIFT;
+            __m256i nsv = _mm256_setzero_si256();
             /* channel-major: a group's seven constant vectors stay in registers along the row; the
-             * rounding constant is folded into both additive constants */
-            for (int o = 0; o < O; o += 4) {
-#define LD(p) _mm256_loadu_si256((const __m256i *)((p) + o))
-                const __m256i vsign = LD(sign), vthr = LD(thr), vscm = LD(scm);
-                const __m256i vna = _mm256_add_epi64(LD(na), vhalf_c), vpa = _mm256_add_epi64(LD(pa), vhalf_c);
-                const __m256i vnm = pm31 ? LD(nm31) : LD(nm), vpm = pm31 ? LD(pm31) : LD(pm);
-#undef LD
-                for (int x = 0; x < Wo; x++) {
-                    const size_t at = (size_t)x * O + o;
-                    __m256i a = _mm256_cvtepi32_epi64(_mm_loadu_si128((const __m128i *)(acc + at)));
-                    __m256i pos = _mm256_cmpgt_epi64(_mm256_mul_epi32(vsign, a), vthr);
-                    __m256i b = _mm256_blendv_epi8(vna, vpa, pos);
-                    const __m256i ms = _mm256_blendv_epi8(vnm, vpm, pos);
-                    __m256i ma = st->m32 ? _mm256_sll_epi64(_mm256_mul_epi32(ms, a), mcnt)
-                                         : pm31 ? FB(mul31)(ms, a) : FB(mul64x32)(ms, a);
-                    __m256i v = _mm256_add_epi64(_mm256_add_epi64(ma, b),
-                                                 _mm256_mul_epi32(vscm, _mm256_loadu_si256((const __m256i *)(scrow + at))));
-                    v = _mm256_srl_epi64(v, cnt); /* r + C, unsigned (see FB_OFFSET_SHIFT) */
-                    FB_CLAMP_COUNT(v, vlo_c, vhi_c);
-                    _mm256_storeu_si256((__m256i *)(dst + at), _mm256_sub_epi64(v, vC));
-                }
+             * rounding constant is folded into both additive constants; one loop per multiplier kind */
+#define FB_BLOCK_LOOP(MUL)                                                                                     \
+            for (int o = 0; o < O; o += 4) {                                                                   \
+                const __m256i vsign = FB_LD(sign), vthr = FB_LD(thr), vscm = FB_LD(scm);                       \
+                const __m256i vna = _mm256_add_epi64(FB_LD(na), vhalf_c), vpa = _mm256_add_epi64(FB_LD(pa), vhalf_c); \
+                const __m256i vnm = pm31 ? FB_LD(nm31) : FB_LD(nm), vpm = pm31 ? FB_LD(pm31) : FB_LD(pm);      \
+                for (int x = 0; x < Wo; x++) {                                                                 \
+                    const size_t at = (size_t)x * O + o;                                                       \
+                    __m256i a = _mm256_cvtepi32_epi64(_mm_loadu_si128((const __m128i *)(acc + at)));           \
+                    __m256i pos = _mm256_cmpgt_epi64(_mm256_mul_epi32(vsign, a), vthr);                        \
+                    __m256i b = FB_BLEND64(vna, vpa, pos);                                                     \
+                    const __m256i ms = FB_BLEND64(vnm, vpm, pos);                                              \
+                    __m256i v = _mm256_add_epi64(_mm256_add_epi64(MUL(ms, a), b),                              \
+                                                 _mm256_mul_epi32(vscm, _mm256_loadu_si256((const __m256i *)(scrow + at)))); \
+                    v = _mm256_srl_epi64(v, cnt); /* r + C, unsigned (see FB_OFFSET_SHIFT) */                  \
+                    FB_CLAMP_COUNTV(v, vlo_c, vhi_c, nsv);                                                     \
+                    _mm256_storeu_si256((__m256i *)(dst + at), _mm256_sub_epi64(v, vC));                       \
+                }                                                                                              \
             }
+#define FB_LD(p) _mm256_loadu_si256((const __m256i *)((p) + o))
+            if (st->m32) FB_BLOCK_LOOP(FB_MUL_M32)
+            else if (pm31) FB_BLOCK_LOOP(FB(mul31))
+            else FB_BLOCK_LOOP(FB(mul64x32))
+#undef FB_LD
+#undef FB_BLOCK_LOOP
+            ns += FB(count_clipped)(nsv);
             goto done;
         }
         for (int x = 0; x < Wo; x++, acc += O, dst += O, scrow += O)
@@ -838,6 +871,40 @@ static void FB(thermo_rows)(const fb_step *st, const uint8_t *img, int64_t *dst,
             const int u0 = iy0 < 0 ? -iy0 : 0, v0 = ix0 < 0 ? -ix0 : 0;
             const int u1 = iy0 + K > g->H ? g->H - iy0 : K, v1 = ix0 + K > g->W ? g->W - ix0 : K;
 #ifdef FB_USE_AVX2
+            if (st->lut16) {
+                /* int16 table (thermo_table16): 16 output channels per add, widened to int32 at the end */
+                const int16_t *restrict lut16 = st->lut16;
+                __m256i a0 = _mm256_setzero_si256(), a1 = a0;
+#define FB_THERMO_TAP16(T)                                                                            \
+    do {                                                                                              \
+        const int16_t *t_ = (T);                                                                      \
+        a0 = _mm256_add_epi16(a0, _mm256_loadu_si256((const __m256i *)t_));                           \
+        if (O > 16) a1 = _mm256_add_epi16(a1, _mm256_loadu_si256((const __m256i *)(t_ + 16)));        \
+    } while (0)
+                if (K == 3 && u0 == 0 && v0 == 0 && u1 == 3 && v1 == 3) {
+                    for (int c = 0; c < Ci; c++) {
+                        const uint8_t *row = img + c * plane + (size_t)iy0 * g->W + ix0;
+                        const int16_t *tc = lut16 + (size_t)c * 9 * tap_stride;
+                        for (int u = 0; u < 3; u++, row += g->W)
+                            for (int v = 0; v < 3; v++)
+                                FB_THERMO_TAP16(tc + (size_t)(3 * u + v) * tap_stride + (size_t)level_of[row[v]] * O);
+                    }
+                } else
+                for (int c = 0; c < Ci; c++)
+                    for (int u = u0; u < u1; u++) {
+                        const uint8_t *row = img + c * plane + (size_t)(iy0 + u) * g->W + ix0;
+                        const int16_t *tu = lut16 + (((size_t)c * K + u) * K) * tap_stride;
+                        for (int v = v0; v < v1; v++) FB_THERMO_TAP16(tu + v * tap_stride + (size_t)level_of[row[v]] * O);
+                    }
+#undef FB_THERMO_TAP16
+                _mm256_storeu_si256((__m256i *)acc, _mm256_cvtepi16_epi32(_mm256_castsi256_si128(a0)));
+                _mm256_storeu_si256((__m256i *)(acc + 8), _mm256_cvtepi16_epi32(_mm256_extracti128_si256(a0, 1)));
+                if (O > 16) {
+                    _mm256_storeu_si256((__m256i *)(acc + 16), _mm256_cvtepi16_epi32(_mm256_castsi256_si128(a1)));
+                    _mm256_storeu_si256((__m256i *)(acc + 24), _mm256_cvtepi16_epi32(_mm256_extracti128_si256(a1, 1)));
+                }
+                continue;
+            }
             if (O % 8 == 0 && O <= 32) {
                 /* accumulators stay in registers: up to 4 x 8 output channels */
                 __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;

@@ -81,6 +81,7 @@ typedef struct {
     const int64_t *mul, *add;
     const int64_t *sign, *thr, *pos_mul, *pos_add, *neg_mul, *neg_add, *sc_mul;
     const int32_t *lut;
+    int16_t *lut16;                /* THERMO: lut as int16 when every output's sum fits (owned), or NULL */
     const int32_t *level_of;
     const int64_t *fc_w, *fc_b;
 } fb_step;
@@ -408,7 +409,7 @@ static void plan_free(fb_plan *pl)
         free(pl->bufs);
     }
     if (pl->steps)
-        for (int i = 0; i < pl->nsteps; i++) { free(pl->steps[i].gate32); free(pl->steps[i].split); }
+        for (int i = 0; i < pl->nsteps; i++) { free(pl->steps[i].gate32); free(pl->steps[i].split); free(pl->steps[i].lut16); }
     free(pl->steps);
     for (int i = 0; i < pl->ncache; i++) work_free(&pl->cache[i]);
     free(pl->cache);
@@ -425,6 +426,31 @@ static int fits_i32(const int64_t *a, int n)
     for (int i = 0; i < n; i++)
         if (a[i] < INT32_MIN || a[i] > INT32_MAX) return 0;
     return 1;
+}
+
+/* The thermometer table as int16 for the AVX2 table layer (16 output channels per 256-bit add, and half
+ * the table in cache: 3 x 9 x 33 x 16 entries are 57 KB as int32, more than L1): only when O is 16 or 32
+ * and no partial sum can leave int16 (each entry is a sum of `bits` +-1 terms; an output adds one entry
+ * per colour and tap, so the sum of the per-(colour, tap) maxima bounds every partial sum). */
+static int thermo_table16(fb_step *st)
+{
+    const int O = st->g.O, per_tap = st->levels * O, taps = st->img_C * st->g.K * st->g.K;
+    st->lut16 = NULL;
+    if (st->kind != FB_STEP_THERMO || (O != 16 && O != 32)) return 0;
+    int64_t bound = 0;
+    for (int t = 0; t < taps; t++) {
+        int64_t m = 0;
+        for (int i = 0; i < per_tap; i++) {
+            const int64_t v = st->lut[(size_t)t * per_tap + i];
+            m = v > m ? v : (-v > m ? -v : m);
+        }
+        bound += m;
+    }
+    if (bound > INT16_MAX) return 0;
+    st->lut16 = malloc((size_t)taps * per_tap * sizeof(int16_t));
+    if (!st->lut16) return -1;
+    for (size_t i = 0; i < (size_t)taps * per_tap; i++) st->lut16[i] = (int16_t)st->lut[i];
+    return 0;
 }
 
 /* Facts the kernels' fast paths need, derived once per plan (they change no result):
@@ -463,6 +489,7 @@ static int derive_fast_paths(fb_plan *pl)
         const int O = st->g.O;
         st->post32 = 0;
         if (st->kind == FB_STEP_POOLFC) continue;
+        if (thermo_table16(st) < 0) return -1;
         if (st->post == FB_POST_BLOCK) st->post32 = small && fits_i32(st->sign, O) && fits_i32(st->sc_mul, O);
         if (st->kind == FB_STEP_QCONV && st->gate) {
             st->gate32 = malloc((size_t)O * sizeof(int32_t));

@@ -653,19 +653,19 @@ static void FB(post_row)(const fb_step *st, const int32_t *restrict acc, int64_t
         if (st->post32) { /* sign, sc_mul and the shortcut fit in int32: exact signed 32x32->64 products */
             FB_OFFSET_SHIFT;
             __m256i nsv = _mm256_setzero_si256();
-            /* channel-major: a group's seven constant vectors stay in registers along the row; the
+            /* channel-major: a group's six constant vectors stay in registers along the row; the
              * rounding constant is folded into both additive constants; one loop per multiplier kind */
 #define FB_BLOCK_LOOP(MUL)                                                                                     \
             for (int o = 0; o < O; o += 4) {                                                                   \
-                const __m256i vsign = FB_LD(sign), vthr = FB_LD(thr), vscm = FB_LD(scm);                       \
-                const __m256i vna = _mm256_add_epi64(FB_LD(na), vhalf_c), vpa = _mm256_add_epi64(FB_LD(pa), vhalf_c); \
-                const __m256i vnm = pm31 ? FB_LD(nm31) : FB_LD(nm), vpm = pm31 ? FB_LD(pm31) : FB_LD(pm);      \
+                const __m256i vt = FB_LD(ft), vscm = FB_LD(scm);                                               \
+                const __m256i vla = _mm256_add_epi64(FB_LD(fla), vhalf_c), vga = _mm256_add_epi64(FB_LD(fga), vhalf_c); \
+                const __m256i vlm = FB_LD(flm), vgm = FB_LD(fgm);                                              \
                 for (int x = 0; x < Wo; x++) {                                                                 \
                     const size_t at = (size_t)x * O + o;                                                       \
                     __m256i a = _mm256_cvtepi32_epi64(_mm_loadu_si128((const __m128i *)(acc + at)));           \
-                    __m256i pos = _mm256_cmpgt_epi64(_mm256_mul_epi32(vsign, a), vthr);                        \
-                    __m256i b = FB_BLEND64(vna, vpa, pos);                                                     \
-                    const __m256i ms = FB_BLEND64(vnm, vpm, pos);                                              \
+                    __m256i gt = _mm256_cmpgt_epi64(a, vt); /* the sign test, folded (fold_branches) */        \
+                    __m256i b = FB_BLEND64(vla, vga, gt);                                                      \
+                    const __m256i ms = FB_BLEND64(vlm, vgm, gt);                                               \
                     __m256i v = _mm256_add_epi64(_mm256_add_epi64(MUL(ms, a), b),                              \
                                                  _mm256_mul_epi32(vscm, _mm256_loadu_si256((const __m256i *)(scrow + at)))); \
                     v = _mm256_srl_epi64(v, cnt); /* r + C, unsigned (see FB_OFFSET_SHIFT) */                  \
@@ -674,6 +674,7 @@ static void FB(post_row)(const fb_step *st, const int32_t *restrict acc, int64_t
                 }                                                                                              \
             }
 #define FB_LD(p) _mm256_loadu_si256((const __m256i *)((p) + o))
+            const int64_t *ft = st->fold, *fgm = ft + O, *fga = ft + 2 * O, *flm = ft + 3 * O, *fla = ft + 4 * O;
             if (st->m32) FB_BLOCK_LOOP(FB_MUL_M32)
             else if (pm31) FB_BLOCK_LOOP(FB(mul31))
             else FB_BLOCK_LOOP(FB(mul64x32))

@@ -68,6 +68,8 @@ typedef struct {
     int gate_index;                /* QCONV: index into the gate counters, -1 none */
     int sparse_lsb;                /* QCONV: skip the LSB pass where the gate is closed */
     int post32;                    /* block_post: sign, sc_mul and shortcut values fit in int32 */
+    int64_t *fold;                 /* post32 block_post with the sign folded into the threshold (owned, 5 x O,
+                                    * fold_branches): t, then mul and add taken when a > t, then when not */
     int q32;                       /* QCONV: the residuals it quantizes, 3 x them and +-2^(frac_bits+1) fit in int32 */
     int sc_q32;                    /* FB_SC_QUANT: the shortcut's residuals are |r| <= 2^29 and sc_qfrac <= 30 */
     int32_t *gate32;               /* gate thresholds clamped to int32 (owned by the plan), or NULL */
@@ -409,7 +411,9 @@ static void plan_free(fb_plan *pl)
         free(pl->bufs);
     }
     if (pl->steps)
-        for (int i = 0; i < pl->nsteps; i++) { free(pl->steps[i].gate32); free(pl->steps[i].split); free(pl->steps[i].lut16); }
+        for (int i = 0; i < pl->nsteps; i++) { free(pl->steps[i].gate32); free(pl->steps[i].split); free(pl->steps[i].lut16);
+            free(pl->steps[i].fold);
+        }
     free(pl->steps);
     for (int i = 0; i < pl->ncache; i++) work_free(&pl->cache[i]);
     free(pl->cache);
@@ -450,6 +454,39 @@ static int thermo_table16(fb_step *st)
     st->lut16 = malloc((size_t)taps * per_tap * sizeof(int16_t));
     if (!st->lut16) return -1;
     for (size_t i = 0; i < (size_t)taps * per_tap; i++) st->lut16[i] = (int16_t)st->lut[i];
+    return 0;
+}
+
+/* floor(x / y) for y > 0, |x| <= 2^62 */
+static int64_t floor_div(int64_t x, int64_t y) { return x >= 0 ? x / y : -((-x + y - 1) / y); }
+
+/* post32 block_post: pos = sign a > threshold as one compare of a itself, a > t, with the branches
+ * swapped where sign < 0. Exact because sign a is an exact int64 product here (both int32) and a is an
+ * integer: for s > 0, s a > thr <=> a > floor(thr / s); for s < 0, s a > thr <=> a < -thr / |s| <=>
+ * NOT a > ceil(-thr / |s|) - 1 = -floor(thr / |s|) - 1; for s = 0 the test is the constant 0 > thr
+ * (t = 2^62, never exceeded, and the other branch is the one that constant picks). thr is first
+ * clamped to +-2^62, beyond |s a|, which changes no comparison. Saves a multiply per vector. */
+static int fold_branches(fb_step *st)
+{
+    const int O = st->g.O;
+    st->fold = NULL;
+    if (!st->post32) return 0;
+    st->fold = malloc((size_t)5 * O * sizeof(int64_t));
+    if (!st->fold) return -1;
+    const int64_t *pm = st->pm31 ? st->pm31 : st->pos_mul, *nm = st->nm31 ? st->nm31 : st->neg_mul;
+    const int64_t lim = (int64_t)1 << 62;
+    int64_t *t = st->fold, *gm = t + O, *ga = t + 2 * O, *lm = t + 3 * O, *la = t + 4 * O;
+    for (int o = 0; o < O; o++) {
+        const int64_t s = st->sign[o], thr = st->thr[o] < -lim ? -lim : (st->thr[o] > lim ? lim : st->thr[o]);
+        int gt_is_pos; /* which branch a > t selects */
+        if (s > 0) { t[o] = floor_div(thr, s); gt_is_pos = 1; }
+        else if (s < 0) { t[o] = -floor_div(thr, -s) - 1; gt_is_pos = 0; }
+        else { t[o] = lim; gt_is_pos = !(0 > thr); }
+        gm[o] = gt_is_pos ? pm[o] : nm[o];
+        ga[o] = gt_is_pos ? st->pos_add[o] : st->neg_add[o];
+        lm[o] = gt_is_pos ? nm[o] : pm[o];
+        la[o] = gt_is_pos ? st->neg_add[o] : st->pos_add[o];
+    }
     return 0;
 }
 
@@ -534,6 +571,7 @@ static int derive_fast_paths(fb_plan *pl)
             if (st->post == FB_POST_SCALE_SHIFT) st->mul31 = st->split;
             else { st->pm31 = st->split; st->nm31 = st->split + O; }
         }
+        if (st->post == FB_POST_BLOCK && fold_branches(st) < 0) return -1;
     }
     return 0;
 }

@@ -349,18 +349,9 @@ static inline void FB(gather)(const fb_conv_geom *g, const uint64_t *pm, const u
  * window assembly and the 8-channel dot (FB_DOT8_BODY, the same sums as dot4) fused per pixel, with
  * the constants hoisted out of the pixel loop. Small layers spend as long calling gather and dot4
  * per pixel as counting bits, so this is the path ResNet-20's layers take. Returns the open gates. */
-#define FB_ROW3(CC, NK)                                                                                        \
-    static int FB(row3_##CC)(const fb_conv_geom *g, const uint64_t *pm, const uint64_t *pl, int two, int oy,    \
-                             const uint64_t *restrict wT, int32_t *restrict rowacc, const int32_t *restrict g32) \
-    {                                                                                                          \
-        const __m256i table = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4,                 \
-                                               0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);                \
-        const __m256i low4 = _mm256_set1_epi8(0x0f), zero = _mm256_setzero_si256();                            \
-        const __m256i pick = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);                                        \
-        const int O = g->O;                                                                                    \
-        const size_t Wp = (size_t)g->Wp;                                                                       \
-        int opened = 0;                                                                                        \
+#define FB_ROW3_LOOP(CC, NK, OUT)                                                                              \
         for (int ox = 0; ox < g->Wo; ox++) {                                                                   \
+            const int O = (OUT);                                                                               \
             const int32_t *cr;                                                                                 \
             int nvalid;                                                                                        \
             FB_BORDER(g, oy, ox, cr, nvalid);                                                                  \
@@ -373,13 +364,27 @@ static inline void FB(gather)(const fb_conv_geom *g, const uint64_t *pm, const u
             else for (int j = 0; j < (NK); j++) xl[j] = 0;                                                     \
             int32_t *restrict acc = rowacc + (size_t)ox * O;                                                   \
             FB_DOT8_BODY(NK)                                                                                   \
-        }                                                                                                      \
+        }
+#define FB_ROW3(CC, NK)                                                                                        \
+    static int FB(row3_##CC)(const fb_conv_geom *g, const uint64_t *pm, const uint64_t *pl, int two, int oy,    \
+                             const uint64_t *restrict wT, int32_t *restrict rowacc, const int32_t *restrict g32) \
+    {                                                                                                          \
+        const __m256i table = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4,                 \
+                                               0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);                \
+        const __m256i low4 = _mm256_set1_epi8(0x0f), zero = _mm256_setzero_si256();                            \
+        const __m256i pick = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);                                        \
+        const size_t Wp = (size_t)g->Wp;                                                                       \
+        int opened = 0;                                                                                        \
+        /* as many output channels as input channels (most layers): a constant channel loop */                 \
+        if (g->O == (CC)) FB_ROW3_LOOP(CC, NK, CC)                                                             \
+        else FB_ROW3_LOOP(CC, NK, g->O)                                                                        \
         return opened;                                                                                         \
     }
 FB_ROW3(16, 3)
 FB_ROW3(32, 5)
 FB_ROW3(64, 9)
 #undef FB_ROW3
+#undef FB_ROW3_LOOP
 #endif
 #undef FB_WIN3
 #undef FB_P

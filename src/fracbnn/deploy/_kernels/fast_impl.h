@@ -861,6 +861,70 @@ static void FB(qconv_rows)(const fb_step *st, const uint64_t *pm, const uint64_t
     if (gate_open) *gate_open += opened;
 }
 
+#ifdef FB_USE_AVX2
+/* One output row of the table layer with the int16 table (thermo_table16), OUT (16 or 32) output
+ * channels: 16 channels per add, widened to int32 at the end. The table offset of every pixel in the
+ * row's K input rows is looked up once per row (taprow), not once per tap that reads it (K x more). */
+#define FB_THERMO16_TAP(E)                                                                                     \
+    do {                                                                                                       \
+        const int16_t *e_ = (E);                                                                               \
+        a0 = _mm256_add_epi16(a0, _mm256_loadu_si256((const __m256i *)e_));                                    \
+        if (O > 16) a1 = _mm256_add_epi16(a1, _mm256_loadu_si256((const __m256i *)(e_ + 16)));                 \
+    } while (0)
+#define FB_THERMO16_ROW(OUT)                                                                                   \
+    {                                                                                                          \
+        const int O = (OUT);                                                                                   \
+        for (int u = 0; u < K; u++) {                                                                          \
+            const int iy = iy0 + u;                                                                            \
+            if (iy < 0 || iy >= g->H) continue;                                                                \
+            for (int c = 0; c < Ci; c++) {                                                                     \
+                const uint8_t *px = img + c * plane + (size_t)iy * W;                                          \
+                int32_t *restrict t = taprow + ((size_t)u * Ci + c) * W;                                       \
+                for (int x = 0; x < W; x++) t[x] = level_of[px[x]] * O;                                        \
+            }                                                                                                  \
+        }                                                                                                      \
+        for (int ox = 0; ox < Wo; ox++) {                                                                      \
+            const int ix0 = ox * g->stride - g->pad;                                                           \
+            /* the valid taps: a sub-rectangle [u0, u1) x [v0, v1) of the window */                            \
+            const int v0 = ix0 < 0 ? -ix0 : 0, v1 = ix0 + K > W ? W - ix0 : K;                                 \
+            __m256i a0 = _mm256_setzero_si256(), a1 = a0;                                                      \
+            for (int c = 0; c < Ci; c++)                                                                       \
+                for (int u = u0; u < u1; u++) {                                                                \
+                    const int32_t *t = taprow + ((size_t)u * Ci + c) * W + ix0;                                \
+                    const int16_t *tu = lut16 + (((size_t)c * K + u) * K) * tap_stride;                        \
+                    if (K == 3 && v0 == 0 && v1 == 3) { /* all three columns: unrolled */                      \
+                        FB_THERMO16_TAP(tu + t[0]);                                                            \
+                        FB_THERMO16_TAP(tu + tap_stride + t[1]);                                               \
+                        FB_THERMO16_TAP(tu + 2 * tap_stride + t[2]);                                           \
+                    } else                                                                                     \
+                        for (int v = v0; v < v1; v++) FB_THERMO16_TAP(tu + v * tap_stride + t[v]);             \
+                }                                                                                              \
+            int32_t *restrict acc = rowacc + (size_t)ox * O;                                                   \
+            _mm256_storeu_si256((__m256i *)acc, _mm256_cvtepi16_epi32(_mm256_castsi256_si128(a0)));           \
+            _mm256_storeu_si256((__m256i *)(acc + 8), _mm256_cvtepi16_epi32(_mm256_extracti128_si256(a0, 1))); \
+            if (O > 16) {                                                                                      \
+                _mm256_storeu_si256((__m256i *)(acc + 16), _mm256_cvtepi16_epi32(_mm256_castsi256_si128(a1))); \
+                _mm256_storeu_si256((__m256i *)(acc + 24), _mm256_cvtepi16_epi32(_mm256_extracti128_si256(a1, 1))); \
+            }                                                                                                  \
+        }                                                                                                      \
+    }
+static void FB(thermo16_row)(const fb_step *st, const uint8_t *img, int oy, int32_t *restrict taprow,
+                             int32_t *restrict rowacc)
+{
+    const fb_conv_geom *g = &st->g;
+    const int K = g->K, Ci = st->img_C, Wo = g->Wo, W = g->W;
+    const size_t plane = (size_t)g->H * W, tap_stride = (size_t)st->levels * g->O;
+    const int16_t *restrict lut16 = st->lut16;
+    const int32_t *restrict level_of = st->level_of;
+    const int iy0 = oy * g->stride - g->pad;
+    const int u0 = iy0 < 0 ? -iy0 : 0, u1 = iy0 + K > g->H ? g->H - iy0 : K;
+    if (g->O == 16) FB_THERMO16_ROW(16)
+    else FB_THERMO16_ROW(32)
+}
+#undef FB_THERMO16_ROW
+#undef FB_THERMO16_TAP
+#endif
+
 /* thermometer input layer through the partial-sum table + post op */
 static void FB(thermo_rows)(const fb_step *st, const uint8_t *img, int64_t *dst, int oy0, int oy1, fb_scratch *s)
 {
@@ -870,6 +934,13 @@ static void FB(thermo_rows)(const fb_step *st, const uint8_t *img, int64_t *dst,
     const int32_t *restrict lut = st->lut, *restrict level_of = st->level_of;
     const size_t tap_stride = (size_t)L * O; /* table entries between neighbouring taps */
     for (int oy = oy0; oy < oy1; oy++) {
+#ifdef FB_USE_AVX2
+        if (st->lut16) {
+            FB(thermo16_row)(st, img, oy, s->taprow, s->rowacc);
+            FB(post_row)(st, s->rowacc, dst + (size_t)oy * Wo * O, NULL, Wo, s->nsat);
+            continue;
+        }
+#endif
         for (int ox = 0; ox < Wo; ox++) {
             int32_t *restrict acc = s->rowacc + (size_t)ox * O;
             const int iy0 = oy * g->stride - g->pad, ix0 = ox * g->stride - g->pad;
@@ -877,40 +948,6 @@ static void FB(thermo_rows)(const fb_step *st, const uint8_t *img, int64_t *dst,
             const int u0 = iy0 < 0 ? -iy0 : 0, v0 = ix0 < 0 ? -ix0 : 0;
             const int u1 = iy0 + K > g->H ? g->H - iy0 : K, v1 = ix0 + K > g->W ? g->W - ix0 : K;
 #ifdef FB_USE_AVX2
-            if (st->lut16) {
-                /* int16 table (thermo_table16): 16 output channels per add, widened to int32 at the end */
-                const int16_t *restrict lut16 = st->lut16;
-                __m256i a0 = _mm256_setzero_si256(), a1 = a0;
-#define FB_THERMO_TAP16(T)                                                                            \
-    do {                                                                                              \
-        const int16_t *t_ = (T);                                                                      \
-        a0 = _mm256_add_epi16(a0, _mm256_loadu_si256((const __m256i *)t_));                           \
-        if (O > 16) a1 = _mm256_add_epi16(a1, _mm256_loadu_si256((const __m256i *)(t_ + 16)));        \
-    } while (0)
-                if (K == 3 && u0 == 0 && v0 == 0 && u1 == 3 && v1 == 3) {
-                    for (int c = 0; c < Ci; c++) {
-                        const uint8_t *row = img + c * plane + (size_t)iy0 * g->W + ix0;
-                        const int16_t *tc = lut16 + (size_t)c * 9 * tap_stride;
-                        for (int u = 0; u < 3; u++, row += g->W)
-                            for (int v = 0; v < 3; v++)
-                                FB_THERMO_TAP16(tc + (size_t)(3 * u + v) * tap_stride + (size_t)level_of[row[v]] * O);
-                    }
-                } else
-                for (int c = 0; c < Ci; c++)
-                    for (int u = u0; u < u1; u++) {
-                        const uint8_t *row = img + c * plane + (size_t)(iy0 + u) * g->W + ix0;
-                        const int16_t *tu = lut16 + (((size_t)c * K + u) * K) * tap_stride;
-                        for (int v = v0; v < v1; v++) FB_THERMO_TAP16(tu + v * tap_stride + (size_t)level_of[row[v]] * O);
-                    }
-#undef FB_THERMO_TAP16
-                _mm256_storeu_si256((__m256i *)acc, _mm256_cvtepi16_epi32(_mm256_castsi256_si128(a0)));
-                _mm256_storeu_si256((__m256i *)(acc + 8), _mm256_cvtepi16_epi32(_mm256_extracti128_si256(a0, 1)));
-                if (O > 16) {
-                    _mm256_storeu_si256((__m256i *)(acc + 16), _mm256_cvtepi16_epi32(_mm256_castsi256_si128(a1)));
-                    _mm256_storeu_si256((__m256i *)(acc + 24), _mm256_cvtepi16_epi32(_mm256_extracti128_si256(a1, 1)));
-                }
-                continue;
-            }
             if (O % 8 == 0 && O <= 32) {
                 /* accumulators stay in registers: up to 4 x 8 output channels */
                 __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;

@@ -94,11 +94,12 @@ typedef struct {
     int *idx;        /* output channels whose gate is open */
     int32_t *rowacc; /* one output row of accumulators, Wo x O */
     int64_t *scrow;  /* one row of the (pooled) shortcut, Wo x O */
+    int32_t *taprow; /* THERMO with the int16 table: table offsets of a row's K input rows, K x img_C x W */
     int64_t *nsat;   /* the running step's count of values clipped by its post op, or NULL: not counting */
 } fb_scratch;
 
 typedef struct {
-    int nsteps, nslots, nbufs, max_O, max_nK, max_wpp_pixels, ncls, n_gates, max_row;
+    int nsteps, nslots, nbufs, max_O, max_nK, max_wpp_pixels, ncls, n_gates, max_row, max_taprow;
     int in_C, in_H, in_W;
     size_t slot_elems;
     fb_step *steps;
@@ -183,9 +184,10 @@ static int resolve_threads(int requested) { return requested > 0 ? requested : d
 
 /* ---- scratch ------------------------------------------------------------ */
 
-static int scratch_alloc(fb_scratch *s, int max_nK, int max_O, int max_row)
+static int scratch_alloc(fb_scratch *s, int max_nK, int max_O, int max_row, int max_taprow)
 {
     s->nsat = NULL;
+    s->taprow = calloc((size_t)max_taprow + 1, sizeof(int32_t));
     s->rowacc = calloc((size_t)max_row + 1, sizeof(int32_t));
     s->idx = calloc((size_t)max_O + 1, sizeof(int));
     s->scrow = calloc((size_t)max_row + 1, sizeof(int64_t));
@@ -194,13 +196,13 @@ static int scratch_alloc(fb_scratch *s, int max_nK, int max_O, int max_row)
     s->xl = calloc(nw, sizeof(uint64_t));
     s->sm = calloc((size_t)max_O + 1, sizeof(int32_t));
     s->sl = calloc((size_t)max_O + 1, sizeof(int32_t));
-    return s->xm && s->xl && s->sm && s->sl && s->rowacc && s->scrow && s->idx;
+    return s->xm && s->xl && s->sm && s->sl && s->rowacc && s->scrow && s->idx && s->taprow;
 }
 
 static void scratch_free(fb_scratch *s)
 {
     free(s->xm); free(s->xl); free(s->sm); free(s->sl);
-    free(s->rowacc); free(s->scrow); free(s->idx);
+    free(s->rowacc); free(s->scrow); free(s->idx); free(s->taprow);
 }
 
 /* One image in flight: residual slots, the two bit planes and pool scratch. */
@@ -716,8 +718,12 @@ static PyObject *py_make_plan(PyObject *self, PyObject *args)
             goto fail;
         }
     }
-    for (int i = 0; i < pl->nsteps; i++)
-        if (pl->steps[i].g.Wo * pl->steps[i].g.O > pl->max_row) pl->max_row = pl->steps[i].g.Wo * pl->steps[i].g.O;
+    for (int i = 0; i < pl->nsteps; i++) {
+        const fb_step *st = &pl->steps[i];
+        if (st->g.Wo * st->g.O > pl->max_row) pl->max_row = st->g.Wo * st->g.O;
+        if (st->kind == FB_STEP_THERMO && st->g.K * st->img_C * st->g.W > pl->max_taprow)
+            pl->max_taprow = st->g.K * st->img_C * st->g.W;
+    }
     if (derive_fast_paths(pl) < 0) { PyErr_NoMemory(); goto fail; }
     Py_DECREF(seq);
     return PyCapsule_New(pl, PLAN_CAPSULE, plan_capsule_destructor);
@@ -793,7 +799,7 @@ static PyObject *py_forward(PyObject *self, PyObject *args)
                 fb_work *w = &works[0];
 #endif
                 fb_scratch s;
-                int ok = scratch_alloc(&s, pl->max_nK, pl->max_O, pl->max_row);
+                int ok = scratch_alloc(&s, pl->max_nK, pl->max_O, pl->max_row, pl->max_taprow);
                 alloc_fail |= !ok;
 #ifdef _OPENMP
 #pragma omp for schedule(dynamic, 1)
@@ -820,7 +826,7 @@ static PyObject *py_forward(PyObject *self, PyObject *args)
 #endif
                 {
                     fb_scratch s;
-                    int ok = scratch_alloc(&s, pl->max_nK, pl->max_O, pl->max_row);
+                    int ok = scratch_alloc(&s, pl->max_nK, pl->max_O, pl->max_row, pl->max_taprow);
                     alloc_fail |= !ok;
                     /* a thread that cannot run must still not block the others: it simply claims nothing */
                     for (Py_ssize_t n = 0; n < N && ok; n++)
@@ -910,7 +916,7 @@ static PyObject *py_binary_conv(PyObject *self, PyObject *args)
 #endif
         {
             fb_scratch s;
-            int ok = scratch_alloc(&s, g.nK, g.O, g.Wo * g.O);
+            int ok = scratch_alloc(&s, g.nK, g.O, g.Wo * g.O, 0);
             alloc_fail |= !ok;
 #ifdef _OPENMP
 #pragma omp for collapse(2) schedule(static)

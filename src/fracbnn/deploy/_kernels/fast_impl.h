@@ -415,25 +415,31 @@ static void FB(quantize_pixels)(const fb_step *st, const int64_t *src, uint64_t 
     (void)b; /* the vector paths' bound; the scalar tails use fbi_quantize2_code */
 #ifdef FB_USE_AVX2
     if (st->q32 && two && (C == 16 || C == 32 || C == 64)) {
-        /* one word per pixel, two planes: the q32 loop below with its per-pixel bookkeeping hoisted */
+        /* one word per pixel, two planes: the q32 loop below with its per-pixel bookkeeping hoisted, and
+         * a constant channel count (CC) so the loop over a pixel's channels is unrolled */
         const __m256i vb32 = _mm256_set1_epi32((int)b), vnb32 = _mm256_set1_epi32((int)-b);
-        for (int p = 0; p < n_pix; p++) {
-            const int64_t *restrict r = src + (size_t)p * C;
-            uint64_t m = 0, l = 0;
-            for (int c = 0; c < C; c += 8) {
-                __m256 lo2 = _mm256_shuffle_ps(_mm256_castsi256_ps(_mm256_loadu_si256((const __m256i *)(r + c))),
-                                               _mm256_castsi256_ps(_mm256_loadu_si256((const __m256i *)(r + c + 4))),
-                                               _MM_SHUFFLE(2, 0, 2, 0));
-                __m256i v = _mm256_permute4x64_epi64(_mm256_castps_si256(lo2), _MM_SHUFFLE(3, 1, 2, 0));
-                __m256i t = _mm256_add_epi32(_mm256_add_epi32(v, v), v);
-                __m256i x = _mm256_xor_si256(_mm256_xor_si256(_mm256_cmpgt_epi32(t, vnb32), v), _mm256_cmpgt_epi32(t, vb32));
-                m |= (uint64_t)(unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(v)) << c;
-                l |= (uint64_t)(unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(x)) << c;
-            }
-            const uint64_t full = C == 64 ? ~(uint64_t)0 : (((uint64_t)1 << C) - 1);
-            pm[p] = ~m & full;
-            pl[p] = ~l & full;
+#define FB_Q2_PIXELS(CC)                                                                                       \
+        for (int p = 0; p < n_pix; p++) {                                                                      \
+            const int64_t *restrict r = src + (size_t)p * (CC);                                                \
+            uint64_t m = 0, l = 0;                                                                             \
+            for (int c = 0; c < (CC); c += 8) {                                                                \
+                __m256 lo2 = _mm256_shuffle_ps(_mm256_castsi256_ps(_mm256_loadu_si256((const __m256i *)(r + c))), \
+                                               _mm256_castsi256_ps(_mm256_loadu_si256((const __m256i *)(r + c + 4))), \
+                                               _MM_SHUFFLE(2, 0, 2, 0));                                       \
+                __m256i v = _mm256_permute4x64_epi64(_mm256_castps_si256(lo2), _MM_SHUFFLE(3, 1, 2, 0));       \
+                __m256i t = _mm256_add_epi32(_mm256_add_epi32(v, v), v);                                       \
+                __m256i x = _mm256_xor_si256(_mm256_xor_si256(_mm256_cmpgt_epi32(t, vnb32), v), _mm256_cmpgt_epi32(t, vb32)); \
+                m |= (uint64_t)(unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(v)) << c;                      \
+                l |= (uint64_t)(unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(x)) << c;                      \
+            }                                                                                                  \
+            const uint64_t full = (CC) == 64 ? ~(uint64_t)0 : (((uint64_t)1 << ((CC) & 63)) - 1);              \
+            pm[p] = ~m & full;                                                                                 \
+            pl[p] = ~l & full;                                                                                 \
         }
+        if (C == 16) FB_Q2_PIXELS(16)
+        else if (C == 32) FB_Q2_PIXELS(32)
+        else FB_Q2_PIXELS(64)
+#undef FB_Q2_PIXELS
         return;
     }
 #endif

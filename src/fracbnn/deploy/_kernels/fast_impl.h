@@ -388,6 +388,64 @@ FB_ROW3(64, 9)
 #endif
 #undef FB_WIN3
 #undef FB_P
+#ifdef FB_USE_AVX2
+/* One output row of a 3 x 3 conv over 16 input channels, O % 16 == 0 (taps16_tables): tap-wise, 16
+ * output channels per vector in 16-bit lanes. A tap of a pixel is 16 bits (its plane word), broadcast to
+ * the 16 lanes and XORed with that tap's weights of 16 output channels; the byte counts of the 9 taps add
+ * up (at most 72 per byte) and one multiply-add with ones sums each lane's two bytes. The row3 layout
+ * packs 4 taps per 64-bit word and leaves 48 of the 192 window bits empty (the 9th tap alone in a word),
+ * and reduces 8 channels at a time from 64-bit lanes; here every counted bit is a window bit and the
+ * arithmetic after the counts (S = n_valid + 2 corr - 2 d, the gate, 2 S_M + S_L) runs on 16 channels
+ * per op, exactly (|S| <= 144, |A| <= 432). Returns the open gates. */
+static int FB(taps16_row)(const fb_step *st, const uint64_t *pm, const uint64_t *pl, int two, int oy,
+                          int32_t *restrict rowacc, int gated)
+{
+    const fb_conv_geom *g = &st->g;
+    const __m256i table = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4,
+                                           0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
+    const __m256i low4 = _mm256_set1_epi8(0x0f), ones = _mm256_set1_epi8(1);
+    const int O = g->O;
+    const size_t Wp = (size_t)g->Wp;
+    const int rc = g->row_cls[oy] * g->ncc;
+    int opened = 0;
+    for (int ox = 0; ox < g->Wo; ox++) {
+        const size_t at = (size_t)(oy * g->stride) * Wp + (size_t)ox * g->stride;
+        const int16_t *restrict kc = st->kc16 + (size_t)(rc + g->col_cls[ox]) * O;
+        __m256i xm[9], xl[9];
+        for (int t = 0; t < 9; t++) { /* the low 16 bits of each plane word (little-endian) */
+            const size_t q = at + (size_t)(t / 3) * Wp + t % 3;
+            xm[t] = _mm256_broadcastw_epi16(_mm_loadu_si16(pm + q));
+            xl[t] = two ? _mm256_broadcastw_epi16(_mm_loadu_si16(pl + q)) : xm[t];
+        }
+        for (int ob = 0; ob < O; ob += 16) {
+            const __m256i *w = (const __m256i *)(st->w16 + (size_t)ob * 9);
+            __m256i am = _mm256_setzero_si256(), al = am;
+            for (int t = 0; t < 9; t++) {
+                const __m256i wt = _mm256_loadu_si256(w + t);
+                am = _mm256_add_epi8(am, FB(popcnt8)(_mm256_xor_si256(wt, xm[t]), table, low4));
+                if (two) al = _mm256_add_epi8(al, FB(popcnt8)(_mm256_xor_si256(wt, xl[t]), table, low4));
+            }
+            const __m256i k = _mm256_loadu_si256((const __m256i *)(kc + ob));
+            const __m256i dm = _mm256_maddubs_epi16(am, ones);
+            __m256i a = _mm256_sub_epi16(k, _mm256_add_epi16(dm, dm)); /* S_M */
+            if (two) {
+                const __m256i dl = _mm256_maddubs_epi16(al, ones);
+                __m256i sl = _mm256_sub_epi16(k, _mm256_add_epi16(dl, dl));
+                if (gated) {
+                    const __m256i open = _mm256_cmpgt_epi16(a, _mm256_loadu_si256((const __m256i *)(st->g16 + ob)));
+                    opened += __builtin_popcount((unsigned)_mm256_movemask_epi8(open)) >> 1;
+                    sl = _mm256_and_si256(sl, open);
+                }
+                a = _mm256_add_epi16(_mm256_add_epi16(a, a), sl);
+            }
+            int32_t *acc = rowacc + (size_t)ox * O + ob;
+            _mm256_storeu_si256((__m256i *)acc, _mm256_cvtepi16_epi32(_mm256_castsi256_si128(a)));
+            _mm256_storeu_si256((__m256i *)(acc + 8), _mm256_cvtepi16_epi32(_mm256_extracti128_si256(a, 1)));
+        }
+    }
+    return opened;
+}
+#endif
 
 /* ---- the primitive: plain packed binary convolution (tests, tools) ---- */
 
@@ -804,10 +862,14 @@ static void FB(qconv_rows)(const fb_step *st, const uint64_t *pm, const uint64_t
     /* the fused 3 x 3 row kernels (row3_*) where they apply */
     int row3 = st->wbits_t && O % 8 == 0 && g->K == 3 && (!gate || st->gate32) && !(two && gate && st->sparse_lsb)
                && (g->Cin == 16 || g->Cin == 32 || g->Cin == 64);
+    /* 16 input channels: the tap-wise kernel (taps16_row) where its tables were made */
+    const int taps16 = row3 && st->w16 && (!(gate && two) || st->g16);
 #endif
     for (int oy = oy0; oy < oy1; oy++) {
 #ifdef FB_USE_AVX2
-        if (row3) {
+        if (taps16) {
+            opened += FB(taps16_row)(st, pm, pl, two, oy, s->rowacc, gate && two);
+        } else if (row3) {
             const int32_t *g32 = gate && two ? st->gate32 : NULL;
             if (g->Cin == 16) opened += FB(row3_16)(g, pm, pl, two, oy, st->wbits_t, s->rowacc, g32);
             else if (g->Cin == 32) opened += FB(row3_32)(g, pm, pl, two, oy, st->wbits_t, s->rowacc, g32);

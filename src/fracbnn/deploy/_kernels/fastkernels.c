@@ -68,6 +68,9 @@ typedef struct {
     int gate_index;                /* QCONV: index into the gate counters, -1 none */
     int sparse_lsb;                /* QCONV: skip the LSB pass where the gate is closed */
     int post32;                    /* block_post: sign, sc_mul and shortcut values fit in int32 */
+    int16_t *w16, *kc16, *g16;     /* 3 x 3 conv of 16 input channels, O % 16 == 0 (taps16_tables, owned):
+                                    * weights per 16 output channels and tap, n_valid + 2 corr per border class
+                                    * and channel, gate thresholds clamped to int16 (gated) */
     int64_t *fold;                 /* post32 block_post with the sign folded into the threshold (owned, 5 x O,
                                     * fold_branches): t, then mul and add taken when a > t, then when not */
     int q32;                       /* QCONV: the residuals it quantizes, 3 x them and +-2^(frac_bits+1) fit in int32 */
@@ -414,7 +417,7 @@ static void plan_free(fb_plan *pl)
     }
     if (pl->steps)
         for (int i = 0; i < pl->nsteps; i++) { free(pl->steps[i].gate32); free(pl->steps[i].split); free(pl->steps[i].lut16);
-            free(pl->steps[i].fold);
+            free(pl->steps[i].fold); free(pl->steps[i].w16); free(pl->steps[i].kc16); free(pl->steps[i].g16);
         }
     free(pl->steps);
     for (int i = 0; i < pl->ncache; i++) work_free(&pl->cache[i]);
@@ -492,6 +495,36 @@ static int fold_branches(fb_step *st)
     return 0;
 }
 
+/* Tables of the tap-wise kernel for 3 x 3 convs over 16 input channels (taps16_row), O % 16 == 0:
+ * w16[(ob / 16) * 9 + t][o % 16] = the 16 weight bits of tap t (bits 16 t .. 16 t + 15 of the packed
+ * window) of output channel o; kc16 = n_valid + 2 corr per border class and channel (|.| <= 3 * 144);
+ * g16 = the gate thresholds clamped to int16, which decides S > t alike for every |S| <= 144. */
+static int taps16_tables(fb_step *st)
+{
+    const fb_conv_geom *g = &st->g;
+    st->w16 = st->kc16 = st->g16 = NULL;
+    if (st->kind != FB_STEP_QCONV || g->K != 3 || g->Cin != 16 || g->O % 16 != 0 || !st->wbits_t) return 0;
+    const int O = g->O;
+    int nrc = 0;
+    for (int y = 0; y < g->Ho; y++) nrc = g->row_cls[y] + 1 > nrc ? g->row_cls[y] + 1 : nrc;
+    const int ncls = nrc * g->ncc;
+    st->w16 = malloc((size_t)9 * O * sizeof(int16_t));
+    st->kc16 = malloc((size_t)ncls * O * sizeof(int16_t));
+    st->g16 = st->gate ? malloc((size_t)O * sizeof(int16_t)) : NULL;
+    if (!st->w16 || !st->kc16 || (st->gate && !st->g16)) return -1;
+    for (int o = 0; o < O; o++) {
+        for (int t = 0; t < 9; t++) {
+            const uint64_t word = st->wbits[(size_t)o * g->nK + (16 * t) / 64];
+            st->w16[((size_t)(o / 16) * 9 + t) * 16 + o % 16] = (int16_t)(uint16_t)(word >> ((16 * t) % 64));
+        }
+        for (int c = 0; c < ncls; c++)
+            st->kc16[(size_t)c * O + o] = (int16_t)(g->nvalid[c] + 2 * g->corr[(size_t)c * O + o]);
+        if (st->gate)
+            st->g16[o] = (int16_t)(st->gate[o] < INT16_MIN ? INT16_MIN : (st->gate[o] > INT16_MAX ? INT16_MAX : st->gate[o]));
+    }
+    return 0;
+}
+
 /* Facts the kernels' fast paths need, derived once per plan (they change no result):
  * post32 (block_post) when sign and sc_mul are in int32 range and every post op of the plan
  * saturates to at most 30 bits, so a shortcut value, or the sum of 4 (avgpool2_dup), fits in
@@ -528,7 +561,7 @@ static int derive_fast_paths(fb_plan *pl)
         const int O = st->g.O;
         st->post32 = 0;
         if (st->kind == FB_STEP_POOLFC) continue;
-        if (thermo_table16(st) < 0) return -1;
+        if (thermo_table16(st) < 0 || taps16_tables(st) < 0) return -1;
         if (st->post == FB_POST_BLOCK) st->post32 = small && fits_i32(st->sign, O) && fits_i32(st->sc_mul, O);
         if (st->kind == FB_STEP_QCONV && st->gate) {
             st->gate32 = malloc((size_t)O * sizeof(int32_t));

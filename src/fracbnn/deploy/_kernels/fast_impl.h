@@ -389,6 +389,58 @@ FB_ROW3(64, 9)
 #undef FB_WIN3
 #undef FB_P
 #ifdef FB_USE_AVX2
+/* taps16_row for 32 input channels, O % 8 == 0 (taps32_tables): a tap is 32 bits, 8 output channels per
+ * vector in 32-bit lanes; two multiply-adds with ones sum each lane's four byte counts. (row3_32 packs 2
+ * taps per word: its 5-word window has 32 empty bits, and it reduces 8 channels from 64-bit lanes with
+ * permutes.) Returns the open gates. */
+static int FB(taps32_row)(const fb_step *st, const uint64_t *pm, const uint64_t *pl, int two, int oy,
+                          int32_t *restrict rowacc, const int32_t *restrict g32)
+{
+    const fb_conv_geom *g = &st->g;
+    const __m256i table = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4,
+                                           0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
+    const __m256i low4 = _mm256_set1_epi8(0x0f), ones = _mm256_set1_epi8(1), ones16 = _mm256_set1_epi16(1);
+    const int O = g->O;
+    const size_t Wp = (size_t)g->Wp;
+    const int rc = g->row_cls[oy] * g->ncc;
+    int opened = 0;
+    for (int ox = 0; ox < g->Wo; ox++) {
+        const size_t at = (size_t)(oy * g->stride) * Wp + (size_t)ox * g->stride;
+        const int32_t *restrict kc = st->kc32 + (size_t)(rc + g->col_cls[ox]) * O;
+        __m256i xm[9], xl[9];
+        for (int t = 0; t < 9; t++) { /* the low 32 bits of each plane word (little-endian) */
+            const size_t q = at + (size_t)(t / 3) * Wp + t % 3;
+            xm[t] = _mm256_set1_epi32((int)(uint32_t)pm[q]);
+            xl[t] = two ? _mm256_set1_epi32((int)(uint32_t)pl[q]) : xm[t];
+        }
+        for (int ob = 0; ob < O; ob += 8) {
+            const __m256i *w = (const __m256i *)(st->w32 + (size_t)ob * 9);
+            __m256i am = _mm256_setzero_si256(), al = am;
+            for (int t = 0; t < 9; t++) {
+                const __m256i wt = _mm256_loadu_si256(w + t);
+                am = _mm256_add_epi8(am, FB(popcnt8)(_mm256_xor_si256(wt, xm[t]), table, low4));
+                if (two) al = _mm256_add_epi8(al, FB(popcnt8)(_mm256_xor_si256(wt, xl[t]), table, low4));
+            }
+            const __m256i k = _mm256_loadu_si256((const __m256i *)(kc + ob));
+            const __m256i dm = _mm256_madd_epi16(_mm256_maddubs_epi16(am, ones), ones16);
+            __m256i a = _mm256_sub_epi32(k, _mm256_add_epi32(dm, dm)); /* S_M */
+            if (two) {
+                const __m256i dl = _mm256_madd_epi16(_mm256_maddubs_epi16(al, ones), ones16);
+                __m256i sl = _mm256_sub_epi32(k, _mm256_add_epi32(dl, dl));
+                if (g32) {
+                    const __m256i open = _mm256_cmpgt_epi32(a, _mm256_loadu_si256((const __m256i *)(g32 + ob)));
+                    opened += __builtin_popcount((unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(open)));
+                    sl = _mm256_and_si256(sl, open);
+                }
+                a = _mm256_add_epi32(_mm256_add_epi32(a, a), sl);
+            }
+            _mm256_storeu_si256((__m256i *)(rowacc + (size_t)ox * O + ob), a);
+        }
+    }
+    return opened;
+}
+#endif
+#ifdef FB_USE_AVX2
 /* One output row of a 3 x 3 conv over 16 input channels, O % 16 == 0 (taps16_tables): tap-wise, 16
  * output channels per vector in 16-bit lanes. A tap of a pixel is 16 bits (its plane word), broadcast to
  * the 16 lanes and XORed with that tap's weights of 16 output channels; the byte counts of the 9 taps add
@@ -863,12 +915,14 @@ static void FB(qconv_rows)(const fb_step *st, const uint64_t *pm, const uint64_t
     int row3 = st->wbits_t && O % 8 == 0 && g->K == 3 && (!gate || st->gate32) && !(two && gate && st->sparse_lsb)
                && (g->Cin == 16 || g->Cin == 32 || g->Cin == 64);
     /* 16 input channels: the tap-wise kernel (taps16_row) where its tables were made */
-    const int taps16 = row3 && st->w16 && (!(gate && two) || st->g16);
+    const int taps16 = row3 && st->w16 && (!(gate && two) || st->g16), taps32 = row3 && st->w32;
 #endif
     for (int oy = oy0; oy < oy1; oy++) {
 #ifdef FB_USE_AVX2
         if (taps16) {
             opened += FB(taps16_row)(st, pm, pl, two, oy, s->rowacc, gate && two);
+        } else if (taps32) {
+            opened += FB(taps32_row)(st, pm, pl, two, oy, s->rowacc, gate && two ? st->gate32 : NULL);
         } else if (row3) {
             const int32_t *g32 = gate && two ? st->gate32 : NULL;
             if (g->Cin == 16) opened += FB(row3_16)(g, pm, pl, two, oy, st->wbits_t, s->rowacc, g32);

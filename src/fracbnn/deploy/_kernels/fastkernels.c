@@ -71,6 +71,8 @@ typedef struct {
     int16_t *w16, *kc16, *g16;     /* 3 x 3 conv of 16 input channels, O % 16 == 0 (taps16_tables, owned):
                                     * weights per 16 output channels and tap, n_valid + 2 corr per border class
                                     * and channel, gate thresholds clamped to int16 (gated) */
+    uint32_t *w32;                 /* the same for 32 input channels, O % 8 == 0 (taps32_tables, owned) */
+    int32_t *kc32;
     int64_t *fold;                 /* post32 block_post with the sign folded into the threshold (owned, 5 x O,
                                     * fold_branches): t, then mul and add taken when a > t, then when not */
     int q32;                       /* QCONV: the residuals it quantizes, 3 x them and +-2^(frac_bits+1) fit in int32 */
@@ -418,6 +420,7 @@ static void plan_free(fb_plan *pl)
     if (pl->steps)
         for (int i = 0; i < pl->nsteps; i++) { free(pl->steps[i].gate32); free(pl->steps[i].split); free(pl->steps[i].lut16);
             free(pl->steps[i].fold); free(pl->steps[i].w16); free(pl->steps[i].kc16); free(pl->steps[i].g16);
+            free(pl->steps[i].w32); free(pl->steps[i].kc32);
         }
     free(pl->steps);
     for (int i = 0; i < pl->ncache; i++) work_free(&pl->cache[i]);
@@ -525,6 +528,32 @@ static int taps16_tables(fb_step *st)
     return 0;
 }
 
+/* Tables of the tap-wise kernel for 3 x 3 convs over 32 input channels (taps32_row), O % 8 == 0:
+ * w32[(ob / 8) * 9 + t][o % 8] = the 32 weight bits of tap t of output channel o; kc32 = n_valid + 2 corr
+ * per border class and channel. The gate uses gate32. */
+static int taps32_tables(fb_step *st)
+{
+    const fb_conv_geom *g = &st->g;
+    st->w32 = NULL;
+    st->kc32 = NULL;
+    if (st->kind != FB_STEP_QCONV || g->K != 3 || g->Cin != 32 || g->O % 8 != 0 || !st->wbits_t) return 0;
+    const int O = g->O;
+    int nrc = 0;
+    for (int y = 0; y < g->Ho; y++) nrc = g->row_cls[y] + 1 > nrc ? g->row_cls[y] + 1 : nrc;
+    const int ncls = nrc * g->ncc;
+    st->w32 = malloc((size_t)9 * O * sizeof(uint32_t));
+    st->kc32 = malloc((size_t)ncls * O * sizeof(int32_t));
+    if (!st->w32 || !st->kc32) return -1;
+    for (int o = 0; o < O; o++) {
+        for (int t = 0; t < 9; t++) {
+            const uint64_t word = st->wbits[(size_t)o * g->nK + (32 * t) / 64];
+            st->w32[((size_t)(o / 8) * 9 + t) * 8 + o % 8] = (uint32_t)(word >> ((32 * t) % 64));
+        }
+        for (int c = 0; c < ncls; c++) st->kc32[(size_t)c * O + o] = g->nvalid[c] + 2 * g->corr[(size_t)c * O + o];
+    }
+    return 0;
+}
+
 /* Facts the kernels' fast paths need, derived once per plan (they change no result):
  * post32 (block_post) when sign and sc_mul are in int32 range and every post op of the plan
  * saturates to at most 30 bits, so a shortcut value, or the sum of 4 (avgpool2_dup), fits in
@@ -561,7 +590,7 @@ static int derive_fast_paths(fb_plan *pl)
         const int O = st->g.O;
         st->post32 = 0;
         if (st->kind == FB_STEP_POOLFC) continue;
-        if (thermo_table16(st) < 0 || taps16_tables(st) < 0) return -1;
+        if (thermo_table16(st) < 0 || taps16_tables(st) < 0 || taps32_tables(st) < 0) return -1;
         if (st->post == FB_POST_BLOCK) st->post32 = small && fits_i32(st->sign, O) && fits_i32(st->sc_mul, O);
         if (st->kind == FB_STEP_QCONV && st->gate) {
             st->gate32 = malloc((size_t)O * sizeof(int32_t));

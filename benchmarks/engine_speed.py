@@ -20,7 +20,8 @@ AVX2 byte-table loop, the kind the engine uses) gives words/s; divided by the wo
 image needs it bounds images/s for an engine whose binary convolutions are
 all XNOR-popcount. Two word counts are reported: the words the fast engine
 really popcounts (block convs, MSB and LSB planes over full sweeps, padding
-bits of partial words included), and the network's BMACs / 64 (input layer,
+bits of partial words included; the AVX2 tap-wise kernels for 3x3 convs over
+16 or 32 input channels count exactly the window's bits), and the network's BMACs / 64 (input layer,
 MSB passes and LSB passes, as if every gate were open) - the fast engine does
 the input layer with a partial-sum table instead, so it can beat the second.
 
@@ -135,6 +136,9 @@ def network_work(packed) -> dict:
         k, cin = int(op["kernel"]), int(op["in_channels"])
         per_plane = ho * wo * o * k * k * cin
         words = ho * wo * o * ((k * k * cin + 63) // 64)
+        if k == 3 and cin in (16, 32) and o % (256 // cin) == 0:
+            # the tap-wise AVX2 kernels (taps16_row / taps32_row): one lane of cin bits per tap, no partial words
+            words = ho * wo * o * k * k * cin // 64
         if op["op"] == "frac_conv":
             bmac["msb"] += per_plane
             bmac["lsb"] += per_plane

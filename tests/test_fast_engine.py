@@ -262,6 +262,36 @@ def test_post_multipliers_at_split_edge_identical(simd):
 
 
 @needs_ext
+@pytest.mark.parametrize("simd", [True, False])
+def test_block_post_sign_test_with_ties_identical(simd):
+    """The AVX2 block_post decides pos = sign * a > threshold as one compare of a with a threshold folded
+    from sign (and swaps the branches for sign < 0): signs -3, -1, 0, 1, 2, 5, thresholds at exact ties
+    sign * a (taken from the golden accumulators, layer after layer), one off them, and at the int64
+    extremes must give the golden logits and saturation counts."""
+    packed = packed_model(seed=8)
+    x = images(3, 8)
+    signs = np.array([-3, -1, 0, 1, 2, 5, -1, 1], np.int64)
+    extremes = np.array([2**63 - 1, -2**63, 2**62 + 5, -2**62 - 5], np.int64)
+    rng = np.random.default_rng(8)
+    posts = [op for op in packed.program if op["op"] == "block_post"]
+    for i, op in enumerate(posts):
+        acc = golden.run_program(packed, x)[op["input"]]  # (N, O, H, W), with the layers before already changed
+        o = acc.shape[1]
+        sign = np.resize(np.roll(signs, i), o)
+        # the accumulator of a random output per channel: its product with sign is an exact tie
+        picks = acc[rng.integers(0, len(x), o), np.arange(o), rng.integers(0, acc.shape[2], o),
+                    rng.integers(0, acc.shape[3], o)].astype(np.int64)
+        thr = sign * picks + rng.integers(-1, 2, o)  # at the tie, or one either side
+        thr[: len(extremes)] = np.roll(extremes, i)[: min(o, len(extremes))]
+        packed.tensors[op["sign"]] = sign.astype(packed.tensors[op["sign"]].dtype)
+        packed.tensors[op["threshold"]] = thr.astype(packed.tensors[op["threshold"]].dtype)
+    gold = golden.GoldenEngine(packed)
+    engine = fast.FastEngine(packed, threads=1, simd=simd)
+    np.testing.assert_array_equal(engine.logits(x), gold.logits(x))
+    assert engine.saturation_counts == gold.saturation_counts
+
+
+@needs_ext
 def test_saved_file_and_registry(tmp_path):
     packed = packed_model(seed=6)
     path = packed.save(tmp_path / "m.fbnn")

@@ -349,18 +349,9 @@ static inline void FB(gather)(const fb_conv_geom *g, const uint64_t *pm, const u
  * window assembly and the 8-channel dot (FB_DOT8_BODY, the same sums as dot4) fused per pixel, with
  * the constants hoisted out of the pixel loop. Small layers spend as long calling gather and dot4
  * per pixel as counting bits, so this is the path ResNet-20's layers take. Returns the open gates. */
-#define FB_ROW3(CC, NK)                                                                                        \
-    static int FB(row3_##CC)(const fb_conv_geom *g, const uint64_t *pm, const uint64_t *pl, int two, int oy,    \
-                             const uint64_t *restrict wT, int32_t *restrict rowacc, const int32_t *restrict g32) \
-    {                                                                                                          \
-        const __m256i table = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4,                 \
-                                               0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);                \
-        const __m256i low4 = _mm256_set1_epi8(0x0f), zero = _mm256_setzero_si256();                            \
-        const __m256i pick = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);                                        \
-        const int O = g->O;                                                                                    \
-        const size_t Wp = (size_t)g->Wp;                                                                       \
-        int opened = 0;                                                                                        \
+#define FB_ROW3_LOOP(CC, NK, OUT)                                                                              \
         for (int ox = 0; ox < g->Wo; ox++) {                                                                   \
+            const int O = (OUT);                                                                               \
             const int32_t *cr;                                                                                 \
             int nvalid;                                                                                        \
             FB_BORDER(g, oy, ox, cr, nvalid);                                                                  \
@@ -373,16 +364,140 @@ static inline void FB(gather)(const fb_conv_geom *g, const uint64_t *pm, const u
             else for (int j = 0; j < (NK); j++) xl[j] = 0;                                                     \
             int32_t *restrict acc = rowacc + (size_t)ox * O;                                                   \
             FB_DOT8_BODY(NK)                                                                                   \
-        }                                                                                                      \
+        }
+#define FB_ROW3(CC, NK)                                                                                        \
+    static int FB(row3_##CC)(const fb_conv_geom *g, const uint64_t *pm, const uint64_t *pl, int two, int oy,    \
+                             const uint64_t *restrict wT, int32_t *restrict rowacc, const int32_t *restrict g32) \
+    {                                                                                                          \
+        const __m256i table = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4,                 \
+                                               0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);                \
+        const __m256i low4 = _mm256_set1_epi8(0x0f), zero = _mm256_setzero_si256();                            \
+        const __m256i pick = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);                                        \
+        const size_t Wp = (size_t)g->Wp;                                                                       \
+        int opened = 0;                                                                                        \
+        /* as many output channels as input channels (most layers): a constant channel loop */                 \
+        if (g->O == (CC)) FB_ROW3_LOOP(CC, NK, CC)                                                             \
+        else FB_ROW3_LOOP(CC, NK, g->O)                                                                        \
         return opened;                                                                                         \
     }
 FB_ROW3(16, 3)
 FB_ROW3(32, 5)
 FB_ROW3(64, 9)
 #undef FB_ROW3
+#undef FB_ROW3_LOOP
 #endif
 #undef FB_WIN3
 #undef FB_P
+#ifdef FB_USE_AVX2
+/* taps16_row for 32 input channels, O % 8 == 0 (taps32_tables): a tap is 32 bits, 8 output channels per
+ * vector in 32-bit lanes; two multiply-adds with ones sum each lane's four byte counts. (row3_32 packs 2
+ * taps per word: its 5-word window has 32 empty bits, and it reduces 8 channels from 64-bit lanes with
+ * permutes.) Returns the open gates. */
+static int FB(taps32_row)(const fb_step *st, const uint64_t *pm, const uint64_t *pl, int two, int oy,
+                          int32_t *restrict rowacc, const int32_t *restrict g32)
+{
+    const fb_conv_geom *g = &st->g;
+    const __m256i table = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4,
+                                           0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
+    const __m256i low4 = _mm256_set1_epi8(0x0f), ones = _mm256_set1_epi8(1), ones16 = _mm256_set1_epi16(1);
+    const int O = g->O;
+    const size_t Wp = (size_t)g->Wp;
+    const int rc = g->row_cls[oy] * g->ncc;
+    int opened = 0;
+    for (int ox = 0; ox < g->Wo; ox++) {
+        const size_t at = (size_t)(oy * g->stride) * Wp + (size_t)ox * g->stride;
+        const int32_t *restrict kc = st->kc32 + (size_t)(rc + g->col_cls[ox]) * O;
+        __m256i xm[9], xl[9];
+        for (int t = 0; t < 9; t++) { /* the low 32 bits of each plane word (little-endian) */
+            const size_t q = at + (size_t)(t / 3) * Wp + t % 3;
+            xm[t] = _mm256_set1_epi32((int)(uint32_t)pm[q]);
+            xl[t] = two ? _mm256_set1_epi32((int)(uint32_t)pl[q]) : xm[t];
+        }
+        for (int ob = 0; ob < O; ob += 8) {
+            const __m256i *w = (const __m256i *)(st->w32 + (size_t)ob * 9);
+            __m256i am = _mm256_setzero_si256(), al = am;
+            for (int t = 0; t < 9; t++) {
+                const __m256i wt = _mm256_loadu_si256(w + t);
+                am = _mm256_add_epi8(am, FB(popcnt8)(_mm256_xor_si256(wt, xm[t]), table, low4));
+                if (two) al = _mm256_add_epi8(al, FB(popcnt8)(_mm256_xor_si256(wt, xl[t]), table, low4));
+            }
+            const __m256i k = _mm256_loadu_si256((const __m256i *)(kc + ob));
+            const __m256i dm = _mm256_madd_epi16(_mm256_maddubs_epi16(am, ones), ones16);
+            __m256i a = _mm256_sub_epi32(k, _mm256_add_epi32(dm, dm)); /* S_M */
+            if (two) {
+                const __m256i dl = _mm256_madd_epi16(_mm256_maddubs_epi16(al, ones), ones16);
+                __m256i sl = _mm256_sub_epi32(k, _mm256_add_epi32(dl, dl));
+                if (g32) {
+                    const __m256i open = _mm256_cmpgt_epi32(a, _mm256_loadu_si256((const __m256i *)(g32 + ob)));
+                    opened += __builtin_popcount((unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(open)));
+                    sl = _mm256_and_si256(sl, open);
+                }
+                a = _mm256_add_epi32(_mm256_add_epi32(a, a), sl);
+            }
+            _mm256_storeu_si256((__m256i *)(rowacc + (size_t)ox * O + ob), a);
+        }
+    }
+    return opened;
+}
+#endif
+#ifdef FB_USE_AVX2
+/* One output row of a 3 x 3 conv over 16 input channels, O % 16 == 0 (taps16_tables): tap-wise, 16
+ * output channels per vector in 16-bit lanes. A tap of a pixel is 16 bits (its plane word), broadcast to
+ * the 16 lanes and XORed with that tap's weights of 16 output channels; the byte counts of the 9 taps add
+ * up (at most 72 per byte) and one multiply-add with ones sums each lane's two bytes. The row3 layout
+ * packs 4 taps per 64-bit word and leaves 48 of the 192 window bits empty (the 9th tap alone in a word),
+ * and reduces 8 channels at a time from 64-bit lanes; here every counted bit is a window bit and the
+ * arithmetic after the counts (S = n_valid + 2 corr - 2 d, the gate, 2 S_M + S_L) runs on 16 channels
+ * per op, exactly (|S| <= 144, |A| <= 432). Returns the open gates. */
+static int FB(taps16_row)(const fb_step *st, const uint64_t *pm, const uint64_t *pl, int two, int oy,
+                          int32_t *restrict rowacc, int gated)
+{
+    const fb_conv_geom *g = &st->g;
+    const __m256i table = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4,
+                                           0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
+    const __m256i low4 = _mm256_set1_epi8(0x0f), ones = _mm256_set1_epi8(1);
+    const int O = g->O;
+    const size_t Wp = (size_t)g->Wp;
+    const int rc = g->row_cls[oy] * g->ncc;
+    int opened = 0;
+    for (int ox = 0; ox < g->Wo; ox++) {
+        const size_t at = (size_t)(oy * g->stride) * Wp + (size_t)ox * g->stride;
+        const int16_t *restrict kc = st->kc16 + (size_t)(rc + g->col_cls[ox]) * O;
+        __m256i xm[9], xl[9];
+        for (int t = 0; t < 9; t++) { /* the low 16 bits of each plane word (little-endian) */
+            const size_t q = at + (size_t)(t / 3) * Wp + t % 3;
+            xm[t] = _mm256_broadcastw_epi16(_mm_loadu_si16(pm + q));
+            xl[t] = two ? _mm256_broadcastw_epi16(_mm_loadu_si16(pl + q)) : xm[t];
+        }
+        for (int ob = 0; ob < O; ob += 16) {
+            const __m256i *w = (const __m256i *)(st->w16 + (size_t)ob * 9);
+            __m256i am = _mm256_setzero_si256(), al = am;
+            for (int t = 0; t < 9; t++) {
+                const __m256i wt = _mm256_loadu_si256(w + t);
+                am = _mm256_add_epi8(am, FB(popcnt8)(_mm256_xor_si256(wt, xm[t]), table, low4));
+                if (two) al = _mm256_add_epi8(al, FB(popcnt8)(_mm256_xor_si256(wt, xl[t]), table, low4));
+            }
+            const __m256i k = _mm256_loadu_si256((const __m256i *)(kc + ob));
+            const __m256i dm = _mm256_maddubs_epi16(am, ones);
+            __m256i a = _mm256_sub_epi16(k, _mm256_add_epi16(dm, dm)); /* S_M */
+            if (two) {
+                const __m256i dl = _mm256_maddubs_epi16(al, ones);
+                __m256i sl = _mm256_sub_epi16(k, _mm256_add_epi16(dl, dl));
+                if (gated) {
+                    const __m256i open = _mm256_cmpgt_epi16(a, _mm256_loadu_si256((const __m256i *)(st->g16 + ob)));
+                    opened += __builtin_popcount((unsigned)_mm256_movemask_epi8(open)) >> 1;
+                    sl = _mm256_and_si256(sl, open);
+                }
+                a = _mm256_add_epi16(_mm256_add_epi16(a, a), sl);
+            }
+            int32_t *acc = rowacc + (size_t)ox * O + ob;
+            _mm256_storeu_si256((__m256i *)acc, _mm256_cvtepi16_epi32(_mm256_castsi256_si128(a)));
+            _mm256_storeu_si256((__m256i *)(acc + 8), _mm256_cvtepi16_epi32(_mm256_extracti128_si256(a, 1)));
+        }
+    }
+    return opened;
+}
+#endif
 
 /* ---- the primitive: plain packed binary convolution (tests, tools) ---- */
 
@@ -410,25 +525,31 @@ static void FB(quantize_pixels)(const fb_step *st, const int64_t *src, uint64_t 
     (void)b; /* the vector paths' bound; the scalar tails use fbi_quantize2_code */
 #ifdef FB_USE_AVX2
     if (st->q32 && two && (C == 16 || C == 32 || C == 64)) {
-        /* one word per pixel, two planes: the q32 loop below with its per-pixel bookkeeping hoisted */
+        /* one word per pixel, two planes: the q32 loop below with its per-pixel bookkeeping hoisted, and
+         * a constant channel count (CC) so the loop over a pixel's channels is unrolled */
         const __m256i vb32 = _mm256_set1_epi32((int)b), vnb32 = _mm256_set1_epi32((int)-b);
-        for (int p = 0; p < n_pix; p++) {
-            const int64_t *restrict r = src + (size_t)p * C;
-            uint64_t m = 0, l = 0;
-            for (int c = 0; c < C; c += 8) {
-                __m256 lo2 = _mm256_shuffle_ps(_mm256_castsi256_ps(_mm256_loadu_si256((const __m256i *)(r + c))),
-                                               _mm256_castsi256_ps(_mm256_loadu_si256((const __m256i *)(r + c + 4))),
-                                               _MM_SHUFFLE(2, 0, 2, 0));
-                __m256i v = _mm256_permute4x64_epi64(_mm256_castps_si256(lo2), _MM_SHUFFLE(3, 1, 2, 0));
-                __m256i t = _mm256_add_epi32(_mm256_add_epi32(v, v), v);
-                __m256i x = _mm256_xor_si256(_mm256_xor_si256(_mm256_cmpgt_epi32(t, vnb32), v), _mm256_cmpgt_epi32(t, vb32));
-                m |= (uint64_t)(unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(v)) << c;
-                l |= (uint64_t)(unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(x)) << c;
-            }
-            const uint64_t full = C == 64 ? ~(uint64_t)0 : (((uint64_t)1 << C) - 1);
-            pm[p] = ~m & full;
-            pl[p] = ~l & full;
+#define FB_Q2_PIXELS(CC)                                                                                       \
+        for (int p = 0; p < n_pix; p++) {                                                                      \
+            const int64_t *restrict r = src + (size_t)p * (CC);                                                \
+            uint64_t m = 0, l = 0;                                                                             \
+            for (int c = 0; c < (CC); c += 8) {                                                                \
+                __m256 lo2 = _mm256_shuffle_ps(_mm256_castsi256_ps(_mm256_loadu_si256((const __m256i *)(r + c))), \
+                                               _mm256_castsi256_ps(_mm256_loadu_si256((const __m256i *)(r + c + 4))), \
+                                               _MM_SHUFFLE(2, 0, 2, 0));                                       \
+                __m256i v = _mm256_permute4x64_epi64(_mm256_castps_si256(lo2), _MM_SHUFFLE(3, 1, 2, 0));       \
+                __m256i t = _mm256_add_epi32(_mm256_add_epi32(v, v), v);                                       \
+                __m256i x = _mm256_xor_si256(_mm256_xor_si256(_mm256_cmpgt_epi32(t, vnb32), v), _mm256_cmpgt_epi32(t, vb32)); \
+                m |= (uint64_t)(unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(v)) << c;                      \
+                l |= (uint64_t)(unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(x)) << c;                      \
+            }                                                                                                  \
+            const uint64_t full = (CC) == 64 ? ~(uint64_t)0 : (((uint64_t)1 << ((CC) & 63)) - 1);              \
+            pm[p] = ~m & full;                                                                                 \
+            pl[p] = ~l & full;                                                                                 \
         }
+        if (C == 16) FB_Q2_PIXELS(16)
+        else if (C == 32) FB_Q2_PIXELS(32)
+        else FB_Q2_PIXELS(64)
+#undef FB_Q2_PIXELS
         return;
     }
 #endif
@@ -554,6 +675,14 @@ static inline __m256i FB(block_post4)(__m256i a, __m256i sign, __m256i thr, __m2
 }
 #endif
 
+/* lane-wise mask ? y : x for 64-bit lane masks (all ones or zero); the pd form reads only each lane's sign
+ * bit, so the compiler does not re-derive byte masks from a compare result (it did, one more op) */
+#define FB_BLEND64(x, y, mask)                                                                                 \
+    _mm256_castpd_si256(_mm256_blendv_pd(_mm256_castsi256_pd(x), _mm256_castsi256_pd(y), _mm256_castsi256_pd(mask)))
+
+/* m a for multipliers stored as m >> mshift (m32, fastkernels.c): one signed product, shifted back (mcnt) */
+#define FB_MUL_M32(m, a) _mm256_sll_epi64(_mm256_mul_epi32((m), (a)), mcnt)
+
 /* Round-shift-saturate with the arithmetic shift done as a logical one: with C = 2^(63 - shift)
  * (0 for shift 0), v + 2^63 (mod 2^64, folded into the rounding constant) read unsigned and
  * shifted is floor(v / 2^shift) + C exactly; it is clamped to [lo + C, hi + C] (signed compares
@@ -574,6 +703,20 @@ static inline __m256i FB(block_post4)(__m256i a, __m256i sign, __m256i thr, __m2
         if (nsat) ns += __builtin_popcount((unsigned)_mm256_movemask_pd(_mm256_castsi256_pd(_mm256_or_si256(l_, h_)))); \
         (v) = _mm256_blendv_epi8(_mm256_blendv_epi8((v), (LO), l_), (HI), h_);                                 \
     } while (0)
+/* The same clamp counting in a vector (nsv: minus the clipped lanes, each a -1 mask), for the row loops:
+ * always counting is cheaper than a branch and a move to the integer unit per vector. */
+#define FB_CLAMP_COUNTV(v, LO, HI, nsv)                                                                        \
+    do {                                                                                                       \
+        const __m256i l_ = _mm256_cmpgt_epi64((LO), (v)), h_ = _mm256_cmpgt_epi64((v), (HI));                  \
+        nsv = _mm256_add_epi64(nsv, _mm256_or_si256(l_, h_));                                                  \
+        (v) = _mm256_blendv_epi8(_mm256_blendv_epi8((v), (LO), l_), (HI), h_);                                 \
+    } while (0)
+/* clipped lanes counted by FB_CLAMP_COUNTV */
+static inline int64_t FB(count_clipped)(__m256i nsv)
+{
+    __m128i t = _mm_add_epi64(_mm256_castsi256_si128(nsv), _mm256_extracti128_si256(nsv, 1));
+    return -(_mm_cvtsi128_si64(t) + _mm_extract_epi64(t, 1));
+}
 
 static void FB(post_row)(const fb_step *st, const int32_t *restrict acc, int64_t *restrict dst,
                          const int64_t *restrict scrow, int Wo, int64_t *nsat)
@@ -589,19 +732,25 @@ static void FB(post_row)(const fb_step *st, const int32_t *restrict acc, int64_t
 #ifdef FB_USE_AVX2
         if (O % 4 == 0) { /* the accumulator fits in int32: two multiplies per product (mul64x32) */
             FB_OFFSET_SHIFT;
-            /* channel-major: a group's constants stay in registers along the row */
-            for (int o = 0; o < O; o += 4) {
-                const __m256i m = _mm256_loadu_si256((const __m256i *)((mul31 ? mul31 : mul) + o));
-                const __m256i b = _mm256_add_epi64(_mm256_loadu_si256((const __m256i *)(add + o)), vhalf_c);
-                for (int x = 0; x < Wo; x++) {
-                    __m256i a = _mm256_cvtepi32_epi64(_mm_loadu_si128((const __m128i *)(acc + (size_t)x * O + o)));
-                    __m256i v = _mm256_add_epi64(st->m32 ? _mm256_sll_epi64(_mm256_mul_epi32(m, a), mcnt)
-                                                 : mul31 ? FB(mul31)(m, a) : FB(mul64x32)(m, a), b);
-                    v = _mm256_srl_epi64(v, cnt); /* r + C, unsigned (see FB_OFFSET_SHIFT) */
-                    FB_CLAMP_COUNT(v, vlo_c, vhi_c);
-                    _mm256_storeu_si256((__m256i *)(dst + (size_t)x * O + o), _mm256_sub_epi64(v, vC));
-                }
+            __m256i nsv = _mm256_setzero_si256();
+            /* channel-major: a group's constants stay in registers along the row; one loop per
+             * multiplier kind (FB_MUL_M32 / FB_MUL_31 / FB_MUL_64X32), chosen once per row */
+#define FB_SCALE_LOOP(MUL)                                                                                     \
+            for (int o = 0; o < O; o += 4) {                                                                   \
+                const __m256i m = _mm256_loadu_si256((const __m256i *)((mul31 ? mul31 : mul) + o));            \
+                const __m256i b = _mm256_add_epi64(_mm256_loadu_si256((const __m256i *)(add + o)), vhalf_c);   \
+                for (int x = 0; x < Wo; x++) {                                                                 \
+                    __m256i a = _mm256_cvtepi32_epi64(_mm_loadu_si128((const __m128i *)(acc + (size_t)x * O + o))); \
+                    __m256i v = _mm256_srl_epi64(_mm256_add_epi64(MUL(m, a), b), cnt); /* r + C (FB_OFFSET_SHIFT) */ \
+                    FB_CLAMP_COUNTV(v, vlo_c, vhi_c, nsv);                                                     \
+                    _mm256_storeu_si256((__m256i *)(dst + (size_t)x * O + o), _mm256_sub_epi64(v, vC));        \
+                }                                                                                              \
             }
+            if (st->m32) FB_SCALE_LOOP(FB_MUL_M32)
+            else if (mul31) FB_SCALE_LOOP(FB(mul31))
+            else FB_SCALE_LOOP(FB(mul64x32))
+#undef FB_SCALE_LOOP
+            ns += FB(count_clipped)(nsv);
             goto done;
         }
 #endif
@@ -624,29 +773,35 @@ static void FB(post_row)(const fb_step *st, const int32_t *restrict acc, int64_t
         const __m128i cnt = _mm_cvtsi32_si128(shift), cnt_fill = _mm_cvtsi32_si128(64 - shift);
         if (st->post32) { /* sign, sc_mul and the shortcut fit in int32: exact signed 32x32->64 products */
             FB_OFFSET_SHIFT;
-            /* channel-major: a group's seven constant vectors stay in registers along the row; the
-             * rounding constant is folded into both additive constants */
-            for (int o = 0; o < O; o += 4) {
-#define LD(p) _mm256_loadu_si256((const __m256i *)((p) + o))
-                const __m256i vsign = LD(sign), vthr = LD(thr), vscm = LD(scm);
-                const __m256i vna = _mm256_add_epi64(LD(na), vhalf_c), vpa = _mm256_add_epi64(LD(pa), vhalf_c);
-                const __m256i vnm = pm31 ? LD(nm31) : LD(nm), vpm = pm31 ? LD(pm31) : LD(pm);
-#undef LD
-                for (int x = 0; x < Wo; x++) {
-                    const size_t at = (size_t)x * O + o;
-                    __m256i a = _mm256_cvtepi32_epi64(_mm_loadu_si128((const __m128i *)(acc + at)));
-                    __m256i pos = _mm256_cmpgt_epi64(_mm256_mul_epi32(vsign, a), vthr);
-                    __m256i b = _mm256_blendv_epi8(vna, vpa, pos);
-                    const __m256i ms = _mm256_blendv_epi8(vnm, vpm, pos);
-                    __m256i ma = st->m32 ? _mm256_sll_epi64(_mm256_mul_epi32(ms, a), mcnt)
-                                         : pm31 ? FB(mul31)(ms, a) : FB(mul64x32)(ms, a);
-                    __m256i v = _mm256_add_epi64(_mm256_add_epi64(ma, b),
-                                                 _mm256_mul_epi32(vscm, _mm256_loadu_si256((const __m256i *)(scrow + at))));
-                    v = _mm256_srl_epi64(v, cnt); /* r + C, unsigned (see FB_OFFSET_SHIFT) */
-                    FB_CLAMP_COUNT(v, vlo_c, vhi_c);
-                    _mm256_storeu_si256((__m256i *)(dst + at), _mm256_sub_epi64(v, vC));
-                }
+            __m256i nsv = _mm256_setzero_si256();
+            /* channel-major: a group's six constant vectors stay in registers along the row; the
+             * rounding constant is folded into both additive constants; one loop per multiplier kind */
+#define FB_BLOCK_LOOP(MUL)                                                                                     \
+            for (int o = 0; o < O; o += 4) {                                                                   \
+                const __m256i vt = FB_LD(ft), vscm = FB_LD(scm);                                               \
+                const __m256i vla = _mm256_add_epi64(FB_LD(fla), vhalf_c), vga = _mm256_add_epi64(FB_LD(fga), vhalf_c); \
+                const __m256i vlm = FB_LD(flm), vgm = FB_LD(fgm);                                              \
+                for (int x = 0; x < Wo; x++) {                                                                 \
+                    const size_t at = (size_t)x * O + o;                                                       \
+                    __m256i a = _mm256_cvtepi32_epi64(_mm_loadu_si128((const __m128i *)(acc + at)));           \
+                    __m256i gt = _mm256_cmpgt_epi64(a, vt); /* the sign test, folded (fold_branches) */        \
+                    __m256i b = FB_BLEND64(vla, vga, gt);                                                      \
+                    const __m256i ms = FB_BLEND64(vlm, vgm, gt);                                               \
+                    __m256i v = _mm256_add_epi64(_mm256_add_epi64(MUL(ms, a), b),                              \
+                                                 _mm256_mul_epi32(vscm, _mm256_loadu_si256((const __m256i *)(scrow + at)))); \
+                    v = _mm256_srl_epi64(v, cnt); /* r + C, unsigned (see FB_OFFSET_SHIFT) */                  \
+                    FB_CLAMP_COUNTV(v, vlo_c, vhi_c, nsv);                                                     \
+                    _mm256_storeu_si256((__m256i *)(dst + at), _mm256_sub_epi64(v, vC));                       \
+                }                                                                                              \
             }
+#define FB_LD(p) _mm256_loadu_si256((const __m256i *)((p) + o))
+            const int64_t *ft = st->fold, *fgm = ft + O, *fga = ft + 2 * O, *flm = ft + 3 * O, *fla = ft + 4 * O;
+            if (st->m32) FB_BLOCK_LOOP(FB_MUL_M32)
+            else if (pm31) FB_BLOCK_LOOP(FB(mul31))
+            else FB_BLOCK_LOOP(FB(mul64x32))
+#undef FB_LD
+#undef FB_BLOCK_LOOP
+            ns += FB(count_clipped)(nsv);
             goto done;
         }
         for (int x = 0; x < Wo; x++, acc += O, dst += O, scrow += O)
@@ -759,10 +914,16 @@ static void FB(qconv_rows)(const fb_step *st, const uint64_t *pm, const uint64_t
     /* the fused 3 x 3 row kernels (row3_*) where they apply */
     int row3 = st->wbits_t && O % 8 == 0 && g->K == 3 && (!gate || st->gate32) && !(two && gate && st->sparse_lsb)
                && (g->Cin == 16 || g->Cin == 32 || g->Cin == 64);
+    /* 16 input channels: the tap-wise kernel (taps16_row) where its tables were made */
+    const int taps16 = row3 && st->w16 && (!(gate && two) || st->g16), taps32 = row3 && st->w32;
 #endif
     for (int oy = oy0; oy < oy1; oy++) {
 #ifdef FB_USE_AVX2
-        if (row3) {
+        if (taps16) {
+            opened += FB(taps16_row)(st, pm, pl, two, oy, s->rowacc, gate && two);
+        } else if (taps32) {
+            opened += FB(taps32_row)(st, pm, pl, two, oy, s->rowacc, gate && two ? st->gate32 : NULL);
+        } else if (row3) {
             const int32_t *g32 = gate && two ? st->gate32 : NULL;
             if (g->Cin == 16) opened += FB(row3_16)(g, pm, pl, two, oy, st->wbits_t, s->rowacc, g32);
             else if (g->Cin == 32) opened += FB(row3_32)(g, pm, pl, two, oy, st->wbits_t, s->rowacc, g32);
@@ -822,6 +983,70 @@ static void FB(qconv_rows)(const fb_step *st, const uint64_t *pm, const uint64_t
     if (gate_open) *gate_open += opened;
 }
 
+#ifdef FB_USE_AVX2
+/* One output row of the table layer with the int16 table (thermo_table16), OUT (16 or 32) output
+ * channels: 16 channels per add, widened to int32 at the end. The table offset of every pixel in the
+ * row's K input rows is looked up once per row (taprow), not once per tap that reads it (K x more). */
+#define FB_THERMO16_TAP(E)                                                                                     \
+    do {                                                                                                       \
+        const int16_t *e_ = (E);                                                                               \
+        a0 = _mm256_add_epi16(a0, _mm256_loadu_si256((const __m256i *)e_));                                    \
+        if (O > 16) a1 = _mm256_add_epi16(a1, _mm256_loadu_si256((const __m256i *)(e_ + 16)));                 \
+    } while (0)
+#define FB_THERMO16_ROW(OUT)                                                                                   \
+    {                                                                                                          \
+        const int O = (OUT);                                                                                   \
+        for (int u = 0; u < K; u++) {                                                                          \
+            const int iy = iy0 + u;                                                                            \
+            if (iy < 0 || iy >= g->H) continue;                                                                \
+            for (int c = 0; c < Ci; c++) {                                                                     \
+                const uint8_t *px = img + c * plane + (size_t)iy * W;                                          \
+                int32_t *restrict t = taprow + ((size_t)u * Ci + c) * W;                                       \
+                for (int x = 0; x < W; x++) t[x] = level_of[px[x]] * O;                                        \
+            }                                                                                                  \
+        }                                                                                                      \
+        for (int ox = 0; ox < Wo; ox++) {                                                                      \
+            const int ix0 = ox * g->stride - g->pad;                                                           \
+            /* the valid taps: a sub-rectangle [u0, u1) x [v0, v1) of the window */                            \
+            const int v0 = ix0 < 0 ? -ix0 : 0, v1 = ix0 + K > W ? W - ix0 : K;                                 \
+            __m256i a0 = _mm256_setzero_si256(), a1 = a0;                                                      \
+            for (int c = 0; c < Ci; c++)                                                                       \
+                for (int u = u0; u < u1; u++) {                                                                \
+                    const int32_t *t = taprow + ((size_t)u * Ci + c) * W + ix0;                                \
+                    const int16_t *tu = lut16 + (((size_t)c * K + u) * K) * tap_stride;                        \
+                    if (K == 3 && v0 == 0 && v1 == 3) { /* all three columns: unrolled */                      \
+                        FB_THERMO16_TAP(tu + t[0]);                                                            \
+                        FB_THERMO16_TAP(tu + tap_stride + t[1]);                                               \
+                        FB_THERMO16_TAP(tu + 2 * tap_stride + t[2]);                                           \
+                    } else                                                                                     \
+                        for (int v = v0; v < v1; v++) FB_THERMO16_TAP(tu + v * tap_stride + t[v]);             \
+                }                                                                                              \
+            int32_t *restrict acc = rowacc + (size_t)ox * O;                                                   \
+            _mm256_storeu_si256((__m256i *)acc, _mm256_cvtepi16_epi32(_mm256_castsi256_si128(a0)));           \
+            _mm256_storeu_si256((__m256i *)(acc + 8), _mm256_cvtepi16_epi32(_mm256_extracti128_si256(a0, 1))); \
+            if (O > 16) {                                                                                      \
+                _mm256_storeu_si256((__m256i *)(acc + 16), _mm256_cvtepi16_epi32(_mm256_castsi256_si128(a1))); \
+                _mm256_storeu_si256((__m256i *)(acc + 24), _mm256_cvtepi16_epi32(_mm256_extracti128_si256(a1, 1))); \
+            }                                                                                                  \
+        }                                                                                                      \
+    }
+static void FB(thermo16_row)(const fb_step *st, const uint8_t *img, int oy, int32_t *restrict taprow,
+                             int32_t *restrict rowacc)
+{
+    const fb_conv_geom *g = &st->g;
+    const int K = g->K, Ci = st->img_C, Wo = g->Wo, W = g->W;
+    const size_t plane = (size_t)g->H * W, tap_stride = (size_t)st->levels * g->O;
+    const int16_t *restrict lut16 = st->lut16;
+    const int32_t *restrict level_of = st->level_of;
+    const int iy0 = oy * g->stride - g->pad;
+    const int u0 = iy0 < 0 ? -iy0 : 0, u1 = iy0 + K > g->H ? g->H - iy0 : K;
+    if (g->O == 16) FB_THERMO16_ROW(16)
+    else FB_THERMO16_ROW(32)
+}
+#undef FB_THERMO16_ROW
+#undef FB_THERMO16_TAP
+#endif
+
 /* thermometer input layer through the partial-sum table + post op */
 static void FB(thermo_rows)(const fb_step *st, const uint8_t *img, int64_t *dst, int oy0, int oy1, fb_scratch *s)
 {
@@ -831,6 +1056,13 @@ static void FB(thermo_rows)(const fb_step *st, const uint8_t *img, int64_t *dst,
     const int32_t *restrict lut = st->lut, *restrict level_of = st->level_of;
     const size_t tap_stride = (size_t)L * O; /* table entries between neighbouring taps */
     for (int oy = oy0; oy < oy1; oy++) {
+#ifdef FB_USE_AVX2
+        if (st->lut16) {
+            FB(thermo16_row)(st, img, oy, s->taprow, s->rowacc);
+            FB(post_row)(st, s->rowacc, dst + (size_t)oy * Wo * O, NULL, Wo, s->nsat);
+            continue;
+        }
+#endif
         for (int ox = 0; ox < Wo; ox++) {
             int32_t *restrict acc = s->rowacc + (size_t)ox * O;
             const int iy0 = oy * g->stride - g->pad, ix0 = ox * g->stride - g->pad;

@@ -68,6 +68,13 @@ typedef struct {
     int gate_index;                /* QCONV: index into the gate counters, -1 none */
     int sparse_lsb;                /* QCONV: skip the LSB pass where the gate is closed */
     int post32;                    /* block_post: sign, sc_mul and shortcut values fit in int32 */
+    int16_t *w16, *kc16, *g16;     /* 3 x 3 conv of 16 input channels, O % 16 == 0 (taps16_tables, owned):
+                                    * weights per 16 output channels and tap, n_valid + 2 corr per border class
+                                    * and channel, gate thresholds clamped to int16 (gated) */
+    uint32_t *w32;                 /* the same for 32 input channels, O % 8 == 0 (taps32_tables, owned) */
+    int32_t *kc32;
+    int64_t *fold;                 /* post32 block_post with the sign folded into the threshold (owned, 5 x O,
+                                    * fold_branches): t, then mul and add taken when a > t, then when not */
     int q32;                       /* QCONV: the residuals it quantizes, 3 x them and +-2^(frac_bits+1) fit in int32 */
     int sc_q32;                    /* FB_SC_QUANT: the shortcut's residuals are |r| <= 2^29 and sc_qfrac <= 30 */
     int32_t *gate32;               /* gate thresholds clamped to int32 (owned by the plan), or NULL */
@@ -81,6 +88,7 @@ typedef struct {
     const int64_t *mul, *add;
     const int64_t *sign, *thr, *pos_mul, *pos_add, *neg_mul, *neg_add, *sc_mul;
     const int32_t *lut;
+    int16_t *lut16;                /* THERMO: lut as int16 when every output's sum fits (owned), or NULL */
     const int32_t *level_of;
     const int64_t *fc_w, *fc_b;
 } fb_step;
@@ -91,11 +99,12 @@ typedef struct {
     int *idx;        /* output channels whose gate is open */
     int32_t *rowacc; /* one output row of accumulators, Wo x O */
     int64_t *scrow;  /* one row of the (pooled) shortcut, Wo x O */
+    int32_t *taprow; /* THERMO with the int16 table: table offsets of a row's K input rows, K x img_C x W */
     int64_t *nsat;   /* the running step's count of values clipped by its post op, or NULL: not counting */
 } fb_scratch;
 
 typedef struct {
-    int nsteps, nslots, nbufs, max_O, max_nK, max_wpp_pixels, ncls, n_gates, max_row;
+    int nsteps, nslots, nbufs, max_O, max_nK, max_wpp_pixels, ncls, n_gates, max_row, max_taprow;
     int in_C, in_H, in_W;
     size_t slot_elems;
     fb_step *steps;
@@ -180,9 +189,10 @@ static int resolve_threads(int requested) { return requested > 0 ? requested : d
 
 /* ---- scratch ------------------------------------------------------------ */
 
-static int scratch_alloc(fb_scratch *s, int max_nK, int max_O, int max_row)
+static int scratch_alloc(fb_scratch *s, int max_nK, int max_O, int max_row, int max_taprow)
 {
     s->nsat = NULL;
+    s->taprow = calloc((size_t)max_taprow + 1, sizeof(int32_t));
     s->rowacc = calloc((size_t)max_row + 1, sizeof(int32_t));
     s->idx = calloc((size_t)max_O + 1, sizeof(int));
     s->scrow = calloc((size_t)max_row + 1, sizeof(int64_t));
@@ -191,13 +201,13 @@ static int scratch_alloc(fb_scratch *s, int max_nK, int max_O, int max_row)
     s->xl = calloc(nw, sizeof(uint64_t));
     s->sm = calloc((size_t)max_O + 1, sizeof(int32_t));
     s->sl = calloc((size_t)max_O + 1, sizeof(int32_t));
-    return s->xm && s->xl && s->sm && s->sl && s->rowacc && s->scrow && s->idx;
+    return s->xm && s->xl && s->sm && s->sl && s->rowacc && s->scrow && s->idx && s->taprow;
 }
 
 static void scratch_free(fb_scratch *s)
 {
     free(s->xm); free(s->xl); free(s->sm); free(s->sl);
-    free(s->rowacc); free(s->scrow); free(s->idx);
+    free(s->rowacc); free(s->scrow); free(s->idx); free(s->taprow);
 }
 
 /* One image in flight: residual slots, the two bit planes and pool scratch. */
@@ -408,7 +418,10 @@ static void plan_free(fb_plan *pl)
         free(pl->bufs);
     }
     if (pl->steps)
-        for (int i = 0; i < pl->nsteps; i++) { free(pl->steps[i].gate32); free(pl->steps[i].split); }
+        for (int i = 0; i < pl->nsteps; i++) { free(pl->steps[i].gate32); free(pl->steps[i].split); free(pl->steps[i].lut16);
+            free(pl->steps[i].fold); free(pl->steps[i].w16); free(pl->steps[i].kc16); free(pl->steps[i].g16);
+            free(pl->steps[i].w32); free(pl->steps[i].kc32);
+        }
     free(pl->steps);
     for (int i = 0; i < pl->ncache; i++) work_free(&pl->cache[i]);
     free(pl->cache);
@@ -425,6 +438,120 @@ static int fits_i32(const int64_t *a, int n)
     for (int i = 0; i < n; i++)
         if (a[i] < INT32_MIN || a[i] > INT32_MAX) return 0;
     return 1;
+}
+
+/* The thermometer table as int16 for the AVX2 table layer (16 output channels per 256-bit add, and half
+ * the table in cache: 3 x 9 x 33 x 16 entries are 57 KB as int32, more than L1): only when O is 16 or 32
+ * and no partial sum can leave int16 (each entry is a sum of `bits` +-1 terms; an output adds one entry
+ * per colour and tap, so the sum of the per-(colour, tap) maxima bounds every partial sum). */
+static int thermo_table16(fb_step *st)
+{
+    const int O = st->g.O, per_tap = st->levels * O, taps = st->img_C * st->g.K * st->g.K;
+    st->lut16 = NULL;
+    if (st->kind != FB_STEP_THERMO || (O != 16 && O != 32)) return 0;
+    int64_t bound = 0;
+    for (int t = 0; t < taps; t++) {
+        int64_t m = 0;
+        for (int i = 0; i < per_tap; i++) {
+            const int64_t v = st->lut[(size_t)t * per_tap + i];
+            m = v > m ? v : (-v > m ? -v : m);
+        }
+        bound += m;
+    }
+    if (bound > INT16_MAX) return 0;
+    st->lut16 = malloc((size_t)taps * per_tap * sizeof(int16_t));
+    if (!st->lut16) return -1;
+    for (size_t i = 0; i < (size_t)taps * per_tap; i++) st->lut16[i] = (int16_t)st->lut[i];
+    return 0;
+}
+
+/* floor(x / y) for y > 0, |x| <= 2^62 */
+static int64_t floor_div(int64_t x, int64_t y) { return x >= 0 ? x / y : -((-x + y - 1) / y); }
+
+/* post32 block_post: pos = sign a > threshold as one compare of a itself, a > t, with the branches
+ * swapped where sign < 0. Exact because sign a is an exact int64 product here (both int32) and a is an
+ * integer: for s > 0, s a > thr <=> a > floor(thr / s); for s < 0, s a > thr <=> a < -thr / |s| <=>
+ * NOT a > ceil(-thr / |s|) - 1 = -floor(thr / |s|) - 1; for s = 0 the test is the constant 0 > thr
+ * (t = 2^62, never exceeded, and the other branch is the one that constant picks). thr is first
+ * clamped to +-2^62, beyond |s a|, which changes no comparison. Saves a multiply per vector. */
+static int fold_branches(fb_step *st)
+{
+    const int O = st->g.O;
+    st->fold = NULL;
+    if (!st->post32) return 0;
+    st->fold = malloc((size_t)5 * O * sizeof(int64_t));
+    if (!st->fold) return -1;
+    const int64_t *pm = st->pm31 ? st->pm31 : st->pos_mul, *nm = st->nm31 ? st->nm31 : st->neg_mul;
+    const int64_t lim = (int64_t)1 << 62;
+    int64_t *t = st->fold, *gm = t + O, *ga = t + 2 * O, *lm = t + 3 * O, *la = t + 4 * O;
+    for (int o = 0; o < O; o++) {
+        const int64_t s = st->sign[o], thr = st->thr[o] < -lim ? -lim : (st->thr[o] > lim ? lim : st->thr[o]);
+        int gt_is_pos; /* which branch a > t selects */
+        if (s > 0) { t[o] = floor_div(thr, s); gt_is_pos = 1; }
+        else if (s < 0) { t[o] = -floor_div(thr, -s) - 1; gt_is_pos = 0; }
+        else { t[o] = lim; gt_is_pos = !(0 > thr); }
+        gm[o] = gt_is_pos ? pm[o] : nm[o];
+        ga[o] = gt_is_pos ? st->pos_add[o] : st->neg_add[o];
+        lm[o] = gt_is_pos ? nm[o] : pm[o];
+        la[o] = gt_is_pos ? st->neg_add[o] : st->pos_add[o];
+    }
+    return 0;
+}
+
+/* Tables of the tap-wise kernel for 3 x 3 convs over 16 input channels (taps16_row), O % 16 == 0:
+ * w16[(ob / 16) * 9 + t][o % 16] = the 16 weight bits of tap t (bits 16 t .. 16 t + 15 of the packed
+ * window) of output channel o; kc16 = n_valid + 2 corr per border class and channel (|.| <= 3 * 144);
+ * g16 = the gate thresholds clamped to int16, which decides S > t alike for every |S| <= 144. */
+static int taps16_tables(fb_step *st)
+{
+    const fb_conv_geom *g = &st->g;
+    st->w16 = st->kc16 = st->g16 = NULL;
+    if (st->kind != FB_STEP_QCONV || g->K != 3 || g->Cin != 16 || g->O % 16 != 0 || !st->wbits_t) return 0;
+    const int O = g->O;
+    int nrc = 0;
+    for (int y = 0; y < g->Ho; y++) nrc = g->row_cls[y] + 1 > nrc ? g->row_cls[y] + 1 : nrc;
+    const int ncls = nrc * g->ncc;
+    st->w16 = malloc((size_t)9 * O * sizeof(int16_t));
+    st->kc16 = malloc((size_t)ncls * O * sizeof(int16_t));
+    st->g16 = st->gate ? malloc((size_t)O * sizeof(int16_t)) : NULL;
+    if (!st->w16 || !st->kc16 || (st->gate && !st->g16)) return -1;
+    for (int o = 0; o < O; o++) {
+        for (int t = 0; t < 9; t++) {
+            const uint64_t word = st->wbits[(size_t)o * g->nK + (16 * t) / 64];
+            st->w16[((size_t)(o / 16) * 9 + t) * 16 + o % 16] = (int16_t)(uint16_t)(word >> ((16 * t) % 64));
+        }
+        for (int c = 0; c < ncls; c++)
+            st->kc16[(size_t)c * O + o] = (int16_t)(g->nvalid[c] + 2 * g->corr[(size_t)c * O + o]);
+        if (st->gate)
+            st->g16[o] = (int16_t)(st->gate[o] < INT16_MIN ? INT16_MIN : (st->gate[o] > INT16_MAX ? INT16_MAX : st->gate[o]));
+    }
+    return 0;
+}
+
+/* Tables of the tap-wise kernel for 3 x 3 convs over 32 input channels (taps32_row), O % 8 == 0:
+ * w32[(ob / 8) * 9 + t][o % 8] = the 32 weight bits of tap t of output channel o; kc32 = n_valid + 2 corr
+ * per border class and channel. The gate uses gate32. */
+static int taps32_tables(fb_step *st)
+{
+    const fb_conv_geom *g = &st->g;
+    st->w32 = NULL;
+    st->kc32 = NULL;
+    if (st->kind != FB_STEP_QCONV || g->K != 3 || g->Cin != 32 || g->O % 8 != 0 || !st->wbits_t) return 0;
+    const int O = g->O;
+    int nrc = 0;
+    for (int y = 0; y < g->Ho; y++) nrc = g->row_cls[y] + 1 > nrc ? g->row_cls[y] + 1 : nrc;
+    const int ncls = nrc * g->ncc;
+    st->w32 = malloc((size_t)9 * O * sizeof(uint32_t));
+    st->kc32 = malloc((size_t)ncls * O * sizeof(int32_t));
+    if (!st->w32 || !st->kc32) return -1;
+    for (int o = 0; o < O; o++) {
+        for (int t = 0; t < 9; t++) {
+            const uint64_t word = st->wbits[(size_t)o * g->nK + (32 * t) / 64];
+            st->w32[((size_t)(o / 8) * 9 + t) * 8 + o % 8] = (uint32_t)(word >> ((32 * t) % 64));
+        }
+        for (int c = 0; c < ncls; c++) st->kc32[(size_t)c * O + o] = g->nvalid[c] + 2 * g->corr[(size_t)c * O + o];
+    }
+    return 0;
 }
 
 /* Facts the kernels' fast paths need, derived once per plan (they change no result):
@@ -463,6 +590,7 @@ static int derive_fast_paths(fb_plan *pl)
         const int O = st->g.O;
         st->post32 = 0;
         if (st->kind == FB_STEP_POOLFC) continue;
+        if (thermo_table16(st) < 0 || taps16_tables(st) < 0 || taps32_tables(st) < 0) return -1;
         if (st->post == FB_POST_BLOCK) st->post32 = small && fits_i32(st->sign, O) && fits_i32(st->sc_mul, O);
         if (st->kind == FB_STEP_QCONV && st->gate) {
             st->gate32 = malloc((size_t)O * sizeof(int32_t));
@@ -507,6 +635,7 @@ static int derive_fast_paths(fb_plan *pl)
             if (st->post == FB_POST_SCALE_SHIFT) st->mul31 = st->split;
             else { st->pm31 = st->split; st->nm31 = st->split + O; }
         }
+        if (st->post == FB_POST_BLOCK && fold_branches(st) < 0) return -1;
     }
     return 0;
 }
@@ -651,8 +780,12 @@ static PyObject *py_make_plan(PyObject *self, PyObject *args)
             goto fail;
         }
     }
-    for (int i = 0; i < pl->nsteps; i++)
-        if (pl->steps[i].g.Wo * pl->steps[i].g.O > pl->max_row) pl->max_row = pl->steps[i].g.Wo * pl->steps[i].g.O;
+    for (int i = 0; i < pl->nsteps; i++) {
+        const fb_step *st = &pl->steps[i];
+        if (st->g.Wo * st->g.O > pl->max_row) pl->max_row = st->g.Wo * st->g.O;
+        if (st->kind == FB_STEP_THERMO && st->g.K * st->img_C * st->g.W > pl->max_taprow)
+            pl->max_taprow = st->g.K * st->img_C * st->g.W;
+    }
     if (derive_fast_paths(pl) < 0) { PyErr_NoMemory(); goto fail; }
     Py_DECREF(seq);
     return PyCapsule_New(pl, PLAN_CAPSULE, plan_capsule_destructor);
@@ -728,7 +861,7 @@ static PyObject *py_forward(PyObject *self, PyObject *args)
                 fb_work *w = &works[0];
 #endif
                 fb_scratch s;
-                int ok = scratch_alloc(&s, pl->max_nK, pl->max_O, pl->max_row);
+                int ok = scratch_alloc(&s, pl->max_nK, pl->max_O, pl->max_row, pl->max_taprow);
                 alloc_fail |= !ok;
 #ifdef _OPENMP
 #pragma omp for schedule(dynamic, 1)
@@ -755,7 +888,7 @@ static PyObject *py_forward(PyObject *self, PyObject *args)
 #endif
                 {
                     fb_scratch s;
-                    int ok = scratch_alloc(&s, pl->max_nK, pl->max_O, pl->max_row);
+                    int ok = scratch_alloc(&s, pl->max_nK, pl->max_O, pl->max_row, pl->max_taprow);
                     alloc_fail |= !ok;
                     /* a thread that cannot run must still not block the others: it simply claims nothing */
                     for (Py_ssize_t n = 0; n < N && ok; n++)
@@ -845,7 +978,7 @@ static PyObject *py_binary_conv(PyObject *self, PyObject *args)
 #endif
         {
             fb_scratch s;
-            int ok = scratch_alloc(&s, g.nK, g.O, g.Wo * g.O);
+            int ok = scratch_alloc(&s, g.nK, g.O, g.Wo * g.O, 0);
             alloc_fail |= !ok;
 #ifdef _OPENMP
 #pragma omp for collapse(2) schedule(static)

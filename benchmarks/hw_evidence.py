@@ -107,8 +107,7 @@ def threshold_sweep(packed, images, calib, offsets=(0, 8, 16, 32, 64, 128)):
 
 def run_design(name, packed, cfg, images, origin, calib, out_root):
     from fracbnn.hw.csim import run_csim
-    from fracbnn.hw.generate import config_from_project, generate_project
-    from fracbnn.hw.layers import ConvLayer
+    from fracbnn.hw.generate import config_from_project, generate_project, layers_from_project
     from fracbnn.hw.measure import measured
     from fracbnn.hw.report import build_report, format_report
 
@@ -118,7 +117,7 @@ def run_design(name, packed, cfg, images, origin, calib, out_root):
     meta = generate_project(packed, out, cfg=cfg, images=images, image_origin=origin, model_label=name,
                             calib_images=calib)
     res = run_csim(out)
-    layers = [ConvLayer(**l) for l in meta["layers"]]
+    layers = layers_from_project(meta)
     pcfg = config_from_project(meta)
     rep = build_report(layers, pcfg, measured(meta["lsb"], pcfg)[0], lsb_stats=meta["lsb"], csim=res,
                        source=f"{name}: {out}", widths=meta["widths"])  # charged at the types the kernel declares

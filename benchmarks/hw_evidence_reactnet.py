@@ -83,9 +83,7 @@ def run_one(name: str, model, images, origin: str, out: Path) -> dict:
     from fracbnn.deploy import export_model
     from fracbnn.hw.csim import run_csim
     from fracbnn.hw.generate import load_project
-    from fracbnn.hw.reactnet.design import RxConfig
-    from fracbnn.hw.reactnet.generate import generate_rx_project
-    from fracbnn.hw.reactnet.program import RxShape
+    from fracbnn.hw.reactnet.generate import generate_rx_project, rx_from_project
     from fracbnn.hw.reactnet.report import build_rx_report
 
     packed = export_model(model)
@@ -96,8 +94,8 @@ def run_one(name: str, model, images, origin: str, out: Path) -> dict:
     res = run_csim(d)
     t2 = time.time()
     meta = load_project(d)
-    cfg = RxConfig(**{k: v for k, v in meta["config"].items() if k != "dram_bytes_per_cycle"})
-    rep = build_rx_report([RxShape(**l) for l in meta["layers"]], cfg, gates=meta.get("gates"), csim=res,
+    cfg, shapes = rx_from_project(meta)
+    rep = build_rx_report(shapes, cfg, gates=meta.get("gates"), csim=res,
                           n_classes=meta["num_classes"], coef_bits=meta.get("coef_bits"),
                           thermo_bits=meta.get("thermo_bits", 32))
     c = rep["csim"]

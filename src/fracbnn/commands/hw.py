@@ -180,18 +180,15 @@ def _csim_reactnet(args) -> int:
     import json
 
     from ..hw.csim import run_csim
-
     from ..hw.generate import load_project
-    from ..hw.reactnet.design import RxConfig
+    from ..hw.reactnet.generate import rx_from_project
     from ..hw.reactnet.model import cycle_model
-    from ..hw.reactnet.program import RxShape
     from ..hw.reactnet.report import compare_with_csim
 
-    res = run_csim(args.project)
     meta = load_project(args.project)
-    cfg = RxConfig(**{k: v for k, v in meta["config"].items() if k != "dram_bytes_per_cycle"})
-    model = cycle_model([RxShape(**l) for l in meta["layers"]], cfg, meta.get("gates"),
-                        thermo_bits=meta.get("thermo_bits", 32))
+    cfg, shapes = rx_from_project(meta)  # a damaged project file fails before the build
+    res = run_csim(args.project)
+    model = cycle_model(shapes, cfg, meta.get("gates"), thermo_bits=meta.get("thermo_bits", 32))
     cmp = compare_with_csim(model, res)
     if args.json:
         print(json.dumps({k: v for k, v in res.items() if k != "stdout"} | {"model_comparison": cmp}, indent=1))
@@ -232,19 +229,18 @@ def run(args) -> int:
         return 0
     if args.hw_command == "csim":
         from ..hw.csim import run_csim
-        from ..hw.generate import config_from_project, load_project
+        from ..hw.generate import config_from_project, layers_from_project, load_project
 
         if load_project(args.project).get("family") == "reactnet":
             return _csim_reactnet(args)
-        from ..hw.layers import ConvLayer
         from ..hw.perf_model import cycle_model
         from ..hw.measure import measured
         from ..hw.report import compare_with_csim
 
-        res = run_csim(args.project)
         meta = load_project(args.project)
-        layers = [ConvLayer(**l) for l in meta["layers"]]
+        layers = layers_from_project(meta)  # a damaged project file fails before the build
         cfg = config_from_project(meta)
+        res = run_csim(args.project)
         dens, entries = measured(meta["lsb"], cfg)
         cmp = compare_with_csim(cycle_model(layers, cfg, dens, n_classes=meta["num_classes"], lsb_entries=entries),
                                 res)
@@ -264,13 +260,12 @@ def run(args) -> int:
     if _is_reactnet_target(target):
         return _report_reactnet(args, target)
     if target.is_dir():
-        from ..hw.generate import config_from_project, load_project
-        from ..hw.layers import ConvLayer
+        from ..hw.generate import config_from_project, layers_from_project, load_project
 
         meta = load_project(target)
         base = config_from_project(meta) if args.design == "fracbnn" else None
         cfg = _config(args, base)
-        layers = [ConvLayer(**l) for l in meta["layers"]]
+        layers = layers_from_project(meta)
         stats = meta["lsb"]
         csim = load_csim(target) if cfg == config_from_project(meta) else None
         n_classes, source = meta["num_classes"], f"{target} ({meta.get('model', '')})"
@@ -336,8 +331,7 @@ def _report_reactnet(args, target) -> int:
     design and (for a project) the csim comparison."""
     import json
 
-    from ..hw.reactnet.design import RxConfig
-    from ..hw.reactnet.program import RxShape
+    from ..hw.reactnet.generate import rx_from_project
     from ..hw.reactnet.report import build_rx_report, format_rx_report
     from ..hw.report import load_csim
 
@@ -345,9 +339,8 @@ def _report_reactnet(args, target) -> int:
         from ..hw.generate import load_project
 
         meta = load_project(target)
-        saved = RxConfig(**{k: v for k, v in meta["config"].items() if k != "dram_bytes_per_cycle"})
+        saved, shapes = rx_from_project(meta)
         cfg = _rx_report_config(args, saved)
-        shapes = [RxShape(**l) for l in meta["layers"]]
         gates = meta.get("gates") or {}
         csim = load_csim(target) if cfg == saved else None
         n_classes, coef_bits = meta["num_classes"], meta.get("coef_bits")

@@ -329,6 +329,28 @@ def load_project(path: str | Path) -> dict:
     return meta
 
 
+def damaged(what):
+    """Turn a malformed field of hw_project.json into one actionable line (any family's reader)."""
+    from contextlib import contextmanager
+
+    @contextmanager
+    def guard():
+        try:
+            yield
+        except (TypeError, ValueError, KeyError, AttributeError) as e:
+            raise FracBNNError(f"{what} in {PROJECT_FILE} is damaged ({type(e).__name__}: {e}); regenerate the "
+                               "project with `fracbnn hw generate`") from None
+    return guard()
+
+
 def config_from_project(meta: dict) -> HwConfig:
-    c = {k: v for k, v in meta["config"].items() if k not in ("slots", "units")}
-    return HwConfig(**c)
+    with damaged("the configuration"):
+        c = {k: v for k, v in meta["config"].items() if k not in ("slots", "units")}
+        return HwConfig(**c)
+
+
+def layers_from_project(meta: dict) -> list:
+    from .layers import ConvLayer
+
+    with damaged("the layer list"):
+        return [ConvLayer(**l) for l in meta["layers"]]

@@ -22,7 +22,6 @@ model's project is written in seconds.
 from __future__ import annotations
 
 import json
-import math
 import shutil
 from pathlib import Path
 
@@ -313,3 +312,19 @@ def generate_rx_project(packed, out_dir: str | Path, cfg: D.RxConfig | None = No
         readme = readme.replace(k, v)
     (out / "README.md").write_text(readme)
     return meta
+
+
+def rx_from_project(meta: dict) -> tuple[D.RxConfig, list]:
+    """The configuration and layer shapes a ReActNet project was generated with (one line if damaged)."""
+    from ..generate import damaged
+    from .program import RxShape
+
+    with damaged("the configuration"):
+        cfg = D.RxConfig(**{k: v for k, v in meta["config"].items() if k != "dram_bytes_per_cycle"})
+    with damaged("the layer list"):
+        shapes = [RxShape(**l) for l in meta["layers"]]
+    with damaged("the gate statistics"):
+        gates = meta.get("gates") or {}
+        for name, g in gates.items():
+            float(g["gate_density"])
+    return cfg, shapes

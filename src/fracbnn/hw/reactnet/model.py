@@ -276,7 +276,7 @@ def resource_model(shapes: list[RxShape], cfg: RxConfig, n_classes: int = 1000, 
     last = shapes[-1]
     pl, _ = memory_rw(math.ceil(last.cout / P), 40, P)
     rows.append(_row("global pool", pl + P * 40, P * 40, 0, 0, f"lanes x {math.ceil(last.cout / P)} x 40-bit sums"))
-    masters = 3
+    masters = 3  # the kernel's m_axi bundles: params; image + pooled sums; the two code buffers
     axi_lut = UNIT["axi_master_lut"] * cfg.bus_bits // 256
     axi_ff = UNIT["axi_master_ff"] * cfg.bus_bits // 256
     loops = 12

@@ -482,7 +482,7 @@ void fracbnn_top(const bus_t *params, const bus_t *image, bus_t *codes_a, bus_t 
 #pragma HLS INTERFACE m_axi port=params offset=slave bundle=gmem0 depth=1024 max_read_burst_length=64
 #pragma HLS INTERFACE m_axi port=image offset=slave bundle=gmem1 depth=1024
 #pragma HLS INTERFACE m_axi port=codes_a offset=slave bundle=gmem2 depth=1024
-#pragma HLS INTERFACE m_axi port=codes_b offset=slave bundle=gmem3 depth=1024
+#pragma HLS INTERFACE m_axi port=codes_b offset=slave bundle=gmem2 depth=1024  // one adapter: a layer reads one, writes the other
 #pragma HLS INTERFACE m_axi port=pooled offset=slave bundle=gmem1 depth=POOL_C
 #pragma HLS INTERFACE s_axilite port=params
 #pragma HLS INTERFACE s_axilite port=image

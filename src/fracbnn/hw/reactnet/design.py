@@ -162,8 +162,9 @@ def lsb_full_cycles(l: RxShape, rows: int, cfg: RxConfig) -> int:
     return 0 if l.kind == "stem" else msb_cycles(l, rows, cfg)
 
 
-def lsb_row_cycles(l: RxShape, busiest: int, cfg: RxConfig) -> int:
-    """Per-lane lists, one output row whose busiest lane has ``busiest`` open pixels (0: the row is skipped)."""
+def lsb_row_cycles(l: RxShape, busiest, cfg: RxConfig):
+    """Per-lane lists, one output row whose busiest lane has ``busiest`` open pixels (0: the row is skipped).
+    The kernel counts integers; the model may pass a mean over images (the formula is linear above the fill)."""
     if busiest == 0:
         return 0
     fill = lsb_fill_cycles(l, cfg)
@@ -227,6 +228,13 @@ def image_bytes(l: RxShape, rows: int, thermo_bits: int) -> int:
     """Image rows (uint8, all colours) the stem reads for one row tile."""
     colours = l.cin // thermo_bits
     return colours * min(l.h_in, (rows - 1) * l.stride + 3) * l.w_in
+
+
+def acc_type(shapes: list[RxShape]) -> tuple[str, int]:
+    """(C type, bits) of the per-lane accumulators S_M and S_L: |S| <= k*k*cin over the layers. The generator
+    declares it, the resource model charges it."""
+    need = max(l.k * l.k * l.cin for l in shapes).bit_length() + 1
+    return ("int16_t", 16) if need <= 16 else ("int32_t", 32)
 
 
 def part() -> dict:

@@ -182,6 +182,7 @@ def config_h(prog: RxProgram, cfg: D.RxConfig, rows: list[dict], sizes: dict, pa
 #define LANES {cfg.lanes}
 #define WORD_BITS {cfg.word_bits}
 typedef {ctype} word_t;
+typedef {D.acc_type(prog.shapes)[0]} acc_t;   // per-lane S_M / S_L: |S| <= k*k*cin
 #define TILE_ROWS {cfg.tile_rows}
 #define WORDS_1X1 {cfg.words_1x1}
 #define LSB_SKIP {int(cfg.lsb_skip)}

@@ -15,9 +15,9 @@ import math
 import numpy as np
 
 from ..design import PART
-from ..perf_model import UNIT, adder_tree_luts, bram18k, memory, memory_rw, popcount_luts
-from .design import (CONST_TABLES, RxConfig, c_tiles, code_write_bytes, dram_cycles, epilogue_cycles,
-                     image_bytes, lanes_skip, shortcut_tiles, lsb_fill_cycles, lsb_full_cycles, lsb_row_cycles, msb_cycles,
+from ..perf_model import UNIT, adder_tree_luts, bram18k, memory_rw, popcount_luts
+from .design import (CONST_TABLES, RxConfig, acc_type, c_tiles, code_write_bytes, dram_cycles, epilogue_cycles,
+                     image_bytes, lanes_skip, shortcut_tiles, lsb_full_cycles, lsb_row_cycles, msb_cycles,
                      published_imagenet, row_tiles, shortcut_bytes, steps, sweep_cycles, weight_bytes_per_tile,
                      words)
 from .program import RxShape
@@ -76,7 +76,7 @@ def cycle_model(shapes: list[RxShape], cfg: RxConfig, gates: dict | None = None,
                 m = msb_cycles(l, r, cfg)
                 full = lsb_full_cycles(l, r, cfg)
                 if lanes_skip(l, cfg):
-                    lsb = sum(_lsb_row(l, b, cfg) for b in _busiest_rows(l, cfg, t, y0, r, busiest, d))
+                    lsb = sum(lsb_row_cycles(l, b, cfg) for b in _busiest_rows(l, cfg, t, y0, r, busiest, d))
                 else:
                     lsb = full
                 e = epilogue_cycles(l, r)
@@ -117,16 +117,6 @@ def cycle_model(shapes: list[RxShape], cfg: RxConfig, gates: dict | None = None,
         rows_out.append({"name": l.name, "kind": l.kind, **acc, "gate_density": d if l.gated else None,
                          "dram_bound": acc["dram"] > acc["compute"]})
     return _totals(rows_out, cfg)
-
-
-def _lsb_row(l: RxShape, busiest: float, cfg: RxConfig) -> float:
-    """lsb_row_cycles for a mean busiest count (design.lsb_row_cycles on integers)."""
-    if busiest <= 0:
-        return 0.0
-    fill = lsb_fill_cycles(l, cfg)
-    from .design import RX_DEPTH
-
-    return fill + words(l, cfg) * max(fill, busiest) + RX_DEPTH["lsb"]
 
 
 def _totals(rows: list[dict], cfg: RxConfig) -> dict:
@@ -219,7 +209,7 @@ def resource_model(shapes: list[RxShape], cfg: RxConfig, n_classes: int = 1000, 
     rows = []
     rows.append(_row("binary MAC array", P * 9 * popcount_luts(W), P * 9 * pc_bits, 0, 0,
                      f"lanes x 9 x popcount_luts({W})"))
-    acc_bits = 16
+    acc_bits = acc_type(shapes)[1]
     per_lane = adder_tree_luts(9, pc_bits + 1) + 9 * pc_bits + 2 * acc_bits
     rows.append(_row("tap/word accumulate + gate", P * per_lane, P * 2 * acc_bits, 0, 0,
                      "lanes x (9-input adder tree + valid-tap masks + accumulate + gate compare)"))
@@ -233,15 +223,16 @@ def resource_model(shapes: list[RxShape], cfg: RxConfig, n_classes: int = 1000, 
         rows.append(_row("weight cache (2 tiles)", 0, 0, b, 0,
                          f"2 x {beats} x {cfg.bus_bits} bits: the next channel tile's weights and constants"))
     d0, d1 = plane_words(shapes, cfg)
-    banks = 3 * cfg.lsb_fill_cols if ours and cfg.lsb_skip else 1
+    # ours: both planes in 9 cyclic banks (the kernel's ARRAY_PARTITION: the 1x1 engine reads 9 words of a pixel
+    # per cycle); the published design's line-buffer sweeps read one word per cycle
+    banks = 9 if ours else 1
     bram_planes = 0
     for d in (d0, d1):
-        bram_planes += bram18k(d, W)                                   # MSB plane (line-buffer sweep: 1 read)
-        bram_planes += banks * bram18k(math.ceil(d / banks), W)        # LSB plane (lane fills read 3 x fill cols)
+        bram_planes += 2 * banks * bram18k(math.ceil(d / banks), W)   # MSB and LSB plane
     lb = 2 * (max(l.w_in for l in shapes) + 2)
     rows.append(_row("feature planes (2 buffers x MSB/LSB) + line buffers", 2 * W * 4, lb * W + 9 * W,
                      bram_planes + 2 * bram18k(lb // 2, W), 0,
-                     f"ping-pong planes of {d0:,} / {d1:,} words; LSB planes in {banks} banks"))
+                     f"ping-pong planes of {d0:,} / {d1:,} words in {banks} cyclic banks each"))
     stem = shapes[0]
     img_rows = (cfg.tile_rows - 1) * stem.stride + 3
     colours = stem.cin // thermo_bits
@@ -304,12 +295,12 @@ def coefficient_bits(prog) -> int:
 
 
 def published_comparison(shapes: list[RxShape], ours: RxConfig, gates=None, densities=None,
-                         thermo_bits: int = 32) -> dict:
+                         thermo_bits: int = 32, coef_bits: int | None = None) -> dict:
     """Both designs on the same layers at the same clock: images/s and the speed-up."""
     pub_cfg = published_imagenet()
     pub = cycle_model(shapes, pub_cfg, thermo_bits=thermo_bits)
     me = cycle_model(shapes, ours, gates, densities, thermo_bits)
-    res = resource_model(shapes, pub_cfg, thermo_bits=thermo_bits)
+    res = resource_model(shapes, pub_cfg, coef_bits=coef_bits, thermo_bits=thermo_bits)
     return {"config": pub_cfg.to_dict(), "fps": pub["totals"]["fps"], "cycles": pub["totals"]["cycles"],
             "dram_bytes": pub["totals"]["dram_bytes"], "resources": res["totals"],
             "layers": [{k: r[k] for k in ("name", "cycles", "msb", "lsb", "epilogue", "dram")} for r in pub["layers"]],

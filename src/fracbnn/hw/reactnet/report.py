@@ -30,12 +30,13 @@ def build_rx_report(shapes: list[RxShape], cfg: RxConfig, *, gates: dict | None 
     if isinstance(densities, dict):
         dens.update(densities)
     one = densities if isinstance(densities, (int, float)) else None
-    same = published_comparison(shapes, cfg, gates, densities, thermo_bits)
+    same = published_comparison(shapes, cfg, gates, densities, thermo_bits, coef_bits)
     full = full_size_shapes(shapes, thermo_bits)
     if shapes == full:
         at224 = same
     else:
-        at224 = published_comparison(full, cfg, None, one if one is not None else (dens or None), thermo_bits)
+        at224 = published_comparison(full, cfg, None, one if one is not None else (dens or None), thermo_bits,
+                                     coef_bits)
     t = cyc["totals"]
     rep = {
         "source": source, "family": "reactnet", "config": cfg.to_dict(), "part": res["part"],

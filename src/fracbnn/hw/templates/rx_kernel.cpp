@@ -53,8 +53,8 @@ static word_t plane_l[2][PLANE_DEPTH];
 static word_t wcache[2][WCACHE_DEPTH];
 static int64_t ctab[2][CONST_TABLES][LANES];
 // per (lane, pixel of the row tile): S_M and S_L
-static int32_t acc_m[LANES][ACC_DEPTH];
-static int32_t acc_l[LANES][ACC_DEPTH];
+static acc_t acc_m[LANES][ACC_DEPTH];
+static acc_t acc_l[LANES][ACC_DEPTH];
 // per-lane lists of open pixels (column) of each output row of the row tile
 static uint16_t open_list[LANES][TILE_ROWS][MAX_W_OUT];
 static int open_count[LANES][TILE_ROWS];
@@ -174,7 +174,7 @@ static word_t stem_word(const RxLayerDesc &d, int w, int r_local, int c) {
 // halo, ((rows - 1) s + 3) x (w_in + 2) iterations, through two line buffers and a 3x3 window; each completed
 // window gives every lane its tap sums. src: plane buffer (-1: the stem's encoded image rows).
 static void sweep3(const RxLayerDesc &d, int cb, const word_t *plane, int w, int y0, int rows, int img_r0,
-                   int32_t acc[LANES][ACC_DEPTH]) {
+                   acc_t acc[LANES][ACC_DEPTH]) {
     word_t wreg[LANES][9];
 #pragma HLS ARRAY_PARTITION variable=wreg complete dim=0
     for (int l = 0; l < LANES; l++)
@@ -229,7 +229,7 @@ SWEEP3:
 
 // One step (words WORDS_1X1 g .. WORDS_1X1 g + WORDS_1X1 - 1) of a 1x1 layer: one output pixel per cycle.
 static void sweep1(const RxLayerDesc &d, int cb, const word_t *plane, int g, int y0, int rows,
-                   int32_t acc[LANES][ACC_DEPTH]) {
+                   acc_t acc[LANES][ACC_DEPTH]) {
     word_t wreg[LANES][WORDS_1X1];
 #pragma HLS ARRAY_PARTITION variable=wreg complete dim=0
     for (int l = 0; l < LANES; l++)
@@ -268,17 +268,23 @@ static uint64_t lsb_lanes_row(const RxLayerDesc &d, int cb, const word_t *plane,
 LSB_WORDS:
     for (int w = 0; w < d.words; w++) {
         const int nvalid = word_channels(d, w);
-        // fill every lane's copy with the three input rows of word w (LSB_FILL_COLS columns per cycle)
+        // fill every lane's copy with the three input rows of word w: LSB_FILL_COLS columns (3 x LSB_FILL_COLS
+        // plane words) per iteration, ceil((w_in + 2) / LSB_FILL_COLS) iterations, as design.lsb_fill_cycles counts
     LSB_FILL:
-        for (int ci = 0; ci < d.w_in + 2; ci++) {
+        for (int c0 = 0; c0 < d.w_in + 2; c0 += LSB_FILL_COLS) {
 #pragma HLS PIPELINE II=1
-            for (int u = 0; u < 3; u++) {
-                const int r = y * s - 1 + u, c = ci - 1;
-                const word_t x = (r >= 0 && r < d.h_in && c >= 0 && c < d.w_in)
-                                     ? plane[w * d.pstride_in + r * d.w_in + c] : (word_t)0;
-                for (int l = 0; l < LANES; l++) {
+            for (int j = 0; j < LSB_FILL_COLS; j++) {
 #pragma HLS UNROLL
-                    lsb_rows[l][w % 2][u][ci] = x;
+                const int ci = c0 + j;
+                if (ci >= d.w_in + 2) break;
+                for (int u = 0; u < 3; u++) {
+                    const int r = y * s - 1 + u, c = ci - 1;
+                    const word_t x = (r >= 0 && r < d.h_in && c >= 0 && c < d.w_in)
+                                         ? plane[w * d.pstride_in + r * d.w_in + c] : (word_t)0;
+                    for (int l = 0; l < LANES; l++) {
+#pragma HLS UNROLL
+                        lsb_rows[l][w % 2][u][ci] = x;
+                    }
                 }
             }
         }

@@ -80,6 +80,13 @@ static void FB(dot_planes)(const uint64_t *restrict xm, const uint64_t *restrict
 
 #ifdef FB_USE_AVX2
 /* Byte-wise popcount of 32 bytes: two 4-bit table lookups (vpshufb). */
+/* Bits set in each 4-bit value, twice (one per 128-bit lane): the shuffle table of popcnt8. */
+static inline __m256i FB(nibble_table)(void)
+{
+    return _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4,
+                            0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
+}
+
 static inline __m256i FB(popcnt8)(__m256i v, __m256i table, __m256i low4)
 {
     __m256i lo = _mm256_and_si256(v, low4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low4);
@@ -189,8 +196,7 @@ static int FB(dot4)(const uint64_t *restrict xm, const uint64_t *restrict xl, co
                     const uint64_t *restrict wT, int nK, int O, int nvalid, int32_t *restrict acc,
                     const int32_t *restrict g32)
 {
-    const __m256i table = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4,
-                                           0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
+    const __m256i table = FB(nibble_table)();
     const __m256i low4 = _mm256_set1_epi8(0x0f), zero = _mm256_setzero_si256();
     const __m256i pick = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
     const __m128i nv = _mm_set1_epi32(nvalid);
@@ -369,8 +375,7 @@ static inline void FB(gather)(const fb_conv_geom *g, const uint64_t *pm, const u
     static int FB(row3_##CC)(const fb_conv_geom *g, const uint64_t *pm, const uint64_t *pl, int two, int oy,    \
                              const uint64_t *restrict wT, int32_t *restrict rowacc, const int32_t *restrict g32) \
     {                                                                                                          \
-        const __m256i table = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4,                 \
-                                               0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);                \
+        const __m256i table = FB(nibble_table)();                                                              \
         const __m256i low4 = _mm256_set1_epi8(0x0f), zero = _mm256_setzero_si256();                            \
         const __m256i pick = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);                                        \
         const size_t Wp = (size_t)g->Wp;                                                                       \
@@ -389,6 +394,13 @@ FB_ROW3(64, 9)
 #undef FB_WIN3
 #undef FB_P
 #ifdef FB_USE_AVX2
+/* Plane indices of the 3 x 3 window of output pixel (oy, ox) in a padded plane, tap t = 3 ky + kx. */
+static inline void FB(window_taps)(const fb_conv_geom *g, int oy, int ox, size_t taps[9])
+{
+    const size_t Wp = (size_t)g->Wp, at = (size_t)(oy * g->stride) * Wp + (size_t)ox * g->stride;
+    for (int t = 0; t < 9; t++) taps[t] = at + (size_t)(t / 3) * Wp + t % 3;
+}
+
 /* taps16_row for 32 input channels, O % 8 == 0 (taps32_tables): a tap is 32 bits, 8 output channels per
  * vector in 32-bit lanes; two multiply-adds with ones sum each lane's four byte counts. (row3_32 packs 2
  * taps per word: its 5-word window has 32 empty bits, and it reduces 8 channels from 64-bit lanes with
@@ -397,19 +409,18 @@ static int FB(taps32_row)(const fb_step *st, const uint64_t *pm, const uint64_t 
                           int32_t *restrict rowacc, const int32_t *restrict g32)
 {
     const fb_conv_geom *g = &st->g;
-    const __m256i table = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4,
-                                           0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
+    const __m256i table = FB(nibble_table)();
     const __m256i low4 = _mm256_set1_epi8(0x0f), ones = _mm256_set1_epi8(1), ones16 = _mm256_set1_epi16(1);
     const int O = g->O;
-    const size_t Wp = (size_t)g->Wp;
     const int rc = g->row_cls[oy] * g->ncc;
     int opened = 0;
     for (int ox = 0; ox < g->Wo; ox++) {
-        const size_t at = (size_t)(oy * g->stride) * Wp + (size_t)ox * g->stride;
         const int32_t *restrict kc = st->kc32 + (size_t)(rc + g->col_cls[ox]) * O;
+        size_t taps[9];
+        FB(window_taps)(g, oy, ox, taps);
         __m256i xm[9], xl[9];
         for (int t = 0; t < 9; t++) { /* the low 32 bits of each plane word (little-endian) */
-            const size_t q = at + (size_t)(t / 3) * Wp + t % 3;
+            const size_t q = taps[t];
             xm[t] = _mm256_set1_epi32((int)(uint32_t)pm[q]);
             xl[t] = two ? _mm256_set1_epi32((int)(uint32_t)pl[q]) : xm[t];
         }
@@ -453,19 +464,18 @@ static int FB(taps16_row)(const fb_step *st, const uint64_t *pm, const uint64_t 
                           int32_t *restrict rowacc, int gated)
 {
     const fb_conv_geom *g = &st->g;
-    const __m256i table = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4,
-                                           0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
+    const __m256i table = FB(nibble_table)();
     const __m256i low4 = _mm256_set1_epi8(0x0f), ones = _mm256_set1_epi8(1);
     const int O = g->O;
-    const size_t Wp = (size_t)g->Wp;
     const int rc = g->row_cls[oy] * g->ncc;
     int opened = 0;
     for (int ox = 0; ox < g->Wo; ox++) {
-        const size_t at = (size_t)(oy * g->stride) * Wp + (size_t)ox * g->stride;
         const int16_t *restrict kc = st->kc16 + (size_t)(rc + g->col_cls[ox]) * O;
+        size_t taps[9];
+        FB(window_taps)(g, oy, ox, taps);
         __m256i xm[9], xl[9];
         for (int t = 0; t < 9; t++) { /* the low 16 bits of each plane word (little-endian) */
-            const size_t q = at + (size_t)(t / 3) * Wp + t % 3;
+            const size_t q = taps[t];
             xm[t] = _mm256_broadcastw_epi16(_mm_loadu_si16(pm + q));
             xl[t] = two ? _mm256_broadcastw_epi16(_mm_loadu_si16(pl + q)) : xm[t];
         }
@@ -1168,8 +1178,7 @@ static unsigned long long FB(popcount_loop_vec)(const uint64_t *p, size_t n, lon
 #pragma omp parallel for reduction(+ : total) num_threads(nt) schedule(static)
 #endif
     for (long long r = 0; r < repeats; r++) {
-        const __m256i table = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4,
-                                               0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
+        const __m256i table = FB(nibble_table)();
         const __m256i low4 = _mm256_set1_epi8(0x0f), zero = _mm256_setzero_si256();
         const __m256i key = _mm256_set1_epi64x((long long)((uint64_t)r * 0x9E3779B97F4A7C15ull));
         __m256i t0 = zero, t1 = zero;

@@ -498,6 +498,15 @@ static int fold_branches(fb_step *st)
     return 0;
 }
 
+/* Border classes of a conv's output pixels (row class x column class): the tap-wise kernels keep one
+ * n_valid + 2 corr entry per class and channel. */
+static int border_classes(const fb_conv_geom *g)
+{
+    int nrc = 0;
+    for (int y = 0; y < g->Ho; y++) nrc = g->row_cls[y] + 1 > nrc ? g->row_cls[y] + 1 : nrc;
+    return nrc * g->ncc;
+}
+
 /* Tables of the tap-wise kernel for 3 x 3 convs over 16 input channels (taps16_row), O % 16 == 0:
  * w16[(ob / 16) * 9 + t][o % 16] = the 16 weight bits of tap t (bits 16 t .. 16 t + 15 of the packed
  * window) of output channel o; kc16 = n_valid + 2 corr per border class and channel (|.| <= 3 * 144);
@@ -507,10 +516,7 @@ static int taps16_tables(fb_step *st)
     const fb_conv_geom *g = &st->g;
     st->w16 = st->kc16 = st->g16 = NULL;
     if (st->kind != FB_STEP_QCONV || g->K != 3 || g->Cin != 16 || g->O % 16 != 0 || !st->wbits_t) return 0;
-    const int O = g->O;
-    int nrc = 0;
-    for (int y = 0; y < g->Ho; y++) nrc = g->row_cls[y] + 1 > nrc ? g->row_cls[y] + 1 : nrc;
-    const int ncls = nrc * g->ncc;
+    const int O = g->O, ncls = border_classes(g);
     st->w16 = malloc((size_t)9 * O * sizeof(int16_t));
     st->kc16 = malloc((size_t)ncls * O * sizeof(int16_t));
     st->g16 = st->gate ? malloc((size_t)O * sizeof(int16_t)) : NULL;
@@ -537,10 +543,7 @@ static int taps32_tables(fb_step *st)
     st->w32 = NULL;
     st->kc32 = NULL;
     if (st->kind != FB_STEP_QCONV || g->K != 3 || g->Cin != 32 || g->O % 8 != 0 || !st->wbits_t) return 0;
-    const int O = g->O;
-    int nrc = 0;
-    for (int y = 0; y < g->Ho; y++) nrc = g->row_cls[y] + 1 > nrc ? g->row_cls[y] + 1 : nrc;
-    const int ncls = nrc * g->ncc;
+    const int O = g->O, ncls = border_classes(g);
     st->w32 = malloc((size_t)9 * O * sizeof(uint32_t));
     st->kc32 = malloc((size_t)ncls * O * sizeof(int32_t));
     if (!st->w32 || !st->kc32) return -1;

@@ -140,20 +140,21 @@ def _load_model(path):
     return PackedModel.load(p)
 
 
-def _rx_config(args):
-    """The ImageNet design's configuration from the options that apply to it."""
+def _rx_config(args, base=None):
+    """The ImageNet design's configuration: ``base`` (a project's) or the proposed / published one, with the
+    options that apply to it; the CIFAR-only options are refused."""
     from ..errors import FracBNNError
-    from ..hw.reactnet.design import proposed_imagenet, with_overrides
+    from ..hw.reactnet.design import proposed_imagenet, published_imagenet, with_overrides
 
-    if args.design == "published":
-        raise FracBNNError("--design published is a reference for `hw report`; the generator writes our design")
     foreign = [o for o, v in (("--min-segment-bits", args.min_segment_bits), ("--epilogue-units", args.epilogue_units),
                               ("--lsb-lanes", args.lsb_lanes), ("--lsb-tiles", args.lsb_tiles)) if v]
     if foreign:
         raise FracBNNError(f"{', '.join(foreign)} apply to the CIFAR design only; the ImageNet (ReActNet) design "
-                           "takes --lanes, --word-bits and --no-lsb-skip")
+                           "takes --lanes, --word-bits, --no-lsb-skip and --design")
+    if base is None or args.design == "published":
+        base = published_imagenet() if args.design == "published" else proposed_imagenet()
     try:
-        return with_overrides(proposed_imagenet(), lanes=args.lanes, word_bits=args.word_bits,
+        return with_overrides(base, lanes=args.lanes, word_bits=args.word_bits,
                               lsb_skip=False if args.no_lsb_skip else None)
     except ValueError as e:
         raise FracBNNError(str(e)) from None
@@ -176,16 +177,14 @@ def _generate_reactnet(args, packed) -> int:
     return 0
 
 
-def _csim_reactnet(args) -> int:
+def _csim_reactnet(args, meta: dict) -> int:
     import json
 
     from ..hw.csim import run_csim
-    from ..hw.generate import load_project
     from ..hw.reactnet.generate import rx_from_project
     from ..hw.reactnet.model import cycle_model
     from ..hw.reactnet.report import compare_with_csim
 
-    meta = load_project(args.project)
     cfg, shapes = rx_from_project(meta)  # a damaged project file fails before the build
     res = run_csim(args.project)
     model = cycle_model(shapes, cfg, meta.get("gates"), thermo_bits=meta.get("thermo_bits", 32))
@@ -212,14 +211,14 @@ def run(args) -> int:
         from ..hw.generate import check_output_dir, generate_project
 
         check_output_dir(args.out)
+        if args.design == "published":
+            raise FracBNNError("--design published is a reference for `hw report`; the generator writes our design")
         packed = _load_model(args.model)
         from ..hw.reactnet.program import is_reactnet_program
 
         if is_reactnet_program(packed):
             return _generate_reactnet(args, packed)
         cfg = _config(args)
-        if args.design == "published":
-            raise FracBNNError("--design published is a reference for `hw report`; the generator writes our design")
         images, origin = _images(args, packed, args.images)
         calib = _calib_images(args, packed, args.calib_images)
         meta = generate_project(packed, args.out, cfg=cfg, board=args.board, images=images, image_origin=origin,
@@ -231,13 +230,13 @@ def run(args) -> int:
         from ..hw.csim import run_csim
         from ..hw.generate import config_from_project, layers_from_project, load_project
 
-        if load_project(args.project).get("family") == "reactnet":
-            return _csim_reactnet(args)
+        meta = load_project(args.project)
+        if meta.get("family") == "reactnet":
+            return _csim_reactnet(args, meta)
         from ..hw.perf_model import cycle_model
         from ..hw.measure import measured
         from ..hw.report import compare_with_csim
 
-        meta = load_project(args.project)
         layers = layers_from_project(meta)  # a damaged project file fails before the build
         cfg = config_from_project(meta)
         res = run_csim(args.project)
@@ -257,12 +256,22 @@ def run(args) -> int:
     if args.lsb_density is not None and not 0.0 <= args.lsb_density <= 1.0:
         raise FracBNNError(f"--lsb-density must be between 0 and 1, got {args.lsb_density}")
     target = Path(args.target)
-    if _is_reactnet_target(target):
-        return _report_reactnet(args, target)
+    meta = packed = None
     if target.is_dir():
-        from ..hw.generate import config_from_project, layers_from_project, load_project
+        from ..hw.generate import load_project
 
         meta = load_project(target)
+        reactnet = meta.get("family") == "reactnet"
+    else:
+        from ..hw.reactnet.program import is_reactnet_program
+
+        packed = _load_model(target)
+        reactnet = is_reactnet_program(packed)
+    if reactnet:  # the ImageNet design has its own model and report
+        return _report_reactnet(args, target, meta, packed)
+    if meta is not None:
+        from ..hw.generate import config_from_project, layers_from_project
+
         base = config_from_project(meta) if args.design == "fracbnn" else None
         cfg = _config(args, base)
         layers = layers_from_project(meta)
@@ -273,7 +282,6 @@ def run(args) -> int:
     else:
         from ..hw.program import hw_program
 
-        packed = _load_model(target)
         cfg = _config(args)
         prog = hw_program(packed)
         layers, csim, n_classes, source = prog.shapes, None, len(prog.fc_bias), str(target)
@@ -297,50 +305,18 @@ def run(args) -> int:
     return 0
 
 
-def _is_reactnet_target(target) -> bool:
-    """A ReActNet project directory or packed model (the ImageNet design has its own model and report)."""
-    if target.is_dir():
-        from ..hw.generate import load_project
-
-        return load_project(target).get("family") == "reactnet"
-    from ..hw.reactnet.program import is_reactnet_program
-
-    return is_reactnet_program(_load_model(target))
-
-
-def _rx_report_config(args, base=None):
-    from ..errors import FracBNNError
-    from ..hw.reactnet.design import proposed_imagenet, published_imagenet, with_overrides
-
-    for flag, name in ((args.min_segment_bits, "--min-segment-bits"), (args.epilogue_units, "--epilogue-units"),
-                       (args.lsb_tiles or None, "--lsb-tiles"), (args.lsb_lanes or None, "--lsb-lanes")):
-        if flag is not None:
-            raise FracBNNError(f"{name} is an option of the CIFAR design; the ImageNet design takes --lanes, "
-                               "--word-bits, --no-lsb-skip and --design")
-    if base is None or args.design == "published":
-        base = published_imagenet() if args.design == "published" else proposed_imagenet()
-    try:
-        return with_overrides(base, lanes=args.lanes, word_bits=args.word_bits,
-                              lsb_skip=False if args.no_lsb_skip else None)
-    except ValueError as e:
-        raise FracBNNError(str(e)) from None
-
-
-def _report_reactnet(args, target) -> int:
-    """`hw report` of a ReActNet project or model: the ImageNet design's model, DRAM, resources, published
-    design and (for a project) the csim comparison."""
+def _report_reactnet(args, target, meta: dict | None, packed) -> int:
+    """`hw report` of a ReActNet project (``meta``, its project file) or packed model (``packed``): the ImageNet
+    design's model, DRAM, resources, published design and (for a project) the csim comparison."""
     import json
 
     from ..hw.reactnet.generate import rx_from_project
     from ..hw.reactnet.report import build_rx_report, format_rx_report
     from ..hw.report import load_csim
 
-    if target.is_dir():
-        from ..hw.generate import load_project
-
-        meta = load_project(target)
+    if meta is not None:
         saved, shapes = rx_from_project(meta)
-        cfg = _rx_report_config(args, saved)
+        cfg = _rx_config(args, saved)
         gates = meta.get("gates") or {}
         csim = load_csim(target) if cfg == saved else None
         n_classes, coef_bits = meta["num_classes"], meta.get("coef_bits")
@@ -352,9 +328,8 @@ def _report_reactnet(args, target) -> int:
         from ..hw.reactnet.model import coefficient_bits
         from ..hw.reactnet.program import rx_program
 
-        packed = _load_model(target)
         prog = rx_program(packed)
-        cfg = _rx_report_config(args)
+        cfg = _rx_config(args)
         shapes, csim, n_classes = prog.shapes, None, len(prog.fc_bias)
         coef_bits, thermo_bits, source = coefficient_bits(prog), prog.thermo_bits, str(target)
         gates = {}

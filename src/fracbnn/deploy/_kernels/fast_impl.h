@@ -93,6 +93,28 @@ static inline __m256i FB(popcnt8)(__m256i v, __m256i table, __m256i low4)
     return _mm256_add_epi8(_mm256_shuffle_epi8(table, lo), _mm256_shuffle_epi8(table, hi));
 }
 
+/* frac_conv's A = 2 S_M + open S_L for 8 (4) output channels, open = S_M > gate (all open when ``gate`` is
+ * NULL); adds the open gates to *opened. */
+static inline __m256i FB(frac_acc8)(__m256i sm, __m256i sl, const int32_t *gate, int *opened)
+{
+    if (gate) {
+        const __m256i open = _mm256_cmpgt_epi32(sm, _mm256_loadu_si256((const __m256i *)gate));
+        *opened += __builtin_popcount((unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(open)));
+        sl = _mm256_and_si256(sl, open);
+    }
+    return _mm256_add_epi32(_mm256_add_epi32(sm, sm), sl);
+}
+
+static inline __m128i FB(frac_acc4)(__m128i sm, __m128i sl, const int32_t *gate, int *opened)
+{
+    if (gate) {
+        const __m128i open = _mm_cmpgt_epi32(sm, _mm_loadu_si128((const __m128i *)gate));
+        *opened += __builtin_popcount((unsigned)_mm_movemask_ps(_mm_castsi128_ps(open)));
+        sl = _mm_and_si128(sl, open);
+    }
+    return _mm_add_epi32(_mm_add_epi32(sm, sm), sl);
+}
+
 /* Same sums as dot_planes, 4 output channels per 256-bit vector. Weights are
  * in the 4-channel interleaved order wT[((o/4) * nK + j) * 4 + o % 4], so a
  * load gives word j of 4 channels; the window word is broadcast. Byte counts
@@ -160,13 +182,8 @@ do {                                                                            
     __m128i sm4 = _mm_sub_epi32(nv, _mm_slli_epi32(_mm_sub_epi32(dm, c4), 1));                             \
     if (two) {                                                                                             \
         __m128i dl = _mm256_castsi256_si128(_mm256_permutevar8x32_epi32((TL), pick));                      \
-        __m128i sl4 = _mm_sub_epi32(nv, _mm_slli_epi32(_mm_sub_epi32(dl, c4), 1));                         \
-        if (g32) {                                                                                         \
-            __m128i open = _mm_cmpgt_epi32(sm4, _mm_loadu_si128((const __m128i *)(g32 + ob)));             \
-            opened += __builtin_popcount((unsigned)_mm_movemask_ps(_mm_castsi128_ps(open)));               \
-            sl4 = _mm_and_si128(sl4, open);                                                                \
-        }                                                                                                  \
-        sm4 = _mm_add_epi32(_mm_add_epi32(sm4, sm4), sl4);                                                 \
+        sm4 = FB(frac_acc4)(sm4, _mm_sub_epi32(nv, _mm_slli_epi32(_mm_sub_epi32(dl, c4), 1)),               \
+                            g32 ? g32 + ob : NULL, &opened);                                               \
     }                                                                                                      \
     _mm_storeu_si128((__m128i *)(acc + ob), sm4);                                                          \
 } while (0)
@@ -182,13 +199,8 @@ do {                                                                            
     if (two) {                                                                                             \
         __m256i dl8 = _mm256_inserti128_si256(                                                             \
             _mm256_permutevar8x32_epi32(_mm256_sad_epu8((ALA), zero), pick), (ALB), 1);                    \
-        __m256i sl8 = _mm256_sub_epi32(nv8, _mm256_slli_epi32(_mm256_sub_epi32(dl8, c8), 1));              \
-        if (g32) {                                                                                         \
-            __m256i open = _mm256_cmpgt_epi32(sm8, _mm256_loadu_si256((const __m256i *)(g32 + ob)));       \
-            opened += __builtin_popcount((unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(open)));         \
-            sl8 = _mm256_and_si256(sl8, open);                                                             \
-        }                                                                                                  \
-        sm8 = _mm256_add_epi32(_mm256_add_epi32(sm8, sm8), sl8);                                           \
+        sm8 = FB(frac_acc8)(sm8, _mm256_sub_epi32(nv8, _mm256_slli_epi32(_mm256_sub_epi32(dl8, c8), 1)),    \
+                            g32 ? g32 + ob : NULL, &opened);                                               \
     }                                                                                                      \
     _mm256_storeu_si256((__m256i *)(acc + ob), sm8);                                                       \
 } while (0)
@@ -437,13 +449,7 @@ static int FB(taps32_row)(const fb_step *st, const uint64_t *pm, const uint64_t 
             __m256i a = _mm256_sub_epi32(k, _mm256_add_epi32(dm, dm)); /* S_M */
             if (two) {
                 const __m256i dl = _mm256_madd_epi16(_mm256_maddubs_epi16(al, ones), ones16);
-                __m256i sl = _mm256_sub_epi32(k, _mm256_add_epi32(dl, dl));
-                if (g32) {
-                    const __m256i open = _mm256_cmpgt_epi32(a, _mm256_loadu_si256((const __m256i *)(g32 + ob)));
-                    opened += __builtin_popcount((unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(open)));
-                    sl = _mm256_and_si256(sl, open);
-                }
-                a = _mm256_add_epi32(_mm256_add_epi32(a, a), sl);
+                a = FB(frac_acc8)(a, _mm256_sub_epi32(k, _mm256_add_epi32(dl, dl)), g32 ? g32 + ob : NULL, &opened);
             }
             _mm256_storeu_si256((__m256i *)(rowacc + (size_t)ox * O + ob), a);
         }

@@ -33,11 +33,10 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, replace
 
-from ..design import PART
 from .program import RxShape
 
 #: pipeline depth (cycles from first issue to last result) of each loop kind, as the kernel counts them
-RX_DEPTH = {"msb": 8, "lsb": 8, "epilogue": 12, "stem_load": 4}
+RX_DEPTH = {"msb": 8, "lsb": 8, "epilogue": 12}
 #: int64 per-channel tables fetched with each tile's weights: gate, sign, threshold, pos/neg mul/add, sc_mul
 CONST_TABLES = 8
 
@@ -235,7 +234,3 @@ def acc_type(shapes: list[RxShape]) -> tuple[str, int]:
     declares it, the resource model charges it."""
     need = max(l.k * l.k * l.cin for l in shapes).bit_length() + 1
     return ("int16_t", 16) if need <= 16 else ("int32_t", 32)
-
-
-def part() -> dict:
-    return dict(PART)

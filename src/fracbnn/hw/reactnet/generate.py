@@ -138,7 +138,7 @@ def golden_logits_and_gates(packed, prog: RxProgram, cfg: D.RxConfig, images: np
                 if k != "images":
                     acc[k] = acc.get(k, 0) + np.asarray(v, np.float64) * len(part)
         del buf
-    gates = {name: {k: (v / n).round(4).tolist() if k == "busiest" else float(v / n) for k, v in acc.items()}
+    gates = {name: {k: (v / n).round(6).tolist() if k == "busiest" else float(v / n) for k, v in acc.items()}
              | {"images": n} for name, acc in sums.items()}
     return np.concatenate(logits), gates
 
@@ -158,10 +158,9 @@ def buffer_sizes(prog: RxProgram, cfg: D.RxConfig, rows: list[dict]) -> dict:
     return dict(
         PLANE_DEPTH=max(r["pstride_in"] * r["words"] for r in blocks),
         MAX_W_IN=max(s.w_in for s in shapes), MAX_W_OUT=max(s.w_out for s in shapes),
-        MAX_WORDS=max(r["words"] for r in rows),
         WCACHE_DEPTH=max(r["words"] * r["k"] ** 2 * cfg.lanes for r in rows),
         ACC_DEPTH=min(cfg.tile_rows, max(s.h_out for s in shapes)) * max(s.w_out for s in shapes),
-        SC_ENTRIES=sc_entries, SC_MAX_TILES=max(r["sc_tiles"] for r in rows),
+        SC_ENTRIES=sc_entries,
         CODE_BYTES=max([D.c_tiles(s, cfg) * s.h_out * s.w_out * eb for s in shapes if not s.last] + [64]),
         IMG_ROWS_MAX=min(stem.h_in, (min(cfg.tile_rows, stem.h_out) - 1) * stem.stride + 3),
         MAX_TILES=max(r["c_tiles"] for r in rows),
@@ -185,7 +184,6 @@ typedef {ctype} word_t;
 typedef {D.acc_type(prog.shapes)[0]} acc_t;   // per-lane S_M / S_L: |S| <= k*k*cin
 #define TILE_ROWS {cfg.tile_rows}
 #define WORDS_1X1 {cfg.words_1x1}
-#define LSB_SKIP {int(cfg.lsb_skip)}
 #define LSB_FILL_COLS {cfg.lsb_fill_cols}
 #define BUS_BITS {cfg.bus_bits}
 #define BUS_U64 (BUS_BITS / 64)
@@ -197,7 +195,6 @@ typedef {D.acc_type(prog.shapes)[0]} acc_t;   // per-lane S_M / S_L: |S| <= k*k*
 #define RX_DEPTH_MSB {D.RX_DEPTH['msb']}
 #define RX_DEPTH_LSB {D.RX_DEPTH['lsb']}
 #define RX_DEPTH_EPILOGUE {D.RX_DEPTH['epilogue']}
-#define RX_DEPTH_STEM_LOAD {D.RX_DEPTH['stem_load']}
 #define CONST_TABLES {D.CONST_TABLES}
 #define CODE_ENTRY_BYTES (LANES / 2)   // 4-bit codes of one pixel of one channel tile
 #define CODE_ENTRY_U64 (LANES / 16)
@@ -249,6 +246,9 @@ def generate_rx_project(packed, out_dir: str | Path, cfg: D.RxConfig | None = No
         raise FracBNNError(f"unknown board {board!r}; choose one of {', '.join(BOARDS)}")
     cfg = cfg or D.proposed_imagenet()
     check_config(cfg)
+    clock = BOARDS[board]["clock_mhz"]
+    if clock != cfg.clock_mhz:
+        raise FracBNNError(f"the configuration's clock ({cfg.clock_mhz} MHz) differs from the board's ({clock} MHz)")
     out = check_output_dir(out_dir)
     if out.exists() and any(out.iterdir()) and not (out / PROJECT_FILE).is_file():
         raise FracBNNError(f"{out} exists and is not a fracbnn hw project; choose an empty or new directory")
@@ -262,9 +262,6 @@ def generate_rx_project(packed, out_dir: str | Path, cfg: D.RxConfig | None = No
     logits, gates = golden_logits_and_gates(packed, prog, cfg, images)
     params = b"".join(tile_params(layer, cfg) for layer in prog.layers)
     sizes = buffer_sizes(prog, cfg, rows)
-    clock = BOARDS[board]["clock_mhz"]
-    if clock != cfg.clock_mhz:
-        raise FracBNNError(f"the configuration's clock ({cfg.clock_mhz} MHz) differs from the board's ({clock} MHz)")
 
     (out / "csim_result.json").unlink(missing_ok=True)  # never keep a previous model's results or binary
     shutil.rmtree(out / "build", ignore_errors=True)
@@ -283,8 +280,8 @@ def generate_rx_project(packed, out_dir: str | Path, cfg: D.RxConfig | None = No
     fc = np.concatenate([np.asarray(prog.fc_weight, "<i8").reshape(-1), np.asarray(prog.fc_bias, "<i8")])
     (out / "fc.bin").write_bytes(fc.tobytes())
     part = BOARDS[board]["part"]
-    (out / "csim.tcl").write_text(_tcl(part, clock, synth=False).replace(
-        "csim_design -argv {csim_result.json}", 'csim_design -argv "[pwd]/csim_result.json [pwd]"'))
+    # the testbench reads its .bin files from the project directory (its second argument)
+    (out / "csim.tcl").write_text(_tcl(part, clock, synth=False, csim_argv='"[pwd]/csim_result.json [pwd]"'))
     (out / "synth.tcl").write_text(_tcl(part, clock, synth=True))
     n_classes, pool_c = len(prog.fc_bias), prog.layers[-1].shape.cout
     driver = (TEMPLATES / "rx_pynq.py").read_text()
@@ -299,7 +296,8 @@ def generate_rx_project(packed, out_dir: str | Path, cfg: D.RxConfig | None = No
         "format": "fracbnn.hw-project", "version": 1, "family": "reactnet", "board": board, "part": part,
         "clock_mhz": clock, "config": cfg.to_dict(), "model": model_label,
         "layers": [s.to_dict() for s in prog.shapes], "layer_table": rows, "buffers": sizes,
-        "params_bytes": len(params), "thermo_bits": prog.thermo_bits, "coef_bits": coefficient_bits(prog), "resolution": prog.resolution,
+        "params_bytes": len(params), "thermo_bits": prog.thermo_bits, "coef_bits": coefficient_bits(prog),
+        "resolution": prog.resolution,
         "input_size": list(prog.input_size), "num_classes": n_classes,
         "logit_denominator": int(prog.logit_denominator),
         "test_images": {"count": int(len(images)), "origin": image_origin or "given by the caller"},

@@ -62,6 +62,6 @@ def gate_stats(packed, prog: RxProgram, cfg: RxConfig, images: np.ndarray | None
         if lanes_skip(s, cfg):
             b = np.stack([busiest_lanes(im, cfg.lanes) for im in m])  # (N, tiles, H)
             assert b.shape[1] == c_tiles(s, cfg)
-            row["busiest"] = b.mean(axis=0).round(4).tolist()
+            row["busiest"] = b.mean(axis=0).tolist()
         out[s.name] = row
     return out

@@ -15,7 +15,7 @@ import math
 import numpy as np
 
 from ..design import PART
-from ..perf_model import UNIT, adder_tree_luts, bram18k, memory_rw, popcount_luts
+from ..perf_model import UNIT, _row, adder_tree_luts, bram18k, memory_rw, popcount_luts
 from .design import (CONST_TABLES, RxConfig, acc_type, c_tiles, code_write_bytes, dram_cycles, epilogue_cycles,
                      image_bytes, lanes_skip, shortcut_tiles, lsb_full_cycles, lsb_row_cycles, msb_cycles,
                      published_imagenet, row_tiles, shortcut_bytes, steps, sweep_cycles, weight_bytes_per_tile,
@@ -42,12 +42,6 @@ def expected_busiest(pixels: int, density: float, lanes: int) -> float:
     return float(np.sum(1.0 - cdf[:-1] ** lanes))  # E[max] = sum_{k>=1} P(max >= k)
 
 
-def _busiest_rows(l: RxShape, cfg: RxConfig, tile: int, y0: int, rows: int, busiest, density) -> list[float]:
-    if busiest is not None:
-        return list(busiest[tile][y0:y0 + rows])
-    return [expected_busiest(l.w_out, 1.0 if density is None else density, cfg.lanes)] * rows
-
-
 # ---------------------------------------------------------------------------
 # cycles
 
@@ -60,15 +54,21 @@ def cycle_model(shapes: list[RxShape], cfg: RxConfig, gates: dict | None = None,
     if cfg.style == "published":
         return _published_cycles(shapes, cfg, thermo_bits)
     gates = gates or {}
-    tiles = [(i, t) for i, l in enumerate(shapes) for t in range(c_tiles(l, cfg))]
+    # the weights fetched during each tile are the next tile's, in global order (the next layer's first)
+    order = [l for l in shapes for _ in range(c_tiles(l, cfg))]
     rows_out = []
-    for i, l in enumerate(shapes):
+    k = -1  # the tile's index in that order
+    for l in shapes:
         d = densities.get(l.name) if isinstance(densities, dict) else densities
         if l.name in gates and d is None:
             d = gates[l.name].get("gate_density")
         busiest = gates.get(l.name, {}).get("busiest")
+        if busiest is None and lanes_skip(l, cfg):  # one estimate for every row of the layer
+            est = expected_busiest(l.w_out, 1.0 if d is None else d, cfg.lanes)
+            busiest = [[est] * l.h_out] * c_tiles(l, cfg)
         acc = dict(msb=0.0, lsb=0.0, lsb_full=0.0, epilogue=0.0, compute=0.0, dram=0.0, dram_bytes=0, cycles=0.0)
         for t in range(c_tiles(l, cfg)):
+            k += 1
             compute = 0.0
             dram = 0
             nbytes = 0
@@ -76,7 +76,7 @@ def cycle_model(shapes: list[RxShape], cfg: RxConfig, gates: dict | None = None,
                 m = msb_cycles(l, r, cfg)
                 full = lsb_full_cycles(l, r, cfg)
                 if lanes_skip(l, cfg):
-                    lsb = sum(lsb_row_cycles(l, b, cfg) for b in _busiest_rows(l, cfg, t, y0, r, busiest, d))
+                    lsb = sum(lsb_row_cycles(l, b, cfg) for b in busiest[t][y0:y0 + r])
                 else:
                     lsb = full
                 e = epilogue_cycles(l, r)
@@ -94,26 +94,25 @@ def cycle_model(shapes: list[RxShape], cfg: RxConfig, gates: dict | None = None,
                     for _ in range(colours):
                         dram += dram_cycles(b // colours, cfg, 1)
                     nbytes += b
-            k = tiles.index((i, t))
-            if k + 1 < len(tiles):  # the next tile's weights arrive while this one computes
-                nl = shapes[tiles[k + 1][0]]
-                wb = weight_bytes_per_tile(nl, cfg)
+            if k + 1 < len(order):  # the next tile's weights arrive while this one computes
+                wb = weight_bytes_per_tile(order[k + 1], cfg)
                 dram += dram_cycles(wb, cfg, 1)
                 nbytes += wb
             if k == 0:  # the first tile's weights are fetched before anything can start
                 wb = weight_bytes_per_tile(l, cfg)
-                acc["cycles"] += dram_cycles(wb, cfg, 1)
-                acc["dram"] += dram_cycles(wb, cfg, 1)
+                wc = dram_cycles(wb, cfg, 1)
+                acc["cycles"] += wc
+                acc["dram"] += wc
                 nbytes += wb
             acc["compute"] += compute
             acc["dram"] += dram
             acc["dram_bytes"] += nbytes
             acc["cycles"] += max(compute, dram)
-        if l.last:
-            pb = l.cout * 8
-            acc["cycles"] += dram_cycles(pb, cfg, 1)
-            acc["dram"] += dram_cycles(pb, cfg, 1)
-            acc["dram_bytes"] += pb
+        if l.last:  # the pooled sums, int64 per channel
+            pc = dram_cycles(l.cout * 8, cfg, 1)
+            acc["cycles"] += pc
+            acc["dram"] += pc
+            acc["dram_bytes"] += l.cout * 8
         rows_out.append({"name": l.name, "kind": l.kind, **acc, "gate_density": d if l.gated else None,
                          "dram_bound": acc["dram"] > acc["compute"]})
     return _totals(rows_out, cfg)
@@ -141,33 +140,30 @@ def _published_cycles(shapes: list[RxShape], cfg: RxConfig, thermo_bits: int) ->
     rows_out = []
     for l in shapes:
         acc = dict(msb=0.0, lsb=0.0, lsb_full=0.0, epilogue=0.0, compute=0.0, dram=0.0, dram_bytes=0, cycles=0.0)
-        per_word_w = cfg.lanes * l.k * l.k * cfg.word_bits // 8
+        step_bytes = cfg.lanes * l.k * l.k * cfg.word_bits // 8 * (cfg.words_1x1 if l.k == 1 else 1)
         consts = CONST_TABLES * cfg.lanes * 8
         for _t in range(c_tiles(l, cfg)):
             acc["cycles"] += dram_cycles(consts, cfg, 1)
             acc["dram"] += dram_cycles(consts, cfg, 1)
             acc["dram_bytes"] += consts
             for y0, r in row_tiles(l, cfg):
-                sweep = sweep_cycles(l, r)
                 n = steps(l, cfg)
-                w_dram = dram_cycles(per_word_w * (cfg.words_1x1 if l.k == 1 else 1), cfg, 1)
-                m = n * sweep
-                lsb = 0 if l.kind == "stem" else n * sweep
-                sc = dram_cycles(shortcut_bytes(l, r, cfg), cfg, 1)
-                if l.kind == "stem":
-                    sc += dram_cycles(image_bytes(l, r, thermo_bits), cfg, l.cin // thermo_bits)
+                m = n * sweep_cycles(l, r)
+                lsb = 0 if l.kind == "stem" else m  # the LSB plane swept like the MSB plane
+                w_dram = n * dram_cycles(step_bytes, cfg, 1)  # each step's weights, fetched and waited for
+                sc_bytes = shortcut_bytes(l, r, cfg) + (image_bytes(l, r, thermo_bits) if l.kind == "stem" else 0)
+                sc = (dram_cycles(shortcut_bytes(l, r, cfg), cfg, 1) +
+                      (dram_cycles(image_bytes(l, r, thermo_bits), cfg, l.cin // thermo_bits) if l.kind == "stem" else 0))
                 e = epilogue_cycles(l, r)
-                e_all = max(e, dram_cycles(code_write_bytes(l, r, cfg), cfg, 1))
+                out_bytes = code_write_bytes(l, r, cfg)
                 acc["msb"] += m
                 acc["lsb"] += lsb
                 acc["lsb_full"] += lsb
                 acc["epilogue"] += e
                 acc["compute"] += m + lsb + e
-                acc["dram"] += n * w_dram + sc
-                acc["dram_bytes"] += (n * per_word_w * (cfg.words_1x1 if l.k == 1 else 1) + shortcut_bytes(l, r, cfg)
-                                      + code_write_bytes(l, r, cfg)
-                                      + (image_bytes(l, r, thermo_bits) if l.kind == "stem" else 0))
-                acc["cycles"] += n * w_dram + m + lsb + sc + e_all
+                acc["dram"] += w_dram + sc
+                acc["dram_bytes"] += n * step_bytes + sc_bytes + out_bytes
+                acc["cycles"] += w_dram + m + lsb + sc + max(e, dram_cycles(out_bytes, cfg, 1))
         if l.last:
             acc["cycles"] += dram_cycles(l.cout * 8, cfg, 1)
             acc["dram_bytes"] += l.cout * 8
@@ -177,11 +173,6 @@ def _published_cycles(shapes: list[RxShape], cfg: RxConfig, thermo_bits: int) ->
 
 # ---------------------------------------------------------------------------
 # resources
-
-
-def _row(name, lut=0, ff=0, bram=0, dsp=0, formula=""):
-    return {"component": name, "lut": int(lut), "ff": int(ff), "bram18k": int(bram), "dsp": int(dsp),
-            "formula": formula}
 
 
 def plane_words(shapes: list[RxShape], cfg: RxConfig) -> tuple[int, int]:

@@ -9,11 +9,6 @@ from .program import RxShape, reactnet_shapes
 CSIM_TOLERANCE = 0.05
 
 
-def full_size_shapes(shapes: list[RxShape], thermo_bits: int) -> list[RxShape]:
-    """The published network (ReActNet-A, width 1, 224 x 224) with this model's thermometer."""
-    return reactnet_shapes(1.0, 224, thermo_bits)
-
-
 def build_rx_report(shapes: list[RxShape], cfg: RxConfig, *, gates: dict | None = None,
                     densities: dict | float | None = None, csim: dict | None = None, source: str = "",
                     n_classes: int = 1000, coef_bits: int | None = None, thermo_bits: int = 32) -> dict:
@@ -31,7 +26,7 @@ def build_rx_report(shapes: list[RxShape], cfg: RxConfig, *, gates: dict | None 
         dens.update(densities)
     one = densities if isinstance(densities, (int, float)) else None
     same = published_comparison(shapes, cfg, gates, densities, thermo_bits, coef_bits)
-    full = full_size_shapes(shapes, thermo_bits)
+    full = reactnet_shapes(1.0, 224, thermo_bits)  # the published network, with this model's thermometer
     if shapes == full:
         at224 = same
     else:
